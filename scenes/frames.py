@@ -1,0 +1,76 @@
+"""Rigid transforms as 4x4 homogeneous matrices, and conversions to and from DQ Robotics.
+
+Naming convention used across micromill: ``T_a_to_b`` maps coordinates expressed in frame
+{a} to frame {b} (``p_b = T_a_to_b @ p_a``); equivalently it is the pose of {a} in {b}.
+Units: metres and radians.
+"""
+from __future__ import annotations
+
+import numpy as np
+from dqrobotics import DQ, E_, rotation, translation, vec4, vec8
+from scipy.spatial.transform import Rotation
+
+
+def make_transform(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """4x4 homogeneous transform from a 3x3 rotation ``R`` and a translation ``t`` (m)."""
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = t
+    return T
+
+
+def transform_from_xyz_rpy(xyz_m, rpy_rad) -> np.ndarray:
+    """Transform from a translation (m) and fixed-axis roll-pitch-yaw angles (rad), as URDF does."""
+    R = Rotation.from_euler("xyz", rpy_rad).as_matrix()
+    return make_transform(R, np.asarray(xyz_m, dtype=float))
+
+
+def invert(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid transform."""
+    R, t = T[:3, :3], T[:3, 3]
+    return make_transform(R.T, -R.T @ t)
+
+
+def apply(T: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Apply a rigid transform to points ``p`` of shape (3,) or (N, 3)."""
+    p = np.asarray(p, dtype=float)
+    return p @ T[:3, :3].T + T[:3, 3]
+
+
+def dq_to_matrix(x: DQ) -> np.ndarray:
+    """4x4 transform of a unit dual quaternion (DQ Robotics convention: x = r + 0.5 eps t r)."""
+    w, qx, qy, qz = vec4(rotation(x))
+    t = vec4(translation(x))[1:]
+    return make_transform(Rotation.from_quat([qx, qy, qz, w]).as_matrix(), t)
+
+
+def matrix_to_dq(T: np.ndarray) -> DQ:
+    """Unit dual quaternion of a 4x4 rigid transform."""
+    qx, qy, qz, w = Rotation.from_matrix(T[:3, :3]).as_quat()
+    r = DQ([w, qx, qy, qz])
+    t = DQ([0.0, *T[:3, 3]])
+    return r + 0.5 * E_ * t * r
+
+
+def dq_from_vec8(v) -> DQ:
+    """DQ from its 8 coefficients, normalised (JSON files store them with finite precision)."""
+    x = DQ(np.asarray(v, dtype=float))
+    return x.normalize()
+
+
+def rotation_angle_between(R_a: np.ndarray, R_b: np.ndarray) -> float:
+    """Angle (rad) of the relative rotation R_a^T R_b."""
+    return float(Rotation.from_matrix(R_a.T @ R_b).magnitude())
+
+
+__all__ = [
+    "apply",
+    "dq_from_vec8",
+    "dq_to_matrix",
+    "invert",
+    "make_transform",
+    "matrix_to_dq",
+    "rotation_angle_between",
+    "transform_from_xyz_rpy",
+    "vec8",
+]

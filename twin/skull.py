@@ -1,0 +1,282 @@
+"""A parametric mouse skull: uneven dorsal surface, variable thickness, membrane, sutures.
+
+Skull frame {S} (stereotaxic-like): origin at bregma, x mediolateral (right), y
+anteroposterior (anterior +), z dorsal (up). Lambda lies at (0, -L) with L the
+bregma-lambda distance. All lengths in metres.
+
+Geometry (all fields are smooth, analytic and seeded, so any grid samples the same skull):
+- outer surface ``z = dome(x, y) + unevenness(x, y)``: an elliptic paraboloid (radii of
+  curvature ``dome_radius_ml_m`` across, ``dome_radius_ap_m`` along the midline, apex at the
+  bregma-lambda midpoint) plus a random Fourier field of wavelengths 1.5-6 mm whose peak
+  magnitude over the milling region equals ``unevenness_amplitude_m``;
+- thickness: a second random Fourier field (wavelengths 2-8 mm) mapped linearly onto
+  [``thickness_min_m``, ``thickness_max_m``] by its min/max over the milling region;
+  thickness is measured along z (height-field representation);
+- inner surface = outer - thickness; the membrane (dura) lies on the initial inner surface
+  and stays there when bone is removed.
+
+Material state: ``outer_z`` and ``inner_z`` are height fields on a grid of ``grid_cell_m``
+(<= 10 um) over the milling region; the next issue's milling model lowers them. ``version``
+increments on every change so renderers can refresh caches.
+
+Approximations: the skull is a height field (no overhangs, thickness along z, not along
+the normal; at the <= 25 deg slopes of the dorsal skull the two differ by < 10 %). Sutures
+are surface markings only (colour), not mechanical discontinuities.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+from scipy import ndimage
+
+
+class SkullParameterError(ValueError):
+    """A skull parameter is outside its allowed range."""
+
+
+@dataclass(frozen=True)
+class SkullParams:
+    """Parameters of the skull (SI units). ``validate()`` checks every range."""
+
+    seed: int = 0
+    thickness_min_m: float = 0.27e-3
+    thickness_max_m: float = 0.51e-3
+    unevenness_amplitude_m: float = 0.05e-3
+    dome_radius_ml_m: float = 7.0e-3
+    dome_radius_ap_m: float = 14.0e-3
+    bregma_lambda_m: float = 4.2e-3
+    suture_width_m: float = 40e-6
+    suture_waviness_m: float = 60e-6
+    grid_cell_m: float = 10e-6
+    milling_half_width_m: float = 5.0e-3
+    milling_half_length_m: float = 6.0e-3
+
+    # (lower, upper) for each numeric field, inclusive. Ranges cover adult mice and sensible twins.
+    RANGES = {
+        "seed": (0, 2**63 - 1),
+        "thickness_min_m": (0.05e-3, 1.0e-3),
+        "thickness_max_m": (0.05e-3, 1.0e-3),
+        "unevenness_amplitude_m": (0.0, 0.3e-3),
+        "dome_radius_ml_m": (4e-3, 40e-3),
+        "dome_radius_ap_m": (4e-3, 60e-3),
+        "bregma_lambda_m": (3.0e-3, 5.5e-3),
+        "suture_width_m": (5e-6, 200e-6),
+        "suture_waviness_m": (0.0, 300e-6),
+        "grid_cell_m": (2e-6, 10e-6),
+        "milling_half_width_m": (2e-3, 8e-3),
+        "milling_half_length_m": (3e-3, 10e-3),
+    }
+
+    def validate(self) -> None:
+        """Raise SkullParameterError listing every field outside its range."""
+        errors = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            lo, hi = self.RANGES[f.name]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
+                errors.append(f"skull.{f.name}={value!r} must be a finite number in [{lo:g}, {hi:g}]")
+            elif not lo <= value <= hi:
+                errors.append(f"skull.{f.name}={value!r} is outside [{lo:g}, {hi:g}]")
+        if not errors and self.thickness_min_m > self.thickness_max_m:
+            errors.append(f"skull.thickness_min_m={self.thickness_min_m!r} exceeds "
+                          f"skull.thickness_max_m={self.thickness_max_m!r}")
+        if not isinstance(self.seed, (int, np.integer)):
+            errors.append(f"skull.seed={self.seed!r} must be an integer")
+        if errors:
+            raise SkullParameterError("; ".join(errors))
+
+
+class FourierField:
+    """Smooth random field: a sum of plane waves, evaluated separably on grids.
+
+    ``value(x, y) = sum_k a_k sin(kx_k x + ky_k y + phi_k)``; wavelengths uniform in
+    [lambda_min, lambda_max], directions and phases uniform.
+    """
+
+    def __init__(self, rng: np.random.Generator, n_waves: int, wavelength_min_m: float,
+                 wavelength_max_m: float):
+        lam = rng.uniform(wavelength_min_m, wavelength_max_m, n_waves)
+        ang = rng.uniform(0.0, np.pi, n_waves)
+        k = 2 * np.pi / lam
+        self.kx, self.ky = k * np.cos(ang), k * np.sin(ang)
+        self.phi = rng.uniform(0.0, 2 * np.pi, n_waves)
+        self.amp = rng.normal(1.0, 0.3, n_waves) / np.sqrt(n_waves)
+
+    def grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Values on the grid ``ys x xs`` (rows are y). sin(a+b) = sin a cos b + cos a sin b."""
+        out = np.zeros((ys.size, xs.size))
+        for kx, ky, phi, amp in zip(self.kx, self.ky, self.phi, self.amp):
+            a = kx * xs + phi
+            b = ky * ys
+            out += amp * (np.outer(np.cos(b), np.sin(a)) + np.outer(np.sin(b), np.cos(a)))
+        return out
+
+    def points(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)[..., None]
+        y = np.asarray(y, dtype=float)[..., None]
+        return np.sum(self.amp * np.sin(self.kx * x + self.ky * y + self.phi), axis=-1)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular grid: x = x0 + j * cell (columns), y = y0 + i * cell (rows)."""
+
+    x0: float
+    y0: float
+    cell: float
+    nx: int
+    ny: int
+
+    @property
+    def xs(self) -> np.ndarray:
+        return self.x0 + self.cell * np.arange(self.nx)
+
+    @property
+    def ys(self) -> np.ndarray:
+        return self.y0 + self.cell * np.arange(self.ny)
+
+    def contains(self, x, y) -> np.ndarray:
+        x, y = np.asarray(x), np.asarray(y)
+        return ((x >= self.x0) & (x <= self.x0 + self.cell * (self.nx - 1))
+                & (y >= self.y0) & (y <= self.y0 + self.cell * (self.ny - 1)))
+
+
+class Skull:
+    """The skull of one mouse, fully determined by ``SkullParams`` (including the seed)."""
+
+    def __init__(self, params: SkullParams = SkullParams()):
+        params.validate()
+        self.params = p = params
+        rng = np.random.default_rng(np.random.SeedSequence([int(p.seed), 0x5CA11]))
+        self._uneven = FourierField(rng, 10, 1.5e-3, 6e-3)
+        self._thick = FourierField(rng, 8, 2e-3, 8e-3)
+        wav = rng.normal(0.0, 1.0, 3) * p.suture_waviness_m / np.sqrt(3)
+        self._sagittal_coef = wav                      # x = sum a_k sin(k pi y / L)
+        self._coronal_curv = rng.uniform(0.04, 0.10) / 1e-3     # 1/m: y = -c x^2 (laterally back)
+        self._lambdoid_curv = rng.uniform(0.10, 0.20) / 1e-3    # 1/m: y = -L + c x^2 (laterally forward)
+        self._texture = FourierField(rng, 24, 0.15e-3, 1.2e-3)
+        self.apex_y_m = -p.bregma_lambda_m / 2
+
+        L = p.bregma_lambda_m
+        n = int(round(2 * p.milling_half_width_m / p.grid_cell_m)) + 1
+        m = int(round(2 * p.milling_half_length_m / p.grid_cell_m)) + 1
+        self.grid = Grid(-p.milling_half_width_m, -L / 2 - p.milling_half_length_m, p.grid_cell_m, n, m)
+
+        # Normalise the random fields over the milling region on a 50 um grid.
+        coarse = Grid(self.grid.x0, self.grid.y0, 50e-6, int(n * p.grid_cell_m / 50e-6) + 1,
+                      int(m * p.grid_cell_m / 50e-6) + 1)
+        u = self._uneven.grid(coarse.xs, coarse.ys)
+        self._uneven_scale = p.unevenness_amplitude_m / max(np.abs(u).max(), 1e-12)
+        t = self._thick.grid(coarse.xs, coarse.ys)
+        self._thick_lo, self._thick_hi = float(t.min()), float(t.max())
+
+        self.outer_z = self.initial_outer_grid(self.grid.xs, self.grid.ys).astype(np.float32)
+        thickness = self.initial_thickness_grid(self.grid.xs, self.grid.ys).astype(np.float32)
+        self.inner_z = self.outer_z - thickness
+        self.membrane_z = self.inner_z.copy()
+        self.version = 0
+
+    # ----- analytic initial fields (any grid) -------------------------------------------
+    def _dome(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        p = self.params
+        return -(xs[None, :] ** 2 / (2 * p.dome_radius_ml_m)
+                 + (ys[:, None] - self.apex_y_m) ** 2 / (2 * p.dome_radius_ap_m))
+
+    def initial_outer_grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Untouched outer-surface height (m) on the grid ``ys x xs``."""
+        return self._dome(xs, ys) + self._uneven_scale * self._uneven.grid(xs, ys)
+
+    def initial_thickness_grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Untouched bone thickness (m), within [thickness_min_m, thickness_max_m]."""
+        p = self.params
+        f = (self._thick.grid(xs, ys) - self._thick_lo) / max(self._thick_hi - self._thick_lo, 1e-12)
+        return p.thickness_min_m + (p.thickness_max_m - p.thickness_min_m) * np.clip(f, 0.0, 1.0)
+
+    # ----- landmarks --------------------------------------------------------------------
+    @property
+    def bregma_s(self) -> np.ndarray:
+        """Bregma (m) on the outer surface, in {S}."""
+        return np.array([0.0, 0.0, float(self.outer_height(0.0, 0.0))])
+
+    @property
+    def lambda_s(self) -> np.ndarray:
+        """Lambda (m) on the outer surface, in {S}."""
+        y = -self.params.bregma_lambda_m
+        return np.array([0.0, y, float(self.outer_height(0.0, y))])
+
+    def suture_distance(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Approximate in-plane distance (m) from each grid point to the nearest suture.
+
+        Sagittal ``x = sum a_k sin(k pi y / L)`` (passes through bregma and lambda), coronal
+        ``y = -c x^2`` (through bregma), lambdoid ``y = -L + c x^2`` (through lambda). Vertical
+        / horizontal offsets are used as distances (the curves are shallow near the midline).
+        """
+        L = self.params.bregma_lambda_m
+        X, Y = xs[None, :], ys[:, None]
+        sag_x = sum(a * np.sin((k + 1) * np.pi * Y / L) for k, a in enumerate(self._sagittal_coef))
+        d_sag = np.abs(X - sag_x)
+        d_cor = np.abs(Y + self._coronal_curv * X ** 2) / np.sqrt(1 + (2 * self._coronal_curv * X) ** 2)
+        d_lam = np.abs(Y + L - self._lambdoid_curv * X ** 2) / np.sqrt(1 + (2 * self._lambdoid_curv * X) ** 2)
+        # The coronal suture runs laterally only; the sagittal one ends a little behind lambda.
+        d_sag = np.where(Y > -L - 1.5e-3, d_sag, np.inf)
+        return np.minimum(np.minimum(d_sag, d_cor), d_lam)
+
+    def texture(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Fine bone texture in [-1, 1] (seeded), for appearance only."""
+        t = self._texture.grid(xs, ys)
+        return t / max(np.abs(t).max(), 1e-12)
+
+    # ----- queries (skull frame, metres) ------------------------------------------------
+    def _sample(self, field: np.ndarray, x, y) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        if not np.all(self.grid.contains(x, y)):
+            raise ValueError(
+                f"query outside the skull's milling region x in [{self.grid.x0:.4f}, "
+                f"{self.grid.x0 + self.grid.cell * (self.grid.nx - 1):.4f}] m, y in "
+                f"[{self.grid.y0:.4f}, {self.grid.y0 + self.grid.cell * (self.grid.ny - 1):.4f}] m")
+        cols = (x - self.grid.x0) / self.grid.cell
+        rows = (y - self.grid.y0) / self.grid.cell
+        out = ndimage.map_coordinates(field, [np.atleast_1d(rows).ravel(), np.atleast_1d(cols).ravel()],
+                                      order=1, mode="nearest")
+        return out.reshape(np.shape(x)) if np.ndim(x) else out[0]
+
+    def outer_height(self, x, y) -> np.ndarray:
+        """Outer (dorsal) surface height z (m) at (x, y) in {S}."""
+        return self._sample(self.outer_z, x, y)
+
+    def inner_height(self, x, y) -> np.ndarray:
+        """Inner surface height z (m) at (x, y) in {S}."""
+        return self._sample(self.inner_z, x, y)
+
+    def membrane_height(self, x, y) -> np.ndarray:
+        """Membrane (dura) height z (m) at (x, y) in {S}."""
+        return self._sample(self.membrane_z, x, y)
+
+    def thickness(self, x, y) -> np.ndarray:
+        """Remaining bone thickness (m) along z at (x, y)."""
+        return self._sample(self.outer_z - self.inner_z, x, y)
+
+    def _normal(self, field: np.ndarray, x, y) -> np.ndarray:
+        h = self.grid.cell
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        xc = np.clip(x, self.grid.x0 + h, self.grid.x0 + h * (self.grid.nx - 2))
+        yc = np.clip(y, self.grid.y0 + h, self.grid.y0 + h * (self.grid.ny - 2))
+        dzdx = (self._sample(field, xc + h, yc) - self._sample(field, xc - h, yc)) / (2 * h)
+        dzdy = (self._sample(field, xc, yc + h) - self._sample(field, xc, yc - h)) / (2 * h)
+        n = np.stack([-dzdx, -dzdy, np.ones_like(dzdx)], axis=-1)
+        return n / np.linalg.norm(n, axis=-1, keepdims=True)
+
+    def outer_normal(self, x, y) -> np.ndarray:
+        """Unit outward normal (pointing up, out of the bone) of the outer surface at (x, y)."""
+        return self._normal(self.outer_z, x, y)
+
+    def inner_normal(self, x, y) -> np.ndarray:
+        """Unit normal (pointing up, into the bone) of the inner surface at (x, y)."""
+        return self._normal(self.inner_z, x, y)
+
+    def mark_changed(self) -> None:
+        """Call after editing ``outer_z``/``inner_z`` so that caches (renderers) refresh."""
+        self.version += 1
