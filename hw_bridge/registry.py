@@ -1,0 +1,57 @@
+"""Backends registered by name and imported only when chosen (Gymnasium-style).
+
+A backend's module is imported on ``get_backend`` / ``make_hardware``, so ROS 2 or ZMQ are
+never imported unless that backend is picked.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from scenes.spec import SceneSpec
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    name: str
+    target: str          # "module:Class"
+    summary: str         # what it is and what it needs
+
+
+_REGISTRY: dict[str, BackendEntry] = {}
+
+
+def register(name: str, target: str, summary: str) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"backend {name!r} is already registered ({_REGISTRY[name].target})")
+    _REGISTRY[name] = BackendEntry(name, target, summary)
+
+
+def backend_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def backends() -> list[BackendEntry]:
+    return [_REGISTRY[n] for n in backend_names()]
+
+
+class UnknownBackendError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return self.args[0]
+
+
+def get_backend(name: str):
+    """The backend class registered as ``name`` (imports its module now)."""
+    if name not in _REGISTRY:
+        raise UnknownBackendError(f"unknown backend {name!r}; valid backends: {', '.join(backend_names())}")
+    module, cls = _REGISTRY[name].target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_hardware(name: str, scene: SceneSpec, seed: int = 0):
+    """Construct (not configure) the hardware interface of backend ``name``."""
+    return get_backend(name)(scene, seed)
+
+
+register("twin", "hw_bridge.backends.twin:TwinHardware",
+         "embedded PyBullet twin of the arm, skull, MSCS cameras and drill (default); needs nothing extra")

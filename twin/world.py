@@ -1,0 +1,122 @@
+"""The twin world: arm, skull, MSCS cameras and drill, advanced in lockstep by one period.
+
+Sensors follow ``SceneSpec.sensors`` (the one place where rates, delays and noise live):
+- joint states are sampled at ``joint_states.rate_hz`` with Gaussian noise and delivered
+  ``delay_s`` after sampling;
+- camera frames are exposed at t_k = k / ``cameras.rate_hz`` and become available at
+  t_k + ``delay_s``; a frame shows the world as it was at t_k. Frames are rendered lazily,
+  only when grabbed, so a controller that never looks costs nothing.
+
+Everything random is drawn from generators spawned from one seed: same seed, same commands,
+same outputs.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from scenes.robot_description import RobotDescription
+from scenes.spec import SceneSpec
+from twin.arm import SimArm
+from twin.cameras import CameraModel, cameras_from_spec
+from twin.render import DrillGeometry, Lighting, SensorNoise, StereoImages, StereoRenderer
+from twin.skull import Skull, SkullParams
+
+
+@dataclass(frozen=True)
+class JointSample:
+    stamp_s: float
+    position: np.ndarray
+    velocity: np.ndarray
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    stamp_s: float          # exposure time t_k
+    index: int              # k
+    images: StereoImages    # includes ground-truth labels (twin only)
+
+
+class TwinWorld:
+    def __init__(self, scene: SceneSpec, seed: int = 0):
+        self.scene = scene
+        self.robot = RobotDescription(scene.robot.description_path)
+        self.period_s = scene.control_period_s
+        seeds = np.random.SeedSequence(seed).spawn(3)
+        self._joint_rng = np.random.default_rng(seeds[0])
+        self._camera_rng_seed = seeds[1]
+        self.skull = Skull(SkullParams(**scene.skull.params))
+        self.T_s_to_r = scene.T_s_to_r
+        self.cameras: tuple[CameraModel, CameraModel] = cameras_from_spec(scene.mscs)
+        d = scene.drill
+        self.drill_geometry = DrillGeometry(d.burr_radius_m, d.neck_radius_m, d.neck_length_m,
+                                            d.shank_radius_m, d.shank_length_m)
+        cs = scene.sensors.cameras
+        self.renderer = StereoRenderer(
+            self.skull, self.T_s_to_r, self.cameras,
+            Lighting(scene.lighting.direction_s, scene.lighting.intensity, scene.lighting.ambient),
+            self.drill_geometry, SensorNoise(cs.read_noise_dn, cs.shot_noise_gain),
+            int(seeds[2].generate_state(1)[0] % (2**31)))
+        self.arm = SimArm(self.robot, scene.robot.home_q, self.period_s, scene.robot.servo_time_constant_s)
+        self.drill_on = False
+        self.drill_speed_rpm = 0.0
+        self.step_index = 0
+        # Recent true joint positions, for camera exposures in the past (delay).
+        horizon = scene.sensors.cameras.delay_s + 2.0 / scene.sensors.cameras.rate_hz
+        self._history: deque[tuple[float, np.ndarray]] = deque(maxlen=int(horizon / self.period_s) + 3)
+        self._joint_samples: deque[JointSample] = deque()
+        self._next_joint_sample_s = 0.0
+        self._last_frame: CameraFrame | None = None
+        self._record()
+
+    @property
+    def time_s(self) -> float:
+        return self.step_index * self.period_s
+
+    def _record(self) -> None:
+        q, qd = self.arm.state()
+        t = self.time_s
+        self._history.append((t, q))
+        js = self.scene.sensors.joint_states
+        if t + 1e-12 >= self._next_joint_sample_s:
+            noise = self._joint_rng.normal(0.0, js.noise_std, q.shape) if js.noise_std > 0 else 0.0
+            self._joint_samples.append(JointSample(t, q + noise, qd))
+            self._next_joint_sample_s += 1.0 / js.rate_hz
+            keep = js.delay_s + 2.0 / js.rate_hz
+            while len(self._joint_samples) > 2 and self._joint_samples[1].stamp_s < t - keep:
+                self._joint_samples.popleft()
+
+    def step(self) -> None:
+        """Advance the world by one control period."""
+        self.arm.step()
+        self.step_index += 1
+        self._record()
+
+    def latest_joint_sample(self) -> JointSample:
+        """The newest joint-state sample delivered by now (sampled at least ``delay_s`` ago)."""
+        cutoff = self.time_s - self.scene.sensors.joint_states.delay_s + 1e-12
+        available = [s for s in self._joint_samples if s.stamp_s <= cutoff]
+        return available[-1] if available else self._joint_samples[0]
+
+    def true_q_at(self, t: float) -> np.ndarray:
+        """True joint positions at time ``t`` (nearest recorded period)."""
+        return min(self._history, key=lambda h: abs(h[0] - t))[1]
+
+    def latest_frame(self) -> CameraFrame | None:
+        """The newest camera frame available by now, or None before the first one arrives."""
+        cs = self.scene.sensors.cameras
+        k = int(np.floor((self.time_s - cs.delay_s) * cs.rate_hz + 1e-9))
+        if k < 0:
+            return None
+        if self._last_frame is not None and self._last_frame.index == k:
+            return self._last_frame
+        t_k = k / cs.rate_hz
+        T_tool = self.robot.fk(self.true_q_at(t_k))
+        rng = np.random.default_rng([*self._camera_rng_seed.generate_state(2), k])
+        self._last_frame = CameraFrame(t_k, k, self.renderer.render(T_tool, rng))
+        return self._last_frame
+
+    def close(self) -> None:
+        self.arm.close()
