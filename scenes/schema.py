@@ -67,10 +67,13 @@ class Reader:
         value = self._get(key, _MISSING if required else {})
         return Reader(value if value is not None else {}, self.name(key), self.errors)
 
-    def number(self, key: str, lo: float, hi: float, default: Any = _MISSING) -> float:
+    def number(self, key: str, lo: float, hi: float, default: Any = _MISSING) -> float | None:
+        """A finite number in [lo, hi]; ``default=None`` makes the field optional (returns None)."""
         value = self._get(key, default)
         if value is _MISSING:
             return math.nan
+        if value is None and default is None:
+            return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             self.errors.append(f"{self.name(key)}={value!r} must be a finite number in [{lo:g}, {hi:g}]")
             return math.nan

@@ -61,11 +61,16 @@ class DrillGeometry:
     shank_length_m: float = 30e-3
 
     def segments(self):
-        """(start, end, radius) of each cylinder, in the tool frame (m)."""
+        """(start, end, radius) of each cylinder of non-zero length, in the tool frame (m)."""
         z1 = -self.neck_length_m
         z2 = z1 - self.shank_length_m
-        return [(np.array([0.0, 0, 0]), np.array([0.0, 0, z1]), self.neck_radius_m),
+        segs = [(np.array([0.0, 0, 0]), np.array([0.0, 0, z1]), self.neck_radius_m),
                 (np.array([0.0, 0, z1]), np.array([0.0, 0, z2]), self.shank_radius_m)]
+        return [s for s in segs if s[1][2] < s[0][2]]
+
+    def burr_only(self) -> "DrillGeometry":
+        """The burr without its shaft (ground-truth renders of the tip alone)."""
+        return DrillGeometry(self.burr_radius_m, self.neck_radius_m, 0.0, self.shank_radius_m, 0.0)
 
 
 @dataclass(frozen=True)
@@ -308,7 +313,10 @@ class CameraRenderer:
         cx, cy, cz = T_tool_to_cam[:3, 3].astype(np.float32)
         r = np.float32(drill.burr_radius_m)
         b = dx * cx + dy * cy + dz * cz
-        disc = b * b - np.float32(cx * cx + cy * cy + cz * cz - r * r)
+        # disc = r^2 - |c - b d|^2, from the perpendicular offset itself: the textbook
+        # b^2 - (|c|^2 - r^2) cancels catastrophically in float32 (|c|^2 ~ 0.25 m^2 vs r^2 ~ 2.5e-7).
+        wx, wy, wz = cx - b * dx, cy - b * dy, cz - b * dz
+        disc = r * r - (wx * wx + wy * wy + wz * wz)
         hit = disc >= 0
         t_best[hit] = b[hit] - np.sqrt(disc[hit])
         label[hit] = LABEL_BURR
@@ -444,6 +452,9 @@ class StereoRenderer:
         m = 0.5e-3
         return (pts[:, 0].min() - m, pts[:, 0].max() + m, pts[:, 1].min() - m, pts[:, 1].max() + m)
 
-    def render(self, T_tool_to_r: np.ndarray | None, rng: np.random.Generator | None) -> StereoImages:
-        (l, ll), (r, lr) = [c.render(T_tool_to_r, self.drill, self.lighting, rng) for c in self.cameras]
+    def render(self, T_tool_to_r: np.ndarray | None, rng: np.random.Generator | None,
+               drill: DrillGeometry | None = None) -> StereoImages:
+        """Both images; ``rng=None`` renders without noise, ``drill`` overrides the geometry."""
+        drill = drill or self.drill
+        (l, ll), (r, lr) = [c.render(T_tool_to_r, drill, self.lighting, rng) for c in self.cameras]
         return StereoImages(l, r, ll, lr)

@@ -1,0 +1,97 @@
+"""The ``micromill`` command.
+
+    micromill demo [--out DIR] [--scene FILE] [--seed N]
+    micromill run SUITE.toml [--workers N] [--out DIR] [--cases N] [--seed S] [--no-progress]
+    micromill backends
+
+Exit codes: 0 success; 1 a suite threshold failed or a case errored; 2 invalid input
+(bad scene or suite file, unknown backend), reported with every offending field.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_demo(args) -> int:
+    from scenarios.demo import format_summary, run_demo
+
+    summary = run_demo(Path(args.out), args.scene, args.seed)
+    print(format_summary(summary))
+    print(f"images and summary.json in {args.out}")
+    return 0 if summary["all_reached"] else 1
+
+
+def _cmd_run(args) -> int:
+    from scenarios.report import summary_table
+    from scenarios.runner import run_suite
+    from scenarios.suite import load_suite
+
+    suite = load_suite(args.suite)
+    out = Path(args.out) if args.out else Path("runs") / suite.name
+    summary = run_suite(suite, out, workers=args.workers, n_cases=args.cases, seed=args.seed,
+                        progress=not args.no_progress)
+    print(summary_table(summary))
+    print(f"results.json and report.md in {out}")
+    return 0 if summary["passed"] else 1
+
+
+def _cmd_backends(args) -> int:
+    from hw_bridge.registry import backends
+
+    for b in backends():
+        print(f"{b.name:<12} {b.summary}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="micromill", description="Digital twin and testbench for robotic "
+                                     "bone micro-milling.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="move the drill through the paper's 5 calibration setpoints on the twin")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--scene", default=None, help="scene TOML (default scenes/default.toml)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("run", help="run a scenario suite")
+    p.add_argument("suite", help="suite TOML file, e.g. scenarios/twin_smoke.toml")
+    p.add_argument("--workers", type=_positive, default=1, help="processes (default 1)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<suite name>)")
+    p.add_argument("--cases", type=_positive, default=None, help="override the number of cases")
+    p.add_argument("--seed", type=_seed, default=None, help="override the suite seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("backends", help="list hardware backends")
+    p.set_defaults(func=_cmd_backends)
+    args = parser.parse_args(argv)
+
+    from hw_bridge.registry import UnknownBackendError
+    from scenes.schema import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"micromill: {exc}", file=sys.stderr)
+        return 2
+    except UnknownBackendError as exc:
+        print(f"micromill: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

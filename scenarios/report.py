@@ -1,0 +1,80 @@
+"""Markdown report with plots, and the terminal summary table."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """Plain-text table: metric, aggregate, value, threshold, verdict."""
+    rows = [("metric", "aggregate", "value", "threshold", "result")]
+    for name, m in summary["metrics"].items():
+        th = summary["thresholds"].get(name)
+        limit = " and ".join(f"{'<=' if k == 'max' else '>='} {v:g}" for k, v in th["limit"].items()) if th else "-"
+        verdict = ("PASS" if th["passed"] else "FAIL") if th else "-"
+        rows.append((name, m["aggregate"], _fmt(m["value"]), limit, verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    status = "PASSED" if summary["passed"] else "FAILED"
+    tail = f"{summary['suite']}: {summary['cases']} cases, {len(summary['failed_cases'])} failed -> {status}"
+    return "\n".join(lines + [tail])
+
+
+def write_report(suite, summary: dict[str, Any], results, out_dir: Path) -> Path:
+    plots = out_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    md = [f"# {suite.name}", "", suite.description, "",
+          f"Backend `{suite.backend}`, job `{suite.job}`, scene `{suite.scene_path.name}`, "
+          f"{summary['cases']} cases, result **{'PASSED' if summary['passed'] else 'FAILED'}**.", "",
+          "| metric | aggregate | value | mean | min | max | threshold | result |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, m in summary["metrics"].items():
+        th = summary["thresholds"].get(name)
+        limit = " and ".join(f"{'≤' if k == 'max' else '≥'} {v:g}" for k, v in th["limit"].items()) if th else "–"
+        verdict = ("pass" if th["passed"] else "**FAIL**") if th else "–"
+        md.append(f"| {name} | {m['aggregate']} | {_fmt(m['value'])} | {_fmt(m['mean'])} | {_fmt(m['min'])} "
+                  f"| {_fmt(m['max'])} | {limit} | {verdict} |")
+    md.append("")
+    for name, m in summary["metrics"].items():
+        vals = [r.metrics[name] for r in results if r.error is None and name in r.metrics
+                and math.isfinite(r.metrics[name])]
+        if not vals:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.hist(vals, bins=min(20, max(5, len(vals))), color="#4477aa")
+        th = summary["thresholds"].get(name)
+        if th:
+            for v in th["limit"].values():
+                ax.axvline(v, color="#cc3311", linestyle="--", label="threshold")
+            ax.legend()
+        ax.set_xlabel(name)
+        ax.set_ylabel("cases")
+        ax.set_title(m["description"] or name, fontsize=9)
+        fig.tight_layout()
+        fig.savefig(plots / f"{name}.png", dpi=100)
+        plt.close(fig)
+        md.append(f"![{name}](plots/{name}.png)")
+    arts = [a for r in results for a in r.artifacts]
+    if arts:
+        md += ["", "## Case artifacts", ""] + [f"![{Path(a).stem}]({a})" for a in arts]
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        md += ["", "## Failed cases", ""]
+        for r in failed:
+            md += [f"### case {r.index} (seed {r.seed})", "```", r.error.strip(), "```"]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
