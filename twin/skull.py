@@ -137,9 +137,11 @@ class Grid:
         return self.y0 + self.cell * np.arange(self.ny)
 
     def contains(self, x, y) -> np.ndarray:
+        """Inside the grid's extent (with 1e-6 cell of slack for float rounding at the edges)."""
         x, y = np.asarray(x), np.asarray(y)
-        return ((x >= self.x0) & (x <= self.x0 + self.cell * (self.nx - 1))
-                & (y >= self.y0) & (y <= self.y0 + self.cell * (self.ny - 1)))
+        eps = 1e-6 * self.cell
+        return ((x >= self.x0 - eps) & (x <= self.x0 + self.cell * (self.nx - 1) + eps)
+                & (y >= self.y0 - eps) & (y <= self.y0 + self.cell * (self.ny - 1) + eps))
 
 
 class Skull:

@@ -1,0 +1,88 @@
+"""Projection and rendering agree; images look like the scene spec says."""
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from scenes.frames import apply, invert
+from twin.render import LABEL_BONE, LABEL_BURR
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.05, 0.95), st.floats(0.05, 0.95))
+def test_rendered_surface_point_projects_back_to_its_pixel(world, fu, fv):
+    """Ray-cast surface point of pixel (u, v) -> cv2.projectPoints -> the same (u, v)."""
+    for cam, cr in zip(world.cameras, world.renderer.cameras):
+        u, v = int(fu * (cam.width_px - 1)), int(fv * (cam.height_px - 1))
+        p_s = cr.skull_intersection_s()[v, u]
+        p_r = apply(world.T_s_to_r, p_s)
+        uv = cam.project(p_r)[0]
+        assert np.linalg.norm(uv - [u, v]) < 0.02
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(-3e-3, 3e-3), st.floats(-5e-3, 2e-3))
+def test_skull_point_lands_on_rendered_surface(world, x, y):
+    """A point of the outer surface projects to a pixel whose ray hits the surface there."""
+    sk = world.skull
+    p_s = np.array([x, y, float(sk.outer_height(x, y))])
+    p_r = apply(world.T_s_to_r, p_s)
+    for cam, cr in zip(world.cameras, world.renderer.cameras):
+        uv = cam.project(p_r)[0]
+        assert cam.in_image(uv)[0]
+        u, v = (int(round(c)) for c in uv)
+        hit = cr.skull_intersection_s()[v, u]
+        # one pixel is ~40 um at the skull
+        assert np.linalg.norm(hit[:2] - p_s[:2]) < 60e-6
+        assert abs(hit[2] - p_s[2]) < 20e-6
+
+
+def test_pixel_scale_is_about_40_um(world):
+    cam = world.cameras[0]
+    target = world.scene.mscs.target_r
+    a, b = cam.project(np.array([target, target + [0.0, 1e-3, 0.0]]))
+    mm_per_px = 1.0 / np.linalg.norm(b - a)
+    assert 0.035 < mm_per_px < 0.045
+
+
+def test_images_have_spec_shape_and_show_bone(world, robot, scene):
+    T = robot.fk(scene.robot.home_q)
+    imgs = world.renderer.render(T, np.random.default_rng(0))
+    for img, lab in ((imgs.left, imgs.labels_left), (imgs.right, imgs.labels_right)):
+        assert img.shape == (540, 960, 3) and img.dtype == np.uint8
+        # exposed bone: the incision ellipse (pi * 4.2 * 5.6 mm^2) over the ~38 x 21.6 mm field
+        expected = np.pi * 4.2 * 5.6 / (960 * 540 * 0.04 ** 2)
+        assert abs((lab == LABEL_BONE).mean() - expected) < 0.3 * expected
+        assert (lab == LABEL_BURR).sum() > 100
+
+
+def test_noise_is_seeded(world, robot, scene):
+    T = robot.fk(scene.robot.home_q)
+    a = world.renderer.render(T, np.random.default_rng(5)).left
+    b = world.renderer.render(T, np.random.default_rng(5)).left
+    c = world.renderer.render(T, np.random.default_rng(6)).left
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_bone_hides_the_burr_below_the_surface(world, robot, scene):
+    """Occlusion: a burr sunk 2 mm into the skull is not drawn."""
+    T = robot.fk(scene.robot.home_q).copy()
+    target = scene.mscs.target_r
+    T[:3, 3] = target - [0.0, 0.0, 2e-3]
+    imgs = world.renderer.render(T, None, world.drill_geometry.burr_only())
+    assert (imgs.labels_left == LABEL_BURR).sum() == 0
+    T[:3, 3] = target + [0.0, 0.0, 2e-3]
+    imgs = world.renderer.render(T, None, world.drill_geometry.burr_only())
+    assert (imgs.labels_left == LABEL_BURR).sum() > 100
+
+
+def test_skull_change_refreshes_the_image(scene):
+    from twin.world import TwinWorld
+
+    w = TwinWorld(scene, seed=0)
+    try:
+        before = w.renderer.render(None, None).left.copy()
+        w.skull.outer_z -= 0.2e-3          # lower the whole milling region by 0.2 mm
+        w.skull.mark_changed()
+        after = w.renderer.render(None, None).left
+        assert np.abs(after.astype(int) - before.astype(int)).max() > 10
+    finally:
+        w.close()

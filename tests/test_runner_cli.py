@@ -1,0 +1,95 @@
+"""The runner writes results as it goes, reports failures, and exits non-zero on them."""
+import json
+
+import numpy as np
+import pytest
+
+from scenarios import runner
+from scenarios.cli import main
+from scenarios.jobs import JOBS, JobEntry
+from scenarios.runner import CaseOutput, make_cases, run_suite
+from scenarios.suite import suite_from_dict
+
+
+def fake_job(ctx):
+    if ctx.job_parameters["fail_on"] == ctx.index:
+        raise RuntimeError("boom in case %d" % ctx.index)
+    return CaseOutput({"value": ctx.job_parameters["x"]})
+
+
+@pytest.fixture
+def fake_suite(monkeypatch):
+    monkeypatch.setitem(JOBS, "fake", JobEntry(f"{__name__}:fake_job", {"x": 0.0, "fail_on": -1}, ("value",)))
+    raw = {"suite": {"name": "fake", "job": "fake", "seed": 3, "cases": 6},
+           "parameters": {"job": {"x": {"uniform": [0.0, 1.0]}}},
+           "metrics": {"value": {"aggregate": "max"}},
+           "thresholds": {"value": {"max": 0.99}}}
+    return raw
+
+
+def test_results_and_summary(tmp_path, fake_suite):
+    suite = suite_from_dict(fake_suite)
+    summary = run_suite(suite, tmp_path, progress=False)
+    doc = json.loads((tmp_path / "results.json").read_text())
+    xs = [c["job_parameters"]["x"] for c in doc["cases"]]
+    assert doc["summary"]["metrics"]["value"]["value"] == pytest.approx(max(xs))
+    assert doc["summary"]["thresholds"]["value"]["passed"] == (max(xs) <= 0.99)
+    assert summary["passed"] == doc["summary"]["passed"]
+    assert (tmp_path / "report.md").exists() and (tmp_path / "plots" / "value.png").exists()
+    assert len((tmp_path / "cases.jsonl").read_text().splitlines()) == 6
+
+
+def test_seeded_cases_are_reproducible(tmp_path, fake_suite):
+    suite = suite_from_dict(fake_suite)
+    a = [c.job_parameters for c in make_cases(suite, 5, 3, tmp_path)]
+    b = [c.job_parameters for c in make_cases(suite, 5, 3, tmp_path)]
+    c = [c.job_parameters for c in make_cases(suite, 5, 4, tmp_path)]
+    assert a == b and a != c
+
+
+def test_a_failing_case_keeps_the_others(tmp_path, fake_suite):
+    fake_suite["parameters"]["job"]["fail_on"] = {"choices": [2]}
+    suite = suite_from_dict(fake_suite)
+    summary = run_suite(suite, tmp_path, progress=False)
+    assert summary["failed_cases"] == [2] and not summary["passed"]
+    lines = [json.loads(l) for l in (tmp_path / "cases.jsonl").read_text().splitlines()]
+    assert len(lines) == 6 and "boom in case 2" in lines[2]["error"]
+
+
+def test_threshold_failure_gives_nonzero_exit(tmp_path, monkeypatch, fake_suite):
+    import tomllib  # noqa: F401
+
+    fake_suite["thresholds"]["value"] = {"max": -1.0}
+    monkeypatch.setattr("scenarios.suite.load_toml", lambda p: fake_suite)
+    assert main(["run", "x.toml", "--out", str(tmp_path), "--no-progress"]) == 1
+    fake_suite["thresholds"]["value"] = {"max": 2.0}
+    assert main(["run", "x.toml", "--out", str(tmp_path), "--no-progress"]) == 0
+
+
+def test_bad_suite_file_exit_code_2(tmp_path, capsys):
+    f = tmp_path / "bad.toml"
+    f.write_text('[suite]\nname = "x"\njob = "nope"\nseed = -1\ncases = 1\n[metrics.a]\naggregate = "max"\n')
+    assert main(["run", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "suite.job='nope'" in err and "suite.seed=-1" in err
+
+
+def test_twin_smoke_one_case(tmp_path):
+    """The real smoke job end to end, one case (the full suite runs in CI via the CLI test below)."""
+    assert main(["run", "scenarios/twin_smoke.toml", "--cases", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["summary"]["passed"] and doc["cases"][0]["artifacts"]
+
+
+@pytest.mark.slow
+def test_twin_smoke_full_suite(tmp_path):
+    assert main(["run", "scenarios/twin_smoke.toml", "--workers", "2", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+
+
+def test_demo(tmp_path):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["all_reached"] and len(summary["setpoints"]) == 5
+    assert max(r["position_error_um"] for r in summary["setpoints"]) < 20
+    assert (tmp_path / "setpoint1_left.png").exists()
