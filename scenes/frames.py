@@ -7,7 +7,7 @@ Units: metres and radians.
 from __future__ import annotations
 
 import numpy as np
-from dqrobotics import DQ, E_, rotation, translation, vec4, vec8
+from dqrobotics import DQ, E_, rotation, translation, vec4
 from scipy.spatial.transform import Rotation
 
 
@@ -17,12 +17,6 @@ def make_transform(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     T[:3, :3] = R
     T[:3, 3] = t
     return T
-
-
-def transform_from_xyz_rpy(xyz_m, rpy_rad) -> np.ndarray:
-    """Transform from a translation (m) and fixed-axis roll-pitch-yaw angles (rad), as URDF does."""
-    R = Rotation.from_euler("xyz", rpy_rad).as_matrix()
-    return make_transform(R, np.asarray(xyz_m, dtype=float))
 
 
 def invert(T: np.ndarray) -> np.ndarray:
@@ -62,15 +56,3 @@ def rotation_angle_between(R_a: np.ndarray, R_b: np.ndarray) -> float:
     """Angle (rad) of the relative rotation R_a^T R_b."""
     return float(Rotation.from_matrix(R_a.T @ R_b).magnitude())
 
-
-__all__ = [
-    "apply",
-    "dq_from_vec8",
-    "dq_to_matrix",
-    "invert",
-    "make_transform",
-    "matrix_to_dq",
-    "rotation_angle_between",
-    "transform_from_xyz_rpy",
-    "vec8",
-]

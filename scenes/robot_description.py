@@ -106,6 +106,3 @@ class RobotDescription:
     def within_position_limits(self, q: np.ndarray, tol: float = 0.0) -> bool:
         q = np.asarray(q, dtype=float)
         return bool(np.all(q >= self.q_min - tol) and np.all(q <= self.q_max + tol))
-
-    def joint_names(self) -> list[str]:
-        return ["rail", "stage"] + [f"cobotta_j{i}" for i in range(1, self.n_joints - 1)]

@@ -19,10 +19,20 @@ from scipy.spatial.transform import Rotation
 
 from scenes.frames import make_transform
 from scenes.schema import ConfigError, Reader, load_toml
+from scenes.skull_params import SkullParams
 
 SCENES_DIR = Path(__file__).parent
 DEFAULT_SCENE = SCENES_DIR / "default.toml"
 MM, DEG = 1e-3, math.pi / 180
+
+#: skull fields as written in scene files: (key in [skull], SkullParams field, metres per file unit)
+SKULL_FIELDS_IN_FILE = [
+    ("thickness_min_mm", "thickness_min_m", MM), ("thickness_max_mm", "thickness_max_m", MM),
+    ("unevenness_amplitude_mm", "unevenness_amplitude_m", MM), ("dome_radius_ml_mm", "dome_radius_ml_m", MM),
+    ("dome_radius_ap_mm", "dome_radius_ap_m", MM), ("bregma_lambda_mm", "bregma_lambda_m", MM),
+    ("suture_width_mm", "suture_width_m", MM), ("suture_waviness_mm", "suture_waviness_m", MM),
+    ("grid_cell_um", "grid_cell_m", 1e-6),
+]
 
 
 @dataclass(frozen=True)
@@ -188,18 +198,12 @@ def scene_from_dict(raw: dict, source: str = "<dict>", overrides: dict[str, Any]
           [s.number("yaw_deg", -180.0, 180.0, 0.0) * DEG]
     T_s_holder = make_transform(Rotation.from_euler("xyz", rpy).as_matrix(),
                                 np.array(s.vector("offset_mm", 3, -100.0, 100.0, [0.0, 0.0, 0.0])) * MM)
-    params = {
-        "seed": s.integer("seed", 0, 2**63 - 1, 0),
-        "thickness_min_m": s.number("thickness_min_mm", 0.05, 1.0, 0.27) * MM,
-        "thickness_max_m": s.number("thickness_max_mm", 0.05, 1.0, 0.51) * MM,
-        "unevenness_amplitude_m": s.number("unevenness_amplitude_mm", 0.0, 0.3, 0.05) * MM,
-        "dome_radius_ml_m": s.number("dome_radius_ml_mm", 4.0, 40.0, 7.0) * MM,
-        "dome_radius_ap_m": s.number("dome_radius_ap_mm", 4.0, 60.0, 14.0) * MM,
-        "bregma_lambda_m": s.number("bregma_lambda_mm", 3.0, 5.5, 4.2) * MM,
-        "suture_width_m": s.number("suture_width_mm", 0.005, 0.2, 0.04) * MM,
-        "suture_waviness_m": s.number("suture_waviness_mm", 0.0, 0.3, 0.06) * MM,
-        "grid_cell_m": s.number("grid_cell_um", 2.0, 10.0, 10.0) * 1e-6,
-    }
+    defaults = SkullParams()
+    params = {"seed": s.integer("seed", *SkullParams.RANGES["seed"], defaults.seed)}
+    for key, field_name, scale in SKULL_FIELDS_IN_FILE:
+        lo, hi = SkullParams.RANGES[field_name]
+        value = s.number(key, lo / scale, hi / scale, getattr(defaults, field_name) / scale)
+        params[field_name] = value * scale
     if params["thickness_min_m"] > params["thickness_max_m"]:
         errors.append(f"skull.thickness_min_mm={params['thickness_min_m'] / MM:g} exceeds "
                       f"skull.thickness_max_mm={params['thickness_max_m'] / MM:g}")
