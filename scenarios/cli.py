@@ -3,6 +3,7 @@
     micromill demo [--out DIR] [--scene FILE] [--seed N]
     micromill run SUITE.toml [--workers N] [--out DIR] [--cases N] [--seed S] [--no-progress]
     micromill backends
+    micromill train keypoints --target drill_tip|cranial [--out DIR] [--seed N] [--workers N] [--budget-min M]
 
 Exit codes: 0 success; 1 a suite threshold failed or a case errored; 2 invalid input
 (bad scene or suite file, unknown backend), reported with every offending field.
@@ -35,6 +36,20 @@ def _cmd_run(args) -> int:
     print(summary_table(summary))
     print(f"results.json and report.md in {out}")
     return 0 if summary["passed"] else 1
+
+
+def _cmd_train(args) -> int:
+    from scenarios.train_keypoints import train_keypoints
+
+    card = train_keypoints(args.target, Path(args.out) if args.out else None, seed=args.seed, workers=args.workers,
+                           budget_min=args.budget_min, n_scenes=args.scenes, epochs=args.epochs,
+                           progress=not args.no_progress)
+    for m in card["validation"]:
+        print(f"{m['name']}: RMSE {m['rmse_px']:.3f} px, found {m['n_found']}/{m['n_visible']} visible, "
+              f"false positives {m['n_false_positive']}/{m['n_invisible']}")
+    print(f"wall {card['wall_s']:.0f} s; weights {card['weights_bytes'] / 1e6:.2f} MB; "
+          f"stopped by time budget: {card['train_log']['stopped_by_budget']}")
+    return 0
 
 
 def _cmd_backends(args) -> int:
@@ -76,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=_seed, default=None, help="override the suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("train", help="train a network from twin renders")
+    p.add_argument("what", choices=["keypoints"], help="which network family")
+    p.add_argument("--target", required=True, choices=["drill_tip", "cranial"])
+    p.add_argument("--out", default=None, help="folder for <target>.pt/.md (default: the shipped weights folder)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--workers", type=_positive, default=2, help="data-generation processes (default 2)")
+    p.add_argument("--budget-min", type=float, default=19.0, help="wall-clock budget in minutes (default 19)")
+    p.add_argument("--scenes", type=_positive, default=None, help="override the number of rendered scenes")
+    p.add_argument("--epochs", type=_positive, default=None, help="override the epochs per network")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
     p = sub.add_parser("backends", help="list hardware backends")
     p.set_defaults(func=_cmd_backends)
     args = parser.parse_args(argv)

@@ -429,6 +429,7 @@ class StereoRenderer:
         self.T_s_to_r = T_s_to_r
         self.lighting = lighting
         self.drill = drill
+        self.camera_models = cameras
         extent = self._footprint(skull, T_s_to_r, cameras)
         self.texture = SkullTexture(skull, extent, lighting)
         self.cameras = [CameraRenderer(c, self.texture, T_s_to_r, noise, seed * 2 + i)

@@ -39,6 +39,17 @@ class CameraFrame:
     images: StereoImages    # includes ground-truth labels (twin only)
 
 
+def make_stereo_renderer(scene: SceneSpec, skull: Skull, seed: int) -> StereoRenderer:
+    """The MSCS renderer of ``scene`` over ``skull`` (cameras, drill, lighting, sensor noise)."""
+    d = scene.drill
+    cs = scene.sensors.cameras
+    return StereoRenderer(
+        skull, scene.T_s_to_r, cameras_from_spec(scene.mscs),
+        Lighting(scene.lighting.direction_s, scene.lighting.intensity, scene.lighting.ambient),
+        DrillGeometry(d.burr_radius_m, d.neck_radius_m, d.neck_length_m, d.shank_radius_m, d.shank_length_m),
+        SensorNoise(cs.read_noise_dn, cs.shot_noise_gain), seed)
+
+
 class TwinWorld:
     def __init__(self, scene: SceneSpec, seed: int = 0):
         self.scene = scene
@@ -49,16 +60,9 @@ class TwinWorld:
         self._camera_rng_seed = seeds[1]
         self.skull = Skull(SkullParams(**scene.skull.params))
         self.T_s_to_r = scene.T_s_to_r
-        self.cameras: tuple[CameraModel, CameraModel] = cameras_from_spec(scene.mscs)
-        d = scene.drill
-        self.drill_geometry = DrillGeometry(d.burr_radius_m, d.neck_radius_m, d.neck_length_m,
-                                            d.shank_radius_m, d.shank_length_m)
-        cs = scene.sensors.cameras
-        self.renderer = StereoRenderer(
-            self.skull, self.T_s_to_r, self.cameras,
-            Lighting(scene.lighting.direction_s, scene.lighting.intensity, scene.lighting.ambient),
-            self.drill_geometry, SensorNoise(cs.read_noise_dn, cs.shot_noise_gain),
-            int(seeds[2].generate_state(1)[0] % (2**31)))
+        self.renderer = make_stereo_renderer(scene, self.skull, int(seeds[2].generate_state(1)[0] % (2**31)))
+        self.cameras: tuple[CameraModel, CameraModel] = self.renderer.camera_models
+        self.drill_geometry = self.renderer.drill
         self.arm = SimArm(self.robot, scene.robot.home_q, self.period_s, scene.robot.servo_time_constant_s)
         self.drill_on = False
         self.drill_speed_rpm = 0.0

@@ -1,0 +1,1 @@
+"""Perception from the MSCS images: keypoint detection (drill tip, bregma and lambda)."""
