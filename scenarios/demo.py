@@ -1,7 +1,16 @@
-"""``micromill demo``: the default scene, the drill through the paper's five calibration
-setpoints via ``hw_bridge``, one stereo pair saved at each, and a summary.
+"""``micromill demo``: the pre-measurement pipeline on the default scene, through ``hw_bridge``.
 
-Later issues grow this into the full cranial-window run (calibrate, fit, mill, judge).
+1. Automatic calibration: the drill tip visits a 3x3x3 grid (rig characterisation, the
+   stereo model is estimated) and the paper's five setpoints (landmark calibration); the
+   keypoint CNN finds the tip in both images at every stop.
+2. 3D surface fitting: the drill parks out of view, the cranial CNN finds bregma and lambda,
+   SGBM reconstructs the skull around the window centre, and the 32-point initial trajectory
+   is fitted and offset by rd + dd.
+
+Writes to the output folder: ``camera_model.toml`` (the estimated model), ``calibration.png``
+(residuals per grid point and per setpoint), ``trajectory.png`` (keypoints and trajectory on the left image), ``summary.json``. On the twin
+the summary also scores the trajectory against the true skull (labelled ground truth).
+Milling comes with the closed-loop milling issue.
 """
 from __future__ import annotations
 
@@ -13,58 +22,126 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from controllers.motion.pose_control import PoseController
+from controllers.perception.keypoint_detector import load_detector
+from controllers.premeasurement import PremeasurementSettings, calibrate_mscs, fit_window_trajectory
+from controllers.reconstruction import save_camera_model
 from hw_bridge.registry import make_hardware
-from scenes.frames import make_transform
+from scenes.frames import apply, invert
 from scenes.spec import load_scene
+from scenarios.jobs.premeasurement_common import open_session
+
+
+def _calibration_plot(path: Path, cal) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    if cal.model_fit is not None:
+        axes[0].bar(np.arange(len(cal.model_fit.residuals_m)), cal.model_fit.residuals_m * 1e3, color="#4477aa")
+        axes[0].set_title(f"rig characterisation: residual per grid point (RMS {cal.model_fit.rms_m * 1e3:.3f} mm)",
+                          fontsize=9)
+    axes[0].set_xlabel("grid point")
+    axes[0].set_ylabel("residual (mm)")
+    r = cal.calibration.residuals_m * 1e3
+    colours = ["#4477aa" if i else "#cc3311" for i in cal.calibration.inliers]
+    axes[1].bar(np.arange(1, len(r) + 1), r, color=colours)
+    axes[1].set_title(f"landmark calibration: residual per setpoint (RMS {cal.calibration.rms_m * 1e3:.3f} mm; "
+                      f"red = rejected)", fontsize=9)
+    axes[1].set_xlabel("setpoint")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _mark(img: np.ndarray, xy, colour, label: str | None = None) -> None:
+    p = tuple(int(round(v)) for v in xy)
+    cv2.drawMarker(img, p, colour, cv2.MARKER_CROSS, 24, 1)
+    if label:
+        cv2.putText(img, label, (p[0] + 8, p[1] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
 
 
 def run_demo(out_dir: Path, scene_path: str | None = None, seed: int = 0, backend: str = "twin") -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scene = load_scene(scene_path)
+    tip = load_detector("drill_tip", expected_target="drill_tip")
+    cranial = load_detector("cranial", expected_target="cranial")
+    settings = PremeasurementSettings()
     hw = make_hardware(backend, scene, seed)
     t_wall = time.perf_counter()
-    rows = []
     try:
-        hw.configure()
-        hw.activate()
-        pc = PoseController(hw)
-        R_home = hw.robot.fk(hw.read().position)[:3, :3]
-        cams = scene.sensors.cameras
-        thumbs = []
-        targets = scene.calibration_targets_r()
-        for i, (target, setpoint) in enumerate(tqdm(list(zip(targets, scene.calibration_setpoints_r)),
-                                                    desc="setpoints", unit="pt")):
-            move = pc.move_to(make_transform(R_home, target))
-            pc.hold(cams.delay_s + 2.0 / cams.rate_hz)     # let a frame exposed after arrival come in
-            frame = hw.grab_stereo()
-            q = hw.read().position
-            err = float(np.linalg.norm(hw.robot.tool_position(q) - target))
-            for side, img in (("left", frame.left), ("right", frame.right)):
-                cv2.imwrite(str(out_dir / f"setpoint{i + 1}_{side}.png"), img)
-            thumbs.append(cv2.resize(np.concatenate([frame.left, frame.right], axis=1), None, fx=0.4, fy=0.4))
-            rows.append({"setpoint": i + 1, "setpoint_r_mm": (setpoint * 1e3).round(3).tolist(),
-                         "target_r_mm": (target * 1e3).round(3).tolist(), "reached": move.reached,
-                         "move_time_s": round(move.duration_s, 3), "position_error_um": round(err * 1e6, 3),
-                         "frame_stamp_s": round(frame.stamp_s, 4)})
-        sheet = np.concatenate(thumbs, axis=0)
-        cv2.imwrite(str(out_dir / "setpoints_contact_sheet.png"), sheet)
-        summary = {"scene": scene.source, "backend": backend, "seed": seed,
-                   "simulated_time_s": round(hw.now(), 3), "wall_time_s": round(time.perf_counter() - t_wall, 3),
-                   "all_reached": all(r["reached"] for r in rows), "setpoints": rows}
+        s = open_session(hw)
+        n_stops = int(np.prod(settings.grid_points_per_axis)) + len(s.setpoints_r)
+        with tqdm(total=n_stops, desc="calibration", unit="stop") as bar:
+            cal = calibrate_mscs(hw, s.pc, tip, s.setpoints_r, s.R_tool_to_r, settings, progress=bar.update)
+        save_camera_model(cal.model, out_dir / "camera_model.toml",
+                          {"estimated_by": "micromill demo (rig characterisation on a 3x3x3 tip grid)",
+                           "rms_mm": cal.model_fit.rms_m * 1e3, "points": cal.model_fit.n_points})
+        _calibration_plot(out_dir / "calibration.png", cal)
+        print("fitting the trajectory ...")
+        park = s.setpoints_r.mean(axis=0) + np.array(settings.park_offset_r_m)
+        surf = fit_window_trajectory(hw, s.pc, cranial, cal.model, cal.calibration.T_mi_to_r, park, s.R_tool_to_r,
+                                     settings)
+        sim_s = hw.now()
+        truth = None
+        if getattr(hw, "ground_truth", None) is not None and surf.trajectory is not None:
+            gt = hw.ground_truth            # twin only: score against the true skull
+            p_s = apply(invert(gt.T_s_to_r), surf.trajectory.points_fit_r)
+            dz = p_s[:, 2] - gt.skull.outer_height(p_s[:, 0], p_s[:, 1])
+            truth = {"height_error_rms_mm": round(float(np.sqrt(np.mean(dz ** 2))) * 1e3, 4),
+                     "height_error_max_mm": round(float(np.abs(dz).max()) * 1e3, 4)}
     finally:
         hw.close()
+
+    left = surf.left.copy()      # the image the trajectory was fitted on, with what was found
+    for k in surf.keypoints_left:
+        if k.found:
+            _mark(left, k.xy_px, (0, 0, 255) if k.name == "bregma" else (0, 255, 0), k.name)
+    if surf.centre_left_px is not None:
+        _mark(left, surf.centre_left_px, (0, 255, 255), "centre")
+    if surf.trajectory is not None:
+        uv, _ = cal.model.project(surf.trajectory.points_fit_mi)
+        cv2.polylines(left, [np.round(uv).astype(np.int32).reshape(-1, 1, 2)], True, (255, 255, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(out_dir / "trajectory.png"), left)
+
+    summary = {
+        "scene": scene.source, "backend": backend, "seed": seed,
+        "simulated_time_s": round(sim_s, 3), "wall_time_s": round(time.perf_counter() - t_wall, 3),
+        "camera_model": {k: v for k, v in vars(cal.model).items()},
+        "characterisation_rms_mm": round(cal.model_fit.rms_m * 1e3, 4),
+        "calibration": {"residuals_mm": (cal.calibration.residuals_m * 1e3).round(4).tolist(),
+                        "inliers": cal.calibration.inliers.tolist(), "rms_mm": round(cal.calibration.rms_m * 1e3, 4),
+                        "expected_error_at_centre_mm": round(float(cal.calibration.expected_error_m(
+                            s.setpoints_r.mean(axis=0))) * 1e3, 4),
+                        "skipped_setpoints": cal.skipped + [f"grid {i}" for i in cal.skipped_grid]},
+        "trajectory": None if surf.trajectory is None else {
+            "centre_left_px": surf.centre_left_px.round(2).tolist(),
+            "points_ini_r_mm": (surf.trajectory.points_ini_r * 1e3).round(4).tolist(),
+            "normals_r": surf.trajectory.normals_r.round(5).tolist()},
+        "trajectory_failure": surf.failure,
+        "ground_truth_twin_only": truth,
+        "ok": surf.trajectory is not None,
+    }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"{'#':>2}  {'setpoint {R} (mm)':<24} {'reached':<8} {'error (um)':>10} {'move (s)':>9}"]
-    for r in summary["setpoints"]:
-        sp = ", ".join(f"{v:g}" for v in r["setpoint_r_mm"])
-        lines.append(f"{r['setpoint']:>2}  {'(' + sp + ')':<24} {str(r['reached']):<8} "
-                     f"{r['position_error_um']:>10.2f} {r['move_time_s']:>9.2f}")
-    lines.append(f"simulated {summary['simulated_time_s']} s in {summary['wall_time_s']} s wall; "
-                 f"all reached: {summary['all_reached']}")
+    cal = summary["calibration"]
+    lines = [f"rig characterisation RMS {summary['characterisation_rms_mm']:.3f} mm; "
+             f"landmark calibration RMS {cal['rms_mm']:.3f} mm over {sum(cal['inliers'])} setpoints "
+             f"(expected error at the centre {cal['expected_error_at_centre_mm']:.3f} mm)"]
+    lines += [f"  setpoint {i + 1}: residual {r:.3f} mm{'' if ok else ' (rejected)'}"
+              for i, (r, ok) in enumerate(zip(cal["residuals_mm"], cal["inliers"]))]
+    if summary["trajectory"] is not None:
+        lines.append(f"trajectory: 32 points around centre pixel {summary['trajectory']['centre_left_px']}")
+    else:
+        lines.append(f"trajectory: NONE ({summary['trajectory_failure']})")
+    if summary["ground_truth_twin_only"]:
+        t = summary["ground_truth_twin_only"]
+        lines.append(f"ground truth (twin only): fitted height error RMS {t['height_error_rms_mm']:.3f} mm, "
+                     f"max {t['height_error_max_mm']:.3f} mm")
+    lines.append(f"simulated {summary['simulated_time_s']} s in {summary['wall_time_s']} s wall; ok: {summary['ok']}")
     return "\n".join(lines)

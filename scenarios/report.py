@@ -39,14 +39,14 @@ def write_report(suite, summary: dict[str, Any], results, out_dir: Path) -> Path
     md = [f"# {suite.name}", "", suite.description, "",
           f"Backend `{suite.backend}`, job `{suite.job}`, scene `{suite.scene_path.name}`, "
           f"{summary['cases']} cases, result **{'PASSED' if summary['passed'] else 'FAILED'}**.", "",
-          "| metric | aggregate | value | mean | min | max | threshold | result |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+          "| metric | aggregate | value | mean | min | max | threshold | result | paper |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in summary["metrics"].items():
         th = summary["thresholds"].get(name)
         limit = " and ".join(f"{'≤' if k == 'max' else '≥'} {v:g}" for k, v in th["limit"].items()) if th else "–"
         verdict = ("pass" if th["passed"] else "**FAIL**") if th else "–"
         md.append(f"| {name} | {m['aggregate']} | {_fmt(m['value'])} | {_fmt(m['mean'])} | {_fmt(m['min'])} "
-                  f"| {_fmt(m['max'])} | {limit} | {verdict} |")
+                  f"| {_fmt(m['max'])} | {limit} | {verdict} | {m.get('paper') or '–'} |")
     md.append("")
     for name, m in summary["metrics"].items():
         vals = [r.metrics[name] for r in results if r.error is None and name in r.metrics

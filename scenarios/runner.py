@@ -103,7 +103,7 @@ def summarize(suite: Suite, results: list[CaseResult]) -> dict[str, Any]:
         metrics[name] = {
             "value": aggregate(vals, spec.aggregate), "aggregate": spec.aggregate, "count": len(vals),
             "mean": aggregate(vals, "mean"), "median": aggregate(vals, "median"),
-            "min": aggregate(vals, "min"), "max": aggregate(vals, "max"), "description": spec.description,
+            "min": aggregate(vals, "min"), "max": aggregate(vals, "max"), "description": spec.description, "paper": spec.paper,
         }
     thresholds = {}
     for th in suite.thresholds:

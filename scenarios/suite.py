@@ -21,6 +21,7 @@ Example (see ``scenarios/twin_smoke.toml``)::
     [metrics.tip_reprojection_error_px]
     aggregate = "max"          # mean | median | max | min | p95
     description = "..."
+    paper = "3.18 px"          # optional: the paper's figure, shown beside ours in the report
 
     [thresholds]
     tip_reprojection_error_px = { max = 0.5 }
@@ -65,6 +66,7 @@ class MetricSpec:
     name: str
     aggregate: str
     description: str
+    paper: str = ""          # the paper's figure for this metric, for the report's comparison column
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def suite_from_dict(raw: Any, source: str = "<dict>") -> Suite:
     for key in list(mt.table):
         m = mt.sub(key)
         agg = m.string("aggregate", choices=AGGREGATES)
-        metrics[key] = MetricSpec(key, agg, m.string("description", default=""))
+        metrics[key] = MetricSpec(key, agg, m.string("description", default=""), m.string("paper", default=""))
         m.finish()
         if job in JOBS and key not in JOBS[job].metrics:
             errors.append(f"metrics.{key}: job {job!r} does not report it (it reports {sorted(JOBS[job].metrics)})")

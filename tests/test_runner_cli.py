@@ -90,6 +90,8 @@ def test_twin_smoke_full_suite(tmp_path):
 def test_demo(tmp_path):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["all_reached"] and len(summary["setpoints"]) == 5
-    assert max(r["position_error_um"] for r in summary["setpoints"]) < 20
-    assert (tmp_path / "setpoint1_left.png").exists()
+    assert summary["ok"] and len(summary["trajectory"]["points_ini_r_mm"]) == 32
+    assert summary["calibration"]["rms_mm"] < 0.1 and summary["characterisation_rms_mm"] < 0.1
+    assert summary["ground_truth_twin_only"]["height_error_max_mm"] < 0.2
+    for name in ("camera_model.toml", "calibration.png", "trajectory.png"):
+        assert (tmp_path / name).exists()

@@ -14,9 +14,11 @@ the *world* (this module) plus image augmentation at training time
 - drill pose (``drill_tip``: free poses in the reconstruction space and poses touching the
   bone; ``cranial``: mostly no drill, sometimes a drill partly occluding the skull).
 
-A keypoint is *visible* when it projects inside the image and the pixel it lands on shows
-what it belongs to (the burr for the drill tip; bone for bregma and lambda). Invisible
-keypoints are kept as negatives: the network must output low confidence for them.
+A keypoint is *visible* when it projects inside the image and can be seen there: for the
+drill tip, at least ``MIN_VISIBLE_BURR_FRACTION`` of the burr's projected disc shows the burr
+(the burr centre itself is often hidden, e.g. below the bone surface while milling, yet an
+annotator would still mark the tip); for bregma and lambda, the pixel shows bone (not the
+drill). Invisible keypoints are kept as negatives: the network must output low confidence.
 
 Targets: ``drill_tip`` = the burr centre (the tool frame origin, the point every setpoint
 commands); ``cranial`` = (bregma, lambda).
@@ -36,6 +38,7 @@ from twin.skull import Skull, SkullParams
 from twin.world import make_stereo_renderer
 
 TARGETS = {"drill_tip": ("drill_tip",), "cranial": ("bregma", "lambda")}
+MIN_VISIBLE_BURR_FRACTION = 0.3
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,16 @@ def random_scene_overrides(rng: np.random.Generator) -> dict:
     return o
 
 
+def _visible_disc_fraction(labels: np.ndarray, uv: np.ndarray, r_px: float, label: int) -> float:
+    """Fraction of the disc of radius ``r_px`` around ``uv`` whose pixels show ``label``."""
+    h, w = labels.shape
+    r = int(np.ceil(r_px))
+    u0, v0 = int(round(uv[0])), int(round(uv[1]))
+    vs, us = np.mgrid[max(v0 - r, 0):min(v0 + r + 1, h), max(u0 - r, 0):min(u0 + r + 1, w)]
+    disc = (us - uv[0]) ** 2 + (vs - uv[1]) ** 2 <= r_px ** 2
+    return float(np.mean(labels[vs[disc], us[disc]] == label)) if disc.any() else 0.0
+
+
 def _random_rotation(rng: np.random.Generator, max_angle_rad: float) -> np.ndarray:
     from scipy.spatial.transform import Rotation
 
@@ -147,12 +160,12 @@ def _render_scene(args: tuple[KeypointDataSettings, int]) -> tuple[list, list, l
     for _ in range(settings.views_per_scene):
         if settings.target == "drill_tip":
             T = _drill_pose(rng, scene, skull, R_home, rng.random() < settings.contact_fraction)
-            names, own_label = ("drill_tip",), LABEL_BURR
+            names = ("drill_tip",)
             pts = T[:3, 3][None]
         else:
             T = (_drill_pose(rng, scene, skull, R_home, rng.random() < 0.5)
                  if rng.random() < settings.drill_fraction else None)
-            names, own_label = ("bregma", "lambda"), LABEL_BONE
+            names = ("bregma", "lambda")
             pts = np.stack([points_r[n] for n in names])
         stereo = renderer.render(T, rng)
         for cam, img, labels in zip(renderer.camera_models, (stereo.left, stereo.right),
@@ -161,8 +174,12 @@ def _render_scene(args: tuple[KeypointDataSettings, int]) -> tuple[list, list, l
             inside = cam.in_image(uv, margin_px=2.0) & (cam.depth(pts) > 0)
             vis = np.zeros(len(names), bool)
             for k in np.nonzero(inside)[0]:
-                u, v = (int(round(c)) for c in uv[k])
-                vis[k] = labels[v, u] == own_label
+                if settings.target == "drill_tip":
+                    r_px = scene.drill.burr_radius_m * cam.fx_px / float(cam.depth(pts[k])[0])
+                    vis[k] = _visible_disc_fraction(labels, uv[k], r_px, LABEL_BURR) >= MIN_VISIBLE_BURR_FRACTION
+                else:
+                    u, v = (int(round(c)) for c in uv[k])
+                    vis[k] = labels[v, u] == LABEL_BONE
             images.append(img)
             keypoints.append(uv.astype(np.float32))
             visible.append(vis)

@@ -26,4 +26,16 @@ JOBS: dict[str, JobEntry] = {
         {"offset_x_mm": 0.0, "offset_y_mm": 0.0, "offset_z_mm": 0.0},
         ("fk_pybullet_error_m", "reach_error_m", "tip_reprojection_error_px", "tip_visible_fraction", "tip_on_drill",
          "frame_age_s", "render_pair_ms")),
+    "calibration": JobEntry(
+        "scenarios.jobs.calibration:run_case",
+        {"camera_model": "estimate", "keypoint_noise_px": 0.0, "extra_setpoints": 0, "validation_setpoints": 20,
+         "radius_mm": 2.0},
+        ("keypoint_rmse_px", "keypoint_max_px", "calibration_rmse_mm", "calibration_max_mm", "n_over_1mm",
+         "expected_error_mm", "calibration_residual_mm", "model_error_mm", "model_fit_rms_mm", "not_found")),
+    "surface_fit": JobEntry(
+        "scenarios.jobs.surface_fit:run_case",
+        {"camera_model": "estimate", "keypoint_noise_px": 0.0, "radius_mm": 2.0},
+        ("bregma_rmse_px", "lambda_rmse_px", "centre_rmse_px", "height_error_rms_mm", "height_error_max_mm",
+         "normal_error_mean_deg", "normal_error_max_deg", "centre_3d_error_mm", "trajectory_found",
+         "calibration_residual_mm")),
 }

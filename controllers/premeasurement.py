@@ -1,0 +1,116 @@
+"""The pre-measurement pipeline (paper section III, Fig. 2): automatic calibration, then 3D
+surface fitting, run through ``hw_bridge`` with only what the robot gives.
+
+``calibrate_mscs``: (optionally) characterise the stereo rig on a 3-D grid of tip positions,
+then landmark-calibrate {Mi} -> {R} on the calibration setpoints.
+``fit_window_trajectory``: park the drill out of view, detect bregma and lambda in both
+images, reconstruct the skull around the window centre, and fit the initial trajectory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from controllers.auto_calibration import (TipObservation, characterise_rig, grid_setpoints, landmark_calibration,
+                                          observe_many, wait_for_frame_after)
+from controllers.calibration import LandmarkCalibration
+from controllers.motion.pose_control import PoseController
+from controllers.perception.keypoint_detector import Keypoint, KeypointDetector
+from controllers.reconstruction import CameraModelFit, OrthoStereoModel, load_camera_model
+from controllers.surface_fit import (FittedTrajectory, PointCloud, SurfaceFitError, dense_point_cloud,
+                                     fit_initial_trajectory, trajectory_centre_px)
+from scenes.frames import make_transform
+
+
+@dataclass(frozen=True)
+class PremeasurementSettings:
+    """Lengths in m. ``camera_model``: ``"estimate"`` (characterise the rig on a grid first) or
+    a camera-model file / preset name (e.g. ``"paper"``)."""
+
+    camera_model: str = "estimate"
+    grid_half_extent_m: tuple[float, float, float] = (6e-3, 10e-3, 2.5e-3)
+    grid_points_per_axis: tuple[int, int, int] = (3, 3, 3)
+    grid_lift_m: float = 2.5e-3            # grid centre above the calibration setpoints' centre
+    radius_m: float = 2e-3                 # r
+    n_points: int = 32                     # n
+    burr_radius_m: float = 0.5e-3          # rd
+    safety_offset_m: float = 0.5e-3        # dd
+    centre_ratio: float = 1.0 / 3.0        # l
+    park_offset_r_m: tuple[float, float, float] = (25e-3, 0.0, 15e-3)   # drill out of view, from the setpoints' centre
+    roi_margin_m: float = 1.8e-3           # dense stereo region: circle radius + this, around the centre
+
+
+@dataclass
+class CalibrationOutcome:
+    model: OrthoStereoModel
+    model_fit: CameraModelFit | None       # None when a preset/file was used
+    calibration: LandmarkCalibration
+    grid_observations: list[TipObservation] = field(default_factory=list)
+    observations: list[TipObservation] = field(default_factory=list)
+    p_mi: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    skipped_grid: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+
+def calibrate_mscs(hw, pc: PoseController, detector: KeypointDetector, setpoints_r: np.ndarray,
+                   R_tool_to_r: np.ndarray, settings: PremeasurementSettings, progress=None) -> CalibrationOutcome:
+    """Characterise (if asked) and calibrate. ``setpoints_r`` (k, 3) m in {R}."""
+    size = (hw.scene.mscs.width_px, hw.scene.mscs.height_px)
+    centre = np.asarray(setpoints_r, float).mean(axis=0)
+    grid_obs, skipped_grid, fit = [], [], None
+    if settings.camera_model == "estimate":
+        grid = grid_setpoints(centre + np.array([0.0, 0.0, settings.grid_lift_m]), settings.grid_half_extent_m,
+                              settings.grid_points_per_axis)
+        grid_obs = observe_many(hw, pc, detector, grid, R_tool_to_r, progress)
+        fit, skipped_grid = characterise_rig(grid_obs, size)
+        model = fit.model
+    else:
+        model = load_camera_model(settings.camera_model)
+    obs = observe_many(hw, pc, detector, setpoints_r, R_tool_to_r, progress)
+    cal, p_mi, skipped = landmark_calibration(obs, model)
+    return CalibrationOutcome(model, fit, cal, grid_obs, obs, p_mi, skipped_grid, skipped)
+
+
+@dataclass
+class SurfaceOutcome:
+    frame_stamp_s: float
+    left: np.ndarray                       # the images used (BGR)
+    right: np.ndarray
+    keypoints_left: list[Keypoint]
+    keypoints_right: list[Keypoint]
+    centre_left_px: np.ndarray | None
+    cloud: PointCloud | None
+    trajectory: FittedTrajectory | None
+    failure: str | None                    # why no trajectory (a keypoint not found, a fit error)
+
+
+def fit_window_trajectory(hw, pc: PoseController, detector: KeypointDetector, model: OrthoStereoModel,
+                          T_mi_to_r: np.ndarray, park_r: np.ndarray, R_tool_to_r: np.ndarray,
+                          settings: PremeasurementSettings) -> SurfaceOutcome:
+    """Park the drill at ``park_r`` (m, {R}), then detect, reconstruct and fit."""
+    pc.move_to(make_transform(R_tool_to_r, park_r))
+    frame = wait_for_frame_after(hw, pc, hw.now())
+    kl, kr = detector.detect(frame.left), detector.detect(frame.right)
+    names = detector.config.names
+    out = SurfaceOutcome(frame.stamp_s, frame.left, frame.right, kl, kr, None, None, None, None)
+    missing = [f"{k.name} ({side})" for side, ks in (("left", kl), ("right", kr)) for k in ks if not k.found]
+    if missing:
+        out.failure = "not found: " + ", ".join(missing)
+        return out
+    by = {k.name: k.xy_px for k in kl}
+    out.centre_left_px = trajectory_centre_px(by[names[0]], by[names[1]], settings.centre_ratio)
+    half_px = (settings.radius_m + settings.roi_margin_m) / min(model.prx_m_per_px, model.pry_m_per_px)
+    c = out.centre_left_px
+    w, h = hw.scene.mscs.width_px, hw.scene.mscs.height_px
+    roi = (int(max(0, c[0] - half_px)), int(max(0, c[1] - half_px)),
+           int(min(w, c[0] + half_px + 1)), int(min(h, c[1] + half_px + 1)))
+    try:
+        out.cloud = dense_point_cloud(frame.left, frame.right, model, roi)
+        out.trajectory = fit_initial_trajectory(out.cloud, out.centre_left_px, model, T_mi_to_r,
+                                                radius_m=settings.radius_m, n=settings.n_points,
+                                                burr_radius_m=settings.burr_radius_m,
+                                                offset_m=settings.safety_offset_m)
+    except SurfaceFitError as exc:
+        out.failure = f"surface fit: {exc}"
+    return out

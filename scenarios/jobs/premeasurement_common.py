@@ -1,0 +1,60 @@
+"""Pieces shared by the calibration and surface-fit jobs: setting up a case, the sim-only
+keypoint-noise condition, and ground-truth scoring helpers (twin only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from controllers.motion.pose_control import PoseController
+from controllers.perception.keypoint_detector import Keypoint, KeypointDetector
+from controllers.premeasurement import PremeasurementSettings
+
+
+class NoisyKeypoints:
+    """SIM-ONLY test condition: wraps a detector and adds Gaussian noise (``sigma_px`` per axis)
+    to every found keypoint, to study the pipeline at a chosen perception error (e.g. the
+    paper's 3.18 px RMSE, i.e. sigma = 3.18 / sqrt(2) px per axis). Seeded by the case."""
+
+    def __init__(self, detector: KeypointDetector, sigma_px: float, rng: np.random.Generator):
+        self.detector = detector
+        self.config = detector.config
+        self.sigma_px = sigma_px
+        self.rng = rng
+
+    def detect(self, image_bgr: np.ndarray) -> list[Keypoint]:
+        out = self.detector.detect(image_bgr)
+        if self.sigma_px <= 0:
+            return out
+        return [Keypoint(k.name, k.found, k.xy_px + self.rng.normal(0.0, self.sigma_px, 2) if k.found else None,
+                         k.confidence) for k in out]
+
+
+def settings_from_job(p: dict) -> PremeasurementSettings:
+    return PremeasurementSettings(camera_model=str(p["camera_model"]), radius_m=float(p["radius_mm"]) * 1e-3)
+
+
+@dataclass
+class Session:
+    hw: object
+    pc: PoseController
+    R_tool_to_r: np.ndarray
+    setpoints_r: np.ndarray
+
+
+def open_session(hw) -> Session:
+    hw.configure()
+    hw.activate()
+    R = hw.robot.fk(hw.read().position)[:3, :3]
+    return Session(hw, PoseController(hw), R, hw.scene.calibration_targets_r())
+
+
+def true_tip_projections(gt, hw, stamp_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GROUND TRUTH (twin): the true burr centre at a frame's exposure, projected into both cameras."""
+    p = hw.robot.fk(gt.true_q_at(stamp_s))[:3, 3]
+    return p, gt.cameras[0].project(p)[0], gt.cameras[1].project(p)[0]
+
+
+def rms(x) -> float:
+    x = np.asarray(x, float)
+    return float(np.sqrt(np.mean(x ** 2))) if x.size else float("nan")
