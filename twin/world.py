@@ -105,8 +105,13 @@ class TwinWorld:
         return available[-1] if available else self._joint_samples[0]
 
     def true_q_at(self, t: float) -> np.ndarray:
-        """True joint positions at time ``t`` (nearest recorded period)."""
-        return min(self._history, key=lambda h: abs(h[0] - t))[1]
+        """True joint positions at time ``t`` (nearest recorded period). Only the last camera delay
+        plus two frames are kept; an older ``t`` raises instead of answering with the wrong time."""
+        t_s, q = min(self._history, key=lambda h: abs(h[0] - t))
+        if abs(t_s - t) > self.period_s + 1e-9:
+            raise ValueError(f"true_q_at(t={t:.4f} s): outside the kept history "
+                             f"[{self._history[0][0]:.4f}, {self._history[-1][0]:.4f}] s")
+        return q
 
     def latest_frame(self) -> CameraFrame | None:
         """The newest camera frame available by now, or None before the first one arrives."""

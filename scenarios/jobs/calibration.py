@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controllers.auto_calibration import observe_many
+from controllers.auto_calibration import observe_tip
 from controllers.calibration import fit_rigid
 from controllers.perception.keypoint_detector import load_detector
 from controllers.premeasurement import calibrate_mscs
@@ -104,11 +104,13 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             setpoints = np.concatenate([setpoints, validation_setpoints(centre, n_extra, rng)])
         cal = calibrate_mscs(hw, s.pc, detector, setpoints, s.R_tool_to_r, settings)
         val = validation_setpoints(centre, int(p["validation_setpoints"]), rng)
-        obs = observe_many(hw, s.pc, detector, val, s.R_tool_to_r)
+        obs, truth = [], []
+        for target in val:
+            obs.append(observe_tip(hw, s.pc, detector, target, s.R_tool_to_r))
+            truth.append(true_tip_projections(gt, hw, obs[-1].frame_stamp_s))   # now: the twin keeps ~0.1 s of history
 
         err_l, err_r, p_trans, p_cmd, true_tip, uv_true_l, uv_true_r = [], [], [], [], [], [], []
-        for o in obs:
-            p_true, ul, ur = true_tip_projections(gt, hw, o.frame_stamp_s)
+        for o, (p_true, ul, ur) in zip(obs, truth):
             true_tip.append(p_true)
             uv_true_l.append(ul)
             uv_true_r.append(ur)

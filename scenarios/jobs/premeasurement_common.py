@@ -50,7 +50,8 @@ def open_session(hw) -> Session:
 
 
 def true_tip_projections(gt, hw, stamp_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """GROUND TRUTH (twin): the true burr centre at a frame's exposure, projected into both cameras."""
+    """GROUND TRUTH (twin): the true burr centre at a frame's exposure, projected into both cameras.
+    Call it right after grabbing the frame: the twin keeps only a short joint history."""
     p = hw.robot.fk(gt.true_q_at(stamp_s))[:3, 3]
     return p, gt.cameras[0].project(p)[0], gt.cameras[1].project(p)[0]
 
