@@ -155,3 +155,53 @@ def test_shipped_cranial_detector_on_twin_render(world):
         for k in det.detect(img):
             assert k.found, k
             assert np.linalg.norm(k.xy_px - cam.project(truth[k.name])[0]) < 3.0, k
+
+
+# ---- shared channels: two instances named by their order in the image ----
+
+class _ImageAsMap(KeypointUNet):
+    """A stand-in network whose confidence map is the image's first channel (exact, known)."""
+
+    def forward(self, x):
+        return torch.logit(x[:, :1].clamp(1e-4, 1 - 1e-4)).repeat(1, self.config.out_channels, 1, 1)
+
+
+def _blobs(points, shape=(540, 960)):
+    img = np.zeros((*shape, 3), np.float64)
+    for x0, y0 in points:
+        img[..., 0] = np.maximum(img[..., 0], 0.9 * _gaussian64(shape, x0, y0, 2.0))
+    return np.round(255 * img).astype(np.uint8)
+
+
+def _shared_detector(order=(1.0, 0.0)):
+    cfg = DetectorConfig("cranial", ("bregma", "lambda"), (960, 540), channels=(0, 0), instance_order_px=order,
+                         coarse_threshold=0.05, threshold=0.5)
+    net = NetConfig(3, 1, 4, 2)
+    return KeypointDetector(_ImageAsMap(net), _ImageAsMap(net), cfg)
+
+
+@pytest.mark.parametrize("order, first", [((1.0, 0.0), 0), ((-1.0, 0.0), 1)])
+def test_shared_channel_names_instances_by_image_direction(order, first):
+    pts = [(600.3, 250.7), (480.6, 270.2)]
+    found = {k.name: k for k in _shared_detector(order).detect(_blobs(pts))}
+    assert found["bregma"].found and found["lambda"].found
+    assert np.allclose(found["bregma"].xy_px, pts[first], atol=0.1)
+    assert np.allclose(found["lambda"].xy_px, pts[1 - first], atol=0.1)
+
+
+def test_shared_channel_with_one_instance_names_none():
+    """One crossing cannot be named bregma or lambda: both are reported not found."""
+    assert not any(k.found for k in _shared_detector().detect(_blobs([(500.2, 260.4)])))
+
+
+def test_find_peaks_separation_and_order():
+    from controllers.perception.peaks import find_peaks
+
+    m = 0.6 * _gaussian64((60, 80), 20.3, 30.6, 2.0) + 0.9 * _gaussian64((60, 80), 50.7, 20.2, 2.0)
+    peaks = find_peaks(m, 2, min_separation_px=10.0)
+    assert np.allclose(peaks[0].xy, [50.7, 20.2], atol=1e-3) and np.allclose(peaks[1].xy, [20.3, 30.6], atol=1e-3)
+
+
+def test_detector_config_checks_channels():
+    with pytest.raises(ValueError, match="channels"):
+        DetectorConfig("cranial", ("bregma", "lambda"), (960, 540), channels=(0, 2))

@@ -8,8 +8,11 @@ the camera's rate on one CPU core:
 2. fine: a ``roi_px`` square crop of the full-resolution image around each coarse peak gives
    the sub-pixel position (``peaks.find_peak``) and the confidence reported.
 
-A keypoint whose fine confidence is below ``threshold`` (or whose coarse confidence is below
-``coarse_threshold``) is returned with ``found = False`` and no position: the caller decides
+Several keypoints may share one output channel (the cranial detector's "suture crossing"
+channel holds bregma and lambda): the coarse pass then takes that many peaks and names them by
+their order along ``instance_order_px``. A keypoint whose fine confidence is below
+``threshold`` (or whose coarse confidence is below ``coarse_threshold``) is returned with
+``found = False`` and no position: the caller decides
 what to do (calibration skips or repeats the setpoint), nothing raises deep in a loop.
 
 Weights live in one file per target (``weights/<target>.pt``) holding both networks, the
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 
 from controllers.perception.keypoint_net import KeypointUNet, NetConfig, pad_to_multiple
-from controllers.perception.peaks import find_peak
+from controllers.perception.peaks import Peak, find_peak, find_peaks
 
 FORMAT = "micromill-keypoints/1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -41,8 +44,14 @@ class DetectorConfig:
     unless the name says coarse."""
 
     target: str                      # "drill_tip" | "cranial"
-    names: tuple[str, ...]           # one per output channel
+    names: tuple[str, ...]           # the keypoints
     image_size_px: tuple[int, int]   # (width, height) the detector was trained for
+    channels: tuple[int, ...] = ()   # output channel of each name (default: one channel per name)
+    # Names sharing a channel are told apart by position: in decreasing order of the peak's
+    # projection on this image direction (cranial: bregma is anterior of lambda, and anterior is
+    # image +x on the default rig; set it from how the head holder sits in the images).
+    instance_order_px: tuple[float, float] = (1.0, 0.0)
+    min_separation_px: float = 40.0  # between peaks of a shared channel (full-resolution px)
     coarse_scale: int = 8
     roi_px: int = 64
     sigma_coarse_px: float = 1.0     # target Gaussian sigma, coarse px
@@ -50,17 +59,28 @@ class DetectorConfig:
     coarse_threshold: float = 0.2
     threshold: float = 0.4
 
+    def __post_init__(self):
+        if not self.channels:
+            object.__setattr__(self, "channels", tuple(range(len(self.names))))
+        if len(self.channels) != len(self.names) or sorted(set(self.channels)) != list(range(self.n_channels)):
+            raise ValueError(f"channels={self.channels} must map each of {self.names} to channels 0..n-1")
+
+    @property
+    def n_channels(self) -> int:
+        return max(self.channels, default=-1) + 1 if self.channels else len(self.names)
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["names"] = list(self.names)
-        d["image_size_px"] = list(self.image_size_px)
+        for key in ("names", "image_size_px", "channels", "instance_order_px"):
+            d[key] = list(d[key])
         return d
 
     @staticmethod
     def from_dict(d: dict) -> "DetectorConfig":
         d = dict(d)
-        d["names"] = tuple(d["names"])
-        d["image_size_px"] = tuple(d["image_size_px"])
+        for key in ("names", "image_size_px", "channels", "instance_order_px"):
+            if key in d:
+                d[key] = tuple(d[key])
         return DetectorConfig(**d)
 
 
@@ -108,9 +128,9 @@ def crop(image_bgr: np.ndarray, centre_xy: np.ndarray, size: int) -> tuple[np.nd
 
 class KeypointDetector:
     def __init__(self, coarse: KeypointUNet, fine: KeypointUNet, config: DetectorConfig):
-        if coarse.config.out_channels != len(config.names) or fine.config.out_channels != len(config.names):
+        if coarse.config.out_channels != config.n_channels or fine.config.out_channels != config.n_channels:
             raise DetectorLoadError(f"networks have {coarse.config.out_channels}/{fine.config.out_channels} "
-                                    f"output channels, config names {config.names}")
+                                    f"output channels, config expects {config.n_channels}")
         self.coarse = coarse.eval()
         self.fine = fine.eval()
         self.config = config
@@ -129,9 +149,19 @@ class KeypointDetector:
             raise ValueError(f"image must be (H, W, 3) uint8 BGR, got {image_bgr.shape} {image_bgr.dtype}")
         cfg = self.config
         s = cfg.coarse_scale
-        coarse = [find_peak(m) for m in self.coarse_maps(image_bgr)]
-        todo = [k for k, p in enumerate(coarse) if p.confidence >= cfg.coarse_threshold]
-        result = [Keypoint(n, False, None, coarse[k].confidence) for k, n in enumerate(cfg.names)]
+        maps = self.coarse_maps(image_bgr)
+        coarse: list[Peak | None] = [None] * len(cfg.names)
+        for ch in range(cfg.n_channels):
+            members = [k for k, c in enumerate(cfg.channels) if c == ch]
+            peaks = find_peaks(maps[ch], len(members), cfg.min_separation_px / s)
+            peaks = [p for p in peaks if p.confidence >= cfg.coarse_threshold]
+            if len(peaks) == len(members) > 1:      # name shared-channel peaks by position
+                peaks.sort(key=lambda p: -float(np.dot(p.xy, cfg.instance_order_px)))
+            for k, p in zip(members, peaks if len(peaks) == len(members) else []):
+                coarse[k] = p
+        result = [Keypoint(n, False, None, coarse[k].confidence if coarse[k] else 0.0)
+                  for k, n in enumerate(cfg.names)]
+        todo = [k for k, p in enumerate(coarse) if p is not None]
         if not todo:
             return result
         crops, origins = [], []
@@ -140,9 +170,12 @@ class KeypointDetector:
             crops.append(c)
             origins.append(o)
         with torch.inference_mode():
-            maps = torch.sigmoid(self.fine(to_tensor(np.stack(crops)))).numpy()
+            fine = torch.sigmoid(self.fine(to_tensor(np.stack(crops)))).numpy()
+        r = cfg.roi_px
+        yy, xx = np.mgrid[0:r, 0:r]
+        central = (xx - r // 2) ** 2 + (yy - r // 2) ** 2 <= (0.4 * r) ** 2    # the peak the coarse pass chose
         for i, k in enumerate(todo):
-            p = find_peak(maps[i, k])
+            p = find_peak(fine[i, cfg.channels[k]], central)
             found = p.confidence >= cfg.threshold
             result[k] = Keypoint(cfg.names[k], found, p.xy + origins[i] if found else None, p.confidence)
         return result

@@ -31,16 +31,34 @@ def _offset(m_minus: float, m0: float, m_plus: float) -> float:
     return float(np.clip(0.5 * (a - c) / denom, -0.5, 0.5))
 
 
-def find_peak(confidence_map: np.ndarray) -> Peak:
-    """Global maximum of a 2-D map with a log-parabola sub-pixel refinement."""
+def find_peak(confidence_map: np.ndarray, within: np.ndarray | None = None) -> Peak:
+    """Maximum of a 2-D map (over the pixels where the boolean mask ``within`` is True, if given)
+    with a log-parabola sub-pixel refinement on the unmasked map."""
     m = np.asarray(confidence_map, dtype=np.float64)
     if m.ndim != 2 or m.size == 0:
         raise ValueError(f"confidence_map must be a non-empty 2-D array, got shape {m.shape}")
-    r, c = np.unravel_index(int(np.argmax(m)), m.shape)
+    search = m if within is None else np.where(within, m, -np.inf)
+    r, c = np.unravel_index(int(np.argmax(search)), m.shape)
     h, w = m.shape
     dx = _offset(m[r, c - 1], m[r, c], m[r, c + 1]) if 0 < c < w - 1 else 0.0
     dy = _offset(m[r - 1, c], m[r, c], m[r + 1, c]) if 0 < r < h - 1 else 0.0
     return Peak(np.array([c + dx, r + dy]), float(m[r, c]))
+
+
+def find_peaks(confidence_map: np.ndarray, count: int, min_separation_px: float) -> list[Peak]:
+    """The ``count`` highest peaks at least ``min_separation_px`` apart, highest first
+    (greedy non-maximum suppression: take the maximum, blank a disc around it, repeat)."""
+    m = np.asarray(confidence_map, dtype=np.float64)
+    free = np.ones(m.shape, bool)
+    yy, xx = np.mgrid[0:m.shape[0], 0:m.shape[1]]
+    out = []
+    for _ in range(count):
+        if not free.any():
+            break
+        p = find_peak(m, free)
+        out.append(p)
+        free &= (xx - p.xy[0]) ** 2 + (yy - p.xy[1]) ** 2 > min_separation_px ** 2
+    return out
 
 
 def gaussian_map(shape_hw: tuple[int, int], xy: np.ndarray, sigma_px: float) -> np.ndarray:

@@ -13,7 +13,8 @@ third and two thirds of the epochs. Differences, each for a reason:
   gamma, brightness, Gaussian blur, extra noise, and random occluders (an occluder covering a
   keypoint makes it invisible, so the target there is zero);
 - the fine network trains on crops around the true keypoint with a random offset of up to
-  ``roi_px / 4`` (what the coarse pass leaves), plus random crops as negatives.
+  ``fine_jitter_fraction * roi_px`` (more than the coarse pass leaves, so the network cannot
+  settle for "the keypoint is at the crop centre"), plus random crops as negatives.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class TrainSettings:
     depth: int = 3
     foreground_weight: float = 20.0
     negative_fraction: float = 0.15       # fine crops taken anywhere in the image
+    fine_jitter_fraction: float = 0.25    # fine crops centred up to this fraction of roi_px off the keypoint
     occluder_probability: float = 0.2
     seed: int = 0
     threads: int = 2
@@ -95,9 +97,14 @@ def _occlude(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return mask > 0
 
 
-def _targets(shape_hw: tuple[int, int], xy: np.ndarray, visible: np.ndarray, sigma: float) -> np.ndarray:
-    return np.stack([gaussian_map(shape_hw, p, sigma) if v else np.zeros(shape_hw, np.float32)
-                     for p, v in zip(xy, visible)])
+def _targets(shape_hw: tuple[int, int], xy: np.ndarray, visible: np.ndarray, sigma: float,
+             channels: tuple[int, ...]) -> np.ndarray:
+    """One map per channel: the maximum of the Gaussians of the visible keypoints it holds."""
+    out = np.zeros((max(channels) + 1, *shape_hw), np.float32)
+    for p, v, ch in zip(xy, visible, channels):
+        if v:
+            np.maximum(out[ch], gaussian_map(shape_hw, p, sigma), out=out[ch])
+    return out
 
 
 def _fit(net: KeypointUNet, batches, epochs: int, settings: TrainSettings, deadline: float, desc: str,
@@ -148,8 +155,8 @@ def train_detector(images: np.ndarray, keypoints_px: np.ndarray, visible: np.nda
     small = np.stack([downscale(im, s) for im in images])
     small_kp = (keypoints_px + 0.5) / s - 0.5
     x_small = to_tensor(small)
-    y_small = torch.from_numpy(np.stack([_targets(small.shape[1:3], small_kp[i], visible[i], config.sigma_coarse_px)
-                                         for i in range(n)]))
+    y_small = torch.from_numpy(np.stack([_targets(small.shape[1:3], small_kp[i], visible[i], config.sigma_coarse_px,
+                                                  config.channels) for i in range(n)]))
 
     def coarse_batches(epoch):
         order = torch.randperm(n, generator=gen)
@@ -157,7 +164,7 @@ def train_detector(images: np.ndarray, keypoints_px: np.ndarray, visible: np.nda
             idx = order[i:i + settings.batch_size]
             yield _photometric(x_small[idx], gen), y_small[idx]
 
-    coarse = KeypointUNet(NetConfig(3, k, settings.base_channels, settings.depth))
+    coarse = KeypointUNet(NetConfig(3, config.n_channels, settings.base_channels, settings.depth))
     log.coarse_epochs_done, log.coarse_loss, stop = _fit(
         coarse, coarse_batches, settings.coarse_epochs, settings,
         t0 + settings.time_budget_s * settings.coarse_epochs / (settings.coarse_epochs + settings.fine_epochs),
@@ -178,7 +185,7 @@ def train_detector(images: np.ndarray, keypoints_px: np.ndarray, visible: np.nda
                 kp = keypoints_px[i, j]
                 inside = 0 <= kp[0] < w and 0 <= kp[1] < h
                 if inside and rng.random() > settings.negative_fraction:
-                    centre = kp + rng.uniform(-roi / 4, roi / 4, 2)
+                    centre = kp + rng.uniform(-1.0, 1.0, 2) * settings.fine_jitter_fraction * roi
                 else:
                     centre = np.array([rng.uniform(0, w), rng.uniform(0, h)])
                 c, origin = crop(images[i], centre, roi)
@@ -192,10 +199,10 @@ def train_detector(images: np.ndarray, keypoints_px: np.ndarray, visible: np.nda
                         if 0 <= u < roi and 0 <= v < roi and mask[v, u]:
                             vis[q] = False
                 xs.append(c)
-                ys.append(_targets((roi, roi), local, vis, config.sigma_fine_px))
+                ys.append(_targets((roi, roi), local, vis, config.sigma_fine_px, config.channels))
             yield _photometric(to_tensor(np.stack(xs)), gen), torch.from_numpy(np.stack(ys))
 
-    fine = KeypointUNet(NetConfig(3, k, settings.base_channels, settings.depth))
+    fine = KeypointUNet(NetConfig(3, config.n_channels, settings.base_channels, settings.depth))
     log.fine_epochs_done, log.fine_loss, stop = _fit(fine, fine_batches, settings.fine_epochs, settings, deadline,
                                                      f"{config.target} fine", progress)
     log.stopped_by_budget |= stop
