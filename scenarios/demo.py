@@ -83,7 +83,7 @@ def run_demo(out_dir: Path, scene_path: str | None = None, seed: int = 0, backen
         print("fitting the trajectory ...")
         park = s.setpoints_r.mean(axis=0) + np.array(settings.park_offset_r_m)
         surf = fit_window_trajectory(hw, s.pc, cranial, cal.model, cal.calibration.T_mi_to_r, park, s.R_tool_to_r,
-                                     settings)
+                                     settings, tip_detector=tip)
         sim_s = hw.now()
         truth = None
         if getattr(hw, "ground_truth", None) is not None and surf.trajectory is not None:
@@ -102,7 +102,8 @@ def run_demo(out_dir: Path, scene_path: str | None = None, seed: int = 0, backen
     if surf.centre_left_px is not None:
         _mark(left, surf.centre_left_px, (0, 255, 255), "centre")
     if surf.trajectory is not None:
-        uv, _ = cal.model.project(surf.trajectory.points_fit_mi)
+        model = surf.local_fit.model if surf.local_fit is not None else cal.model
+        uv, _ = model.project(surf.trajectory.points_fit_mi)
         cv2.polylines(left, [np.round(uv).astype(np.int32).reshape(-1, 1, 2)], True, (255, 255, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(out_dir / "trajectory.png"), left)
 

@@ -53,19 +53,21 @@ def test_calibrate_and_fit_on_the_twin(scene):
     hw = make_hardware("twin", scene, 3)
     try:
         s = open_session(hw)
-        cal = calibrate_mscs(hw, s.pc, load_detector("drill_tip"), s.setpoints_r, s.R_tool_to_r, settings)
+        tip = load_detector("drill_tip")
+        cal = calibrate_mscs(hw, s.pc, tip, s.setpoints_r, s.R_tool_to_r, settings)
         assert not cal.skipped and not cal.skipped_grid
         assert cal.model_fit.rms_m < 0.1e-3 and cal.calibration.rms_m < 0.1e-3
         assert cal.model.h_px_per_m < 0          # right-handed {Mi} on a rig like the paper's
         park = s.setpoints_r.mean(axis=0) + np.array(settings.park_offset_r_m)
         out = fit_window_trajectory(hw, s.pc, load_detector("cranial"), cal.model, cal.calibration.T_mi_to_r, park,
-                                    s.R_tool_to_r, settings)
+                                    s.R_tool_to_r, settings, tip_detector=tip)
         assert out.failure is None, out.failure
         traj = out.trajectory
         gt = hw.ground_truth
         p_s = apply(invert(gt.T_s_to_r), traj.points_fit_r)
         dz = p_s[:, 2] - gt.skull.outer_height(p_s[:, 0], p_s[:, 1])
-        assert np.abs(dz).max() < 0.2e-3, dz
+        assert np.abs(dz).max() < 0.15e-3, dz
+        assert out.local_fit.rms_m < 0.05e-3
         offset = np.linalg.norm(traj.points_ini_r - traj.points_fit_r, axis=1)
         assert np.allclose(offset, settings.burr_radius_m + settings.safety_offset_m)
         # the window centre lies l = 1/3 of the way from bregma to lambda on the skull

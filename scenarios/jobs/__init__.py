@@ -36,6 +36,7 @@ JOBS: dict[str, JobEntry] = {
         "scenarios.jobs.surface_fit:run_case",
         {"camera_model": "estimate", "keypoint_noise_px": 0.0, "radius_mm": 2.0},
         ("bregma_rmse_px", "lambda_rmse_px", "centre_rmse_px", "height_error_rms_mm", "height_error_max_mm",
+         "height_error_provisional_rms_mm",
          "normal_error_mean_deg", "normal_error_max_deg", "centre_3d_error_mm", "trajectory_found",
          "calibration_residual_mm")),
 }

@@ -8,7 +8,9 @@ Metrics (ground truth from the twin):
 - ``bregma_rmse_px``, ``lambda_rmse_px``, ``centre_rmse_px``: detected vs true projections over
   both images (the true centre is bregma + l (lambda - bregma) of the true projections);
 - ``height_error_rms_mm`` / ``height_error_max_mm``: the fitted surface points p_fit,i in {R},
-  taken to the skull frame, vs the true outer surface height at the same (x, y) (along {S} z);
+  taken to the skull frame, vs the true outer surface height at the same (x, y) (along {S} z),
+  for the final trajectory (after the local refinement); ``height_error_provisional_rms_mm``:
+  the same for the fit with the session's global model and calibration (the paper's pipeline);
 - ``normal_error_mean_deg`` / ``normal_error_max_deg``: fitted vs true outer-surface normals;
 - ``centre_3d_error_mm``: fitted 3-D centre vs the true surface point at the window centre;
 - ``trajectory_found``: 1 when a trajectory was produced (0: a keypoint not found, or the fit
@@ -92,7 +94,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         cal = calibrate_mscs(hw, s.pc, tip, s.setpoints_r, s.R_tool_to_r, settings)
         park = s.setpoints_r.mean(axis=0) + np.array(settings.park_offset_r_m)
         out = fit_window_trajectory(hw, s.pc, cranial, cal.model, cal.calibration.T_mi_to_r, park, s.R_tool_to_r,
-                                    settings)
+                                    settings, tip_detector=tip)
         # --- ground truth ---
         T_s_to_r = gt.T_s_to_r
         T_r_to_s = invert(T_s_to_r)
@@ -113,22 +115,29 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             if cam is gt.cameras[0]:
                 kp_true_left, kp_det_left = uv, det
         m = {f"{n}_rmse_px": rms(e) if len(e) == 2 else NAN for n, e in errs.items()}
-        m.update({"height_error_rms_mm": NAN, "height_error_max_mm": NAN, "normal_error_mean_deg": NAN,
+        m.update({"height_error_rms_mm": NAN, "height_error_provisional_rms_mm": NAN, "height_error_max_mm": NAN, "normal_error_mean_deg": NAN,
                   "normal_error_max_deg": NAN, "centre_3d_error_mm": NAN,
                   "trajectory_found": float(out.trajectory is not None),
                   "calibration_residual_mm": cal.calibration.rms_m * 1e3})
         traj = out.trajectory
+        T_final = out.local_fit.T_mi_to_r if out.local_fit is not None else cal.calibration.T_mi_to_r
         true_z_r = None
+
+        def height_errors(t):
+            p_s = apply(T_r_to_s, t.points_fit_r)
+            return p_s, p_s[:, 2] - sk.outer_height(p_s[:, 0], p_s[:, 1])
+
+        if out.provisional is not None:
+            m["height_error_provisional_rms_mm"] = rms(height_errors(out.provisional)[1]) * 1e3
         if traj is not None:
-            pf_s = apply(T_r_to_s, traj.points_fit_r)
-            z_true = sk.outer_height(pf_s[:, 0], pf_s[:, 1])
-            dz = pf_s[:, 2] - z_true
+            pf_s, dz = height_errors(traj)
+            z_true = pf_s[:, 2] - dz
             n_s = traj.normals_r @ T_s_to_r[:3, :3]        # {R} -> {S}: R^T n
             n_true = sk.outer_normal(pf_s[:, 0], pf_s[:, 1])
             ang = np.degrees(np.arccos(np.clip(np.sum(n_s * n_true, axis=1), -1.0, 1.0)))
             c_s = sk.bregma_s + l * (sk.lambda_s - sk.bregma_s)
             c_s[2] = sk.outer_height(c_s[0], c_s[1])
-            c_fit_s = apply(T_r_to_s, apply(cal.calibration.T_mi_to_r, traj.centre_mi))
+            c_fit_s = apply(T_r_to_s, apply(T_final, traj.centre_mi))
             m.update({"height_error_rms_mm": rms(dz) * 1e3, "height_error_max_mm": float(np.abs(dz).max()) * 1e3,
                       "normal_error_mean_deg": float(ang.mean()), "normal_error_max_deg": float(ang.max()),
                       "centre_3d_error_mm": float(np.linalg.norm(c_fit_s - c_s)) * 1e3})
@@ -137,7 +146,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         if ctx.save_artifacts:
             path = Path(ctx.artifacts_dir) / f"case{ctx.index:03d}_figure8b.png"
             traj_uv = gt.cameras[0].project(traj.points_fit_r) if traj is not None else None
-            cloud_r = (apply(cal.calibration.T_mi_to_r, out.cloud.points_mi) * 1e3
+            cloud_r = (apply(T_final, out.cloud.points_mi) * 1e3
                        if out.cloud is not None else None)
             _figure8b(path, out.left, kp_true_left, kp_det_left, traj_uv, cloud_r, traj, true_z_r,
                       f"case {ctx.index}: centre RMSE {m['centre_rmse_px']:.2f} px, height error RMS "
