@@ -82,6 +82,15 @@ def test_twin_smoke_one_case(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("suite", ["scenarios/calibration.toml", "scenarios/surface_fit.toml"])
+def test_premeasurement_suites_meet_targets(tmp_path, suite):
+    """The paper's Experiments 1 and 2 at full size (12 cases each, ~7 min with 2 workers)."""
+    assert main(["run", suite, "--workers", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert not summary["failed_cases"] and all(t["passed"] for t in summary["thresholds"].values())
+
+
+@pytest.mark.slow
 def test_twin_smoke_full_suite(tmp_path):
     assert main(["run", "scenarios/twin_smoke.toml", "--workers", "2", "--out", str(tmp_path),
                  "--no-progress"]) == 0
