@@ -28,16 +28,12 @@ from controllers.reconstruction import save_camera_model
 from hw_bridge.registry import make_hardware
 from scenes.frames import apply, invert
 from scenes.spec import load_scene
-from scenarios.jobs.premeasurement_common import open_session
+from scenarios.jobs.premeasurement_common import new_figure, open_session, save_figure
 
 
 def _calibration_plot(path: Path, cal) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    fig = new_figure((10, 3.2))
+    axes = fig.subplots(1, 2)
     if cal.model_fit is not None:
         axes[0].bar(np.arange(len(cal.model_fit.residuals_m)), cal.model_fit.residuals_m * 1e3, color="#4477aa")
         axes[0].set_title(f"rig characterisation: residual per grid point (RMS {cal.model_fit.rms_m * 1e3:.3f} mm)",
@@ -50,9 +46,7 @@ def _calibration_plot(path: Path, cal) -> None:
     axes[1].set_title(f"landmark calibration: residual per setpoint (RMS {cal.calibration.rms_m * 1e3:.3f} mm; "
                       f"red = rejected)", fontsize=9)
     axes[1].set_xlabel("setpoint")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _mark(img: np.ndarray, xy, colour, label: str | None = None) -> None:

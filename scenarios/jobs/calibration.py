@@ -31,8 +31,8 @@ from controllers.premeasurement import calibrate_mscs
 from hw_bridge.registry import make_hardware
 from scenes.frames import apply
 from scenes.spec import load_scene
-from scenarios.jobs.premeasurement_common import NoisyKeypoints, open_session, rms, settings_from_job, \
-    true_tip_projections
+from scenarios.jobs.premeasurement_common import (NoisyKeypoints, label_axes_3d_mm, new_figure, open_session, rms,
+                                                  save_figure, settings_from_job, true_tip_projections)
 from scenarios.runner import CaseContext, CaseOutput
 
 # Validation box around the calibration setpoints' centre (mm): the paper's 20 x 30 x 10 mm
@@ -49,18 +49,15 @@ def validation_setpoints(centre_r: np.ndarray, m: int, rng: np.random.Generator)
 
 
 def _figure7(path: Path, det_err_l, det_err_r, p_val_mm, p_trans_mm, title: str) -> None:
-    import matplotlib
+    from matplotlib.patches import Circle
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(10, 4.5))
+    fig = new_figure((10, 4.5))
     ax = fig.add_subplot(1, 2, 1)
     for e, marker, label in ((det_err_l, "o", "left"), (det_err_r, "x", "right")):
         if len(e):
             ax.scatter(e[:, 0], e[:, 1], marker=marker, s=18, label=f"{label} image")
     for r, style, lab in ((10.0, "--", "paper requirement 10 px"), (1.5, ":", "target 1.5 px (RMSE)")):
-        ax.add_patch(plt.Circle((0, 0), r, fill=False, linestyle=style, color="green", label=lab))
+        ax.add_patch(Circle((0, 0), r, fill=False, linestyle=style, color="green", label=lab))
     ax.set_xlim(-11, 11)
     ax.set_ylim(-11, 11)
     ax.set_aspect("equal")
@@ -75,15 +72,9 @@ def _figure7(path: Path, det_err_l, det_err_r, p_val_mm, p_trans_mm, title: str)
     ax3.scatter(*t.T, marker="x", color="red", s=20, label="reconstructed, in {R}")
     for a, b in zip(v, t):
         ax3.plot(*np.stack([a, b]).T, color="grey", linewidth=0.7)
-    ax3.set_xlabel("x (mm)")
-    ax3.set_ylabel("y (mm)")
-    ax3.set_zlabel("z (mm)")
-    ax3.set_title("(b) landmark calibration, centralised", fontsize=9)
+    label_axes_3d_mm(ax3, "(b) landmark calibration, centralised")
     ax3.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, title)
 
 
 def run_case(ctx: CaseContext) -> CaseOutput:

@@ -56,6 +56,34 @@ def true_tip_projections(gt, hw, stamp_s: float) -> tuple[np.ndarray, np.ndarray
     return p, gt.cameras[0].project(p)[0], gt.cameras[1].project(p)[0]
 
 
+def new_figure(figsize: tuple[float, float]):
+    """A matplotlib figure on the non-interactive Agg backend (cases run in worker processes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=figsize)
+
+
+def label_axes_3d_mm(ax, title: str) -> None:
+    ax.set_xlabel("x (mm)")
+    ax.set_ylabel("y (mm)")
+    ax.set_zlabel("z (mm)")
+    ax.set_title(title, fontsize=9)
+
+
+def save_figure(fig, path, title: str | None = None) -> None:
+    """Title, lay out, write (100 dpi) and release a figure."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def rms(x) -> float:
     x = np.asarray(x, float)
     return float(np.sqrt(np.mean(x ** 2))) if x.size else float("nan")

@@ -27,7 +27,8 @@ from controllers.premeasurement import calibrate_mscs, fit_window_trajectory
 from hw_bridge.registry import make_hardware
 from scenes.frames import apply, invert
 from scenes.spec import load_scene
-from scenarios.jobs.premeasurement_common import NoisyKeypoints, open_session, rms, settings_from_job
+from scenarios.jobs.premeasurement_common import (NoisyKeypoints, label_axes_3d_mm, new_figure, open_session, rms,
+                                                  save_figure, settings_from_job)
 from scenarios.runner import CaseContext, CaseOutput
 
 NAN = float("nan")
@@ -36,12 +37,8 @@ NAN = float("nan")
 def _figure8b(path: Path, image_left: np.ndarray, kp_true: dict, kp_det: dict, traj_uv: np.ndarray | None,
               cloud_r_mm: np.ndarray | None, traj, true_z_mm: np.ndarray | None, title: str) -> None:
     import cv2
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(11, 4.8))
+    fig = new_figure((11, 4.8))
     ax = fig.add_subplot(1, 2, 1)
     ax.imshow(cv2.cvtColor(image_left, cv2.COLOR_BGR2RGB))
     colours = {"bregma": "red", "lambda": "lime", "centre": "yellow"}
@@ -68,14 +65,8 @@ def _figure8b(path: Path, image_left: np.ndarray, kp_true: dict, kp_det: dict, t
         if true_z_mm is not None:
             ax3.scatter(pf[:, 0], pf[:, 1], true_z_mm, marker="_", color="blue", s=30, label="true surface")
         ax3.legend(fontsize=6)
-    ax3.set_xlabel("x (mm)")
-    ax3.set_ylabel("y (mm)")
-    ax3.set_zlabel("z (mm)")
-    ax3.set_title("(b) 3D-fitted initial trajectory in {R}", fontsize=9)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    label_axes_3d_mm(ax3, "(b) 3D-fitted initial trajectory in {R}")
+    save_figure(fig, path, title)
 
 
 def run_case(ctx: CaseContext) -> CaseOutput:
