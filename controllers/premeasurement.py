@@ -117,6 +117,8 @@ def fit_window_trajectory(hw, pc: PoseController, detector: KeypointDetector, mo
     With ``settings.local_refinement`` (needs ``tip_detector``), the tip then visits a small grid
     above the provisional surface, the stereo model and its pose are re-estimated there, and the
     same images are fitted again with them."""
+    if settings.local_refinement and tip_detector is None:
+        raise ValueError("settings.local_refinement=True needs tip_detector (or set local_refinement=False)")
     pc.move_to(make_transform(R_tool_to_r, park_r))
     frame = wait_for_frame_after(hw, pc, hw.now())
     kl, kr = detector.detect(frame.left), detector.detect(frame.right)
@@ -133,8 +135,6 @@ def fit_window_trajectory(hw, pc: PoseController, detector: KeypointDetector, mo
         out.cloud, out.provisional = _fit(frame.left, frame.right, model, T_mi_to_r, out.centre_left_px, settings, w, h)
         out.trajectory = out.provisional
         if settings.local_refinement:
-            if tip_detector is None:
-                raise ValueError("local_refinement needs tip_detector")
             centre_r = apply(T_mi_to_r, out.provisional.centre_mi)
             lift = settings.local_grid_clearance_m + settings.local_grid_half_extent_m[2]
             grid = grid_setpoints(centre_r + np.array([0.0, 0.0, lift]), settings.local_grid_half_extent_m)
