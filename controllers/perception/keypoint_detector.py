@@ -195,8 +195,8 @@ def weights_path(target_or_path: str | Path) -> Path:
     return p
 
 
-def load_detector(target_or_path: str | Path, expected_target: str | None = None) -> KeypointDetector:
-    """Load a detector; every failure is a ``DetectorLoadError`` that names the file and the problem."""
+def _read_weights(target_or_path: str | Path) -> tuple[Path, dict]:
+    """The checked contents of a weights file (exists, readable, right format)."""
     path = weights_path(target_or_path)
     if not path.is_file():
         raise DetectorLoadError(f"keypoint weights not found: {path} (train them with "
@@ -208,6 +208,12 @@ def load_detector(target_or_path: str | Path, expected_target: str | None = None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
         raise DetectorLoadError(f"{path}: format {got!r}, expected {FORMAT!r}")
+    return path, blob
+
+
+def load_detector(target_or_path: str | Path, expected_target: str | None = None) -> KeypointDetector:
+    """Load a detector; every failure is a ``DetectorLoadError`` that names the file and the problem."""
+    path, blob = _read_weights(target_or_path)
     try:
         config = DetectorConfig.from_dict(blob["config"])
         nets = []
@@ -223,7 +229,6 @@ def load_detector(target_or_path: str | Path, expected_target: str | None = None
 
 
 def model_card(target_or_path: str | Path) -> dict:
-    """The training record stored with the weights (settings, seed, epochs, validation metrics)."""
-    path = weights_path(target_or_path)
-    blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    return blob.get("card", {})
+    """The training record stored with the weights (settings, seed, epochs, validation metrics);
+    the file is checked like ``load_detector`` does."""
+    return _read_weights(target_or_path)[1].get("card", {})
