@@ -24,7 +24,8 @@ def summary_table(summary: dict[str, Any]) -> str:
         th = summary["thresholds"].get(name)
         limit = " and ".join(f"{'<=' if k == 'max' else '>='} {v:g}" for k, v in th["limit"].items()) if th else "-"
         verdict = ("PASS" if th["passed"] else "FAIL") if th else "-"
-        rows.append((name, m["aggregate"], _fmt(m["value"]), limit, verdict))
+        value = _fmt(m["value"]) + (f" [{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]" if "ci95" in m else "")
+        rows.append((name, m["aggregate"], value, limit, verdict))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -39,13 +40,16 @@ def write_report(suite, summary: dict[str, Any], results, out_dir: Path) -> Path
     md = [f"# {suite.name}", "", suite.description, "",
           f"Backend `{suite.backend}`, job `{suite.job}`, scene `{suite.scene_path.name}`, "
           f"{summary['cases']} cases, result **{'PASSED' if summary['passed'] else 'FAILED'}**.", "",
-          "| metric | aggregate | value | mean | min | max | threshold | result | paper |",
+          "| metric | aggregate | value | mean ± sd | min | max | threshold | result | paper |",
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in summary["metrics"].items():
         th = summary["thresholds"].get(name)
         limit = " and ".join(f"{'≤' if k == 'max' else '≥'} {v:g}" for k, v in th["limit"].items()) if th else "–"
         verdict = ("pass" if th["passed"] else "**FAIL**") if th else "–"
-        md.append(f"| {name} | {m['aggregate']} | {_fmt(m['value'])} | {_fmt(m['mean'])} | {_fmt(m['min'])} "
+        value = _fmt(m["value"])
+        if "ci95" in m:
+            value += f" (95 % CI {_fmt(m['ci95'][0])}–{_fmt(m['ci95'][1])})"
+        md.append(f"| {name} | {m['aggregate']} | {value} | {_fmt(m['mean'])} ± {_fmt(m.get('sd'))} | {_fmt(m['min'])} "
                   f"| {_fmt(m['max'])} | {limit} | {verdict} | {m.get('paper') or '–'} |")
     md.append("")
     for name, m in summary["metrics"].items():

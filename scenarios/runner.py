@@ -92,8 +92,21 @@ def aggregate(values: list[float], how: str) -> float:
     v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
     if v.size == 0:
         return math.nan
-    return float({"mean": np.mean, "median": np.median, "max": np.max, "min": np.min,
+    if how == "proportion" and not np.all((v == 0) | (v == 1)):
+        raise ValueError(f"aggregate 'proportion' needs 0/1 values, got {sorted(set(v.tolist()) - {0.0, 1.0})[:3]}")
+    return float({"mean": np.mean, "median": np.median, "max": np.max, "min": np.min, "proportion": np.mean,
                   "p95": lambda a: np.percentile(a, 95)}[how](v))
+
+
+def proportion_ci95(values: list[float]) -> tuple[float, float]:
+    """Wilson score 95 % confidence interval of the proportion of ones in 0/1 ``values``."""
+    from scipy.stats import binomtest
+
+    v = [x for x in values if math.isfinite(x)]
+    if not v:
+        return (math.nan, math.nan)
+    ci = binomtest(int(round(sum(v))), len(v)).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def summarize(suite: Suite, results: list[CaseResult]) -> dict[str, Any]:
@@ -103,8 +116,12 @@ def summarize(suite: Suite, results: list[CaseResult]) -> dict[str, Any]:
         metrics[name] = {
             "value": aggregate(vals, spec.aggregate), "aggregate": spec.aggregate, "count": len(vals),
             "mean": aggregate(vals, "mean"), "median": aggregate(vals, "median"),
-            "min": aggregate(vals, "min"), "max": aggregate(vals, "max"), "description": spec.description, "paper": spec.paper,
+            "min": aggregate(vals, "min"), "max": aggregate(vals, "max"),
+            "sd": float(np.std([v for v in vals if math.isfinite(v)], ddof=1)) if sum(map(math.isfinite, vals)) > 1
+            else math.nan, "description": spec.description, "paper": spec.paper,
         }
+        if spec.aggregate == "proportion":
+            metrics[name]["ci95"] = list(proportion_ci95(vals))
     thresholds = {}
     for th in suite.thresholds:
         value = metrics[th.metric]["value"]

@@ -19,7 +19,7 @@ Example (see ``scenarios/twin_smoke.toml``)::
     offset_x_mm = { uniform = [-4.0, 4.0] }
 
     [metrics.tip_reprojection_error_px]
-    aggregate = "max"          # mean | median | max | min | p95
+    aggregate = "max"          # mean | median | max | min | p95 | proportion (0/1 values, Wilson 95 % CI)
     description = "..."
     paper = "3.18 px"          # optional: the paper's figure, shown beside ours in the report
 
@@ -40,7 +40,7 @@ from scenes.schema import ConfigError, Reader, load_toml
 from scenes.spec import SCENES_DIR, load_scene
 from scenarios.jobs import JOBS
 
-AGGREGATES = ("mean", "median", "max", "min", "p95")
+AGGREGATES = ("mean", "median", "max", "min", "p95", "proportion")
 
 
 @dataclass(frozen=True)
