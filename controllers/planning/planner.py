@@ -63,25 +63,27 @@ def _check_finite(field: str, value: float) -> None:
 class DamperParams:
     """The multimodal velocity damper: descent speed (m/s) of each point from its completion.
 
-    ``v_approach_m_s`` (> 0, default 40e-6): mode 1, c < ``contact_level``: the burr is still
-    above the bone (or only grazing it), descend quickly. With the paper's 0.5 mm safety offset
-    the approach takes about 12.5 s.
-    ``v_cut_max_m_s`` (default 20e-6) and ``v_cut_min_m_s`` (> 0, default 4e-6): mode 2,
-    ``contact_level`` <= c < ``through_level``: the speed falls linearly with c from
-    ``v_cut_max_m_s`` to ``v_cut_min_m_s``, so the burr slows as the bone thins over the dura.
-    The minimum is > 0 so that every point finishes. If c grew linearly with depth through a
-    skull of thickness T, mode 2 would take T (through - contact) / (v_max - v_min) *
-    ln(v_max / v_min): 24 s for T = 0.27 mm and 46 s for 0.51 mm (the paper's range) with the
-    defaults, about a minute per window in all, against the paper's 2.1 +- 1.8 min.
-    The depth added per lap of the burr around the circle is v times the lap period; keep it
-    within the 10-50 um depth of cut at which cortical bone shears cleanly.
-    Mode 3, c >= ``through_level``: speed 0; the point is done.
+    Mode 1, approach (c < ``contact_level``, default 0.05): ``v_approach_m_s`` (default 60e-6)
+    for the first ``approach_depth_m`` (default 0.35 mm) below the point's starting height,
+    then ``v_cut_max_m_s``. The fitted start is rd + dd = 1 mm above the fitted surface, i.e.
+    dd = 0.5 mm of air above first contact; the fast part covers that air less a 0.15 mm
+    margin for the fit's error (measured RMS 0.08 mm), so the burr meets the bone at the
+    cutting speed instead of ramming it at ~190 um per lap (which deflects the skull by the
+    excess, see ``twin/milling.py``). Measured on the twin with perfect perception: without
+    this mode the skull deflected 130-300 um and sprang back through the membrane.
+    Mode 2, cutting (``contact_level`` <= c < ``through_level``): the speed falls linearly
+    with c from ``v_cut_max_m_s`` (default 15e-6) to ``v_cut_min_m_s`` (> 0, default 4e-6), so
+    the burr slows as the bone thins over the dura; the minimum is > 0 so that every point
+    finishes. The depth added per lap of the burr is v times the lap period (3.1 s at the
+    default 4 mm/s around r = 2 mm): 47 um at the top speed, inside the 10-50 um depth of cut
+    at which cortical bone shears cleanly, and 13 um at the minimum, under the 20 um membrane
+    tolerance, so a point's last pass cannot plunge through the dura.
+    Mode 3, through (c >= ``through_level``, default 0.98): speed 0; the point is done. It is
+    below 1 because readings are noisy and rarely saturate at exactly 1; 2 % of a 0.27-0.51 mm
+    skull is 5-10 um, under the 20 um a bridge needs to break when the flap is lifted (a
+    first choice of 0.95 left 21 um bridges with perfect perception).
     Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0, so that the speed never
     increases with c.
-
-    ``contact_level`` (default 0.05) and ``through_level`` (default 0.95):
-    0 <= contact_level < through_level <= 1. ``through_level`` < 1 because the completion
-    network's readings are noisy (24 % MAPE in the paper) and rarely saturate at exactly 1.
 
     ``latch_done`` (default True): a point once read at c >= ``through_level`` stays done (speed
     0) even if a later, noisy reading says less. A breach of the dura is worse than an
@@ -89,17 +91,20 @@ class DamperParams:
     hand, the breach cannot be undone. False: "done" follows the last known reading.
     """
 
-    v_approach_m_s: float = 40e-6
-    v_cut_max_m_s: float = 20e-6
+    v_approach_m_s: float = 60e-6
+    approach_depth_m: float = 0.35e-3
+    v_cut_max_m_s: float = 15e-6
     v_cut_min_m_s: float = 4e-6
     contact_level: float = 0.05
-    through_level: float = 0.95
+    through_level: float = 0.98
     latch_done: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("v_approach_m_s", "v_cut_max_m_s", "v_cut_min_m_s", "contact_level",
+        for name in ("v_approach_m_s", "approach_depth_m", "v_cut_max_m_s", "v_cut_min_m_s", "contact_level",
                      "through_level"):
             _check_finite(name, getattr(self, name))
+        if self.approach_depth_m < 0.0:
+            raise PlanningParameterError("approach_depth_m", self.approach_depth_m, ">= 0")
         if self.v_cut_min_m_s <= 0.0:
             raise PlanningParameterError("v_cut_min_m_s", self.v_cut_min_m_s, "> 0")
         if self.v_cut_max_m_s < self.v_cut_min_m_s:
@@ -116,8 +121,9 @@ class DamperParams:
         if not isinstance(self.latch_done, bool):
             raise PlanningParameterError("latch_done", self.latch_done, "a bool")
 
-    def speed_m_s(self, completion: ArrayLike) -> NDArray[np.float64]:
-        """Descent speed (m/s, >= 0) for completion levels in [0, 1] (array of c's shape)."""
+    def speed_m_s(self, completion: ArrayLike, descended_m: ArrayLike = 0.0) -> NDArray[np.float64]:
+        """Descent speed (m/s, >= 0) for completion levels in [0, 1] (array of c's shape), at
+        points that have descended ``descended_m`` (m) from their starting height."""
         c = np.asarray(completion, dtype=float)
         outside = ~((c >= 0.0) & (c <= 1.0))
         if np.any(outside):
@@ -125,8 +131,9 @@ class DamperParams:
             raise PlanningParameterError(f"completion[{bad}]", float(c.ravel()[bad]), "in [0, 1]")
         cutting = np.interp(c, [self.contact_level, self.through_level],
                             [self.v_cut_max_m_s, self.v_cut_min_m_s])
-        return np.select([c < self.contact_level, c < self.through_level],
-                         [self.v_approach_m_s, cutting], default=0.0)
+        approach = np.where(np.asarray(descended_m) < self.approach_depth_m, self.v_approach_m_s,
+                            self.v_cut_max_m_s)
+        return np.select([c < self.contact_level, c < self.through_level], [approach, cutting], default=0.0)
 
 
 def _heights_and_floor(heights_m: ArrayLike, floor_m: ArrayLike | float
@@ -248,7 +255,7 @@ class MillingPlanner:
         self._completion[known] = c[known]
         through = self._completion >= p.through_level
         self._done = (self._done | through) if p.latch_done else through
-        speed = np.where(self._done, 0.0, p.speed_m_s(self._completion))
+        speed = np.where(self._done, 0.0, p.speed_m_s(self._completion, self._initial - self._heights))
         self._heights = np.maximum(self._heights - speed * dt_s, self._floor)
 
     def path(self) -> ClosedConstrainedSpline:

@@ -39,4 +39,11 @@ JOBS: dict[str, JobEntry] = {
          "height_error_provisional_rms_mm",
          "normal_error_mean_deg", "normal_error_max_deg", "centre_3d_error_mm", "trajectory_found",
          "calibration_residual_mm")),
+    "milling": JobEntry(
+        "scenarios.jobs.milling:run_case",
+        {"camera_model": "estimate", "radius_mm": 2.0, "perception": "cnn", "oracle_mae": 0.2432, "calibration_seed": 0,
+         "initialisation": "fitted", "traverse_speed_mm_s": 4.0},
+        ("success", "detachable", "breached", "breaches", "complete", "milling_time_min", "idle_time_s",
+         "contact_time_sd_s", "max_bridge_um", "peak_force_n", "max_deflection_um", "perception_mae",
+         "realtime_factor", "floor_clamps")),
 }

@@ -1,0 +1,105 @@
+"""Closed-loop milling end to end on the twin at 50 Hz (oracle perception, ideal trajectory),
+and the loop's stop conditions: complete, timeout, lost perception, safety fault."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controllers.milling import MillingSettings, MillingSetupError, mill_window
+from controllers.motion.pose_control import PoseController
+from controllers.planning import StopReason
+from hw_bridge.interface import CommandRejected
+from hw_bridge.registry import make_hardware
+from scenes.spec import load_scene
+from scenarios.jobs.milling import ideal_trajectory, score_milling
+from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
+
+SMALL = {"control.period_s": 0.02}
+
+
+def _session(seed=0, **overrides):
+    hw = make_hardware("twin", load_scene("default", {**SMALL, **overrides}), seed=seed)
+    hw.configure()
+    hw.activate()
+    return hw, PoseController(hw), ideal_trajectory(hw.ground_truth)
+
+
+def _oracle(hw, mae=0.0, dropout=0.0):
+    return OracleCompletionSensor(hw.ground_truth, OracleErrorModel(mae=mae, dropout=dropout),
+                                  np.random.default_rng(0))
+
+
+def test_whole_window_with_perfect_perception():
+    hw, pc, traj = _session(seed=1, **{"skull.seed": 11})
+    try:
+        rep = mill_window(hw, pc, traj, _oracle(hw))
+        m = score_milling(hw.ground_truth, rep)
+        assert rep.stop_reason is StopReason.COMPLETE and rep.done.all()
+        assert m["success"] == 1.0 and m["breaches"] == 0 and m["detachable"] == 1.0
+        assert m["max_bridge_um"] <= 20.0
+        assert 20.0 < rep.duration_s < 150.0
+        assert not hw.drill_state().on                                           # drill off at the stop
+        assert np.all(rep.final_heights_m >= rep.floor_m - 1e-12)                # planner above its floor
+        log = rep.log.arrays()
+        # heights never rise; a point read through is never lowered again
+        assert np.all(np.diff(log["heights_m"], axis=0) <= 1e-15)
+        burr = hw.robot.tool_position(hw.read().position)
+        assert rep.frame.to_window(burr)[2] > rep.final_heights_m.max() + 2e-3   # retracted
+    finally:
+        hw.close()
+
+
+def test_stops_on_timeout_and_switches_the_drill_off():
+    hw, pc, traj = _session()
+    try:
+        rep = mill_window(hw, pc, traj, _oracle(hw), MillingSettings(timeout_s=5.0))
+        assert rep.stop_reason is StopReason.TIMEOUT
+        assert 5.0 <= rep.duration_s < 5.5 and not hw.drill_state().on
+    finally:
+        hw.close()
+
+
+def test_stops_when_perception_is_lost():
+    hw, pc, traj = _session()
+    try:
+        rep = mill_window(hw, pc, traj, _oracle(hw, dropout=1.0), MillingSettings(perception_timeout_s=1.0))
+        assert rep.stop_reason is StopReason.PERCEPTION_LOST
+        assert 1.0 <= rep.duration_s < 1.5 and not hw.drill_state().on
+    finally:
+        hw.close()
+
+
+def test_stops_on_a_safety_fault_from_hw_bridge():
+    """A command refused by hw_bridge mid-run: the loop stops at once, drill off, no retract."""
+    hw, pc, traj = _session()
+    original = hw.write
+    calls = {"n": 0}
+
+    def failing_write(q):
+        calls["n"] += 1
+        if calls["n"] > 400:                   # the approach and ~2 s of milling pass first
+            raise CommandRejected("injected: joint 3 beyond its velocity limit")
+        original(q)
+
+    hw.write = failing_write
+    try:
+        rep = mill_window(hw, pc, traj, _oracle(hw))
+        assert rep.stop_reason is StopReason.SAFETY_FAULT and "injected" in rep.message
+        assert not hw.drill_state().on
+    finally:
+        hw.close()
+
+
+def test_bad_settings_are_refused_before_anything_moves():
+    with pytest.raises(MillingSetupError, match="initialisation"):
+        MillingSettings(initialisation="z0")
+    with pytest.raises(MillingSetupError, match="traverse_speed_m_s"):
+        MillingSettings(traverse_speed_m_s=-1.0)
+    hw, pc, traj = _session()
+    try:
+        q0 = hw.read().position
+        with pytest.raises(MillingSetupError, match="drill_speed_rpm"):
+            mill_window(hw, pc, traj, _oracle(hw), MillingSettings(drill_speed_rpm=1e6))
+        np.testing.assert_array_equal(hw.read().position, q0)
+    finally:
+        hw.close()
