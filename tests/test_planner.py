@@ -162,13 +162,47 @@ def test_spline_rejects_non_finite_angles():
 
 # ----- damper ----------------------------------------------------------------------------------
 
-def test_damper_law_and_defaults():
+def reference_speed(p: DamperParams, c: float, descended: float) -> float:
+    """The documented law, one point at a time (m/s): mode 1 v_approach for the first
+    approach_depth_m below the start, then v_cut_max; mode 2 linear in c from v_cut_max at
+    contact_level to v_cut_min at through_level; mode 3 zero."""
+    if c >= p.through_level:
+        return 0.0
+    if c < p.contact_level:
+        return p.v_approach_m_s if descended < p.approach_depth_m else p.v_cut_max_m_s
+    s = (c - p.contact_level) / (p.through_level - p.contact_level)
+    return p.v_cut_max_m_s + s * (p.v_cut_min_m_s - p.v_cut_max_m_s)
+
+
+def test_damper_defaults():
+    """The documented defaults themselves."""
     p = DamperParams()
-    assert (p.v_approach_m_s, p.v_cut_max_m_s, p.v_cut_min_m_s) == (40e-6, 20e-6, 4e-6)
-    assert (p.contact_level, p.through_level, p.latch_done) == (0.05, 0.95, True)
-    c = np.array([0.0, 0.049, 0.05, 0.5, 0.9499999, 0.95, 1.0])
-    np.testing.assert_allclose(p.speed_m_s(c),
-                               [40e-6, 40e-6, 20e-6, 12e-6, 4e-6, 0.0, 0.0], rtol=1e-5, atol=0)
+    assert (p.v_approach_m_s, p.approach_depth_m, p.v_cut_max_m_s, p.v_cut_min_m_s) == \
+        (60e-6, 0.35e-3, 15e-6, 4e-6)
+    assert (p.contact_level, p.through_level, p.latch_done) == (0.05, 0.98, True)
+
+
+def test_damper_law_at_the_mode_boundaries():
+    p = DamperParams()
+    lo, hi = p.contact_level, p.through_level
+    c = np.array([0.0, np.nextafter(lo, 0.0), lo, (lo + hi) / 2, np.nextafter(hi, 0.0), hi, 1.0])
+    mid = (p.v_cut_max_m_s + p.v_cut_min_m_s) / 2
+    cut = [p.v_cut_max_m_s, mid, p.v_cut_min_m_s, 0.0, 0.0]
+    tol = dict(rtol=1e-9, atol=0.0)
+    # not yet approach_depth_m below the start (the default descended_m is 0): mode 1 is fast
+    np.testing.assert_allclose(p.speed_m_s(c), [p.v_approach_m_s] * 2 + cut, **tol)
+    just_above = np.nextafter(p.approach_depth_m, 0.0)
+    np.testing.assert_allclose(p.speed_m_s(c, just_above), [p.v_approach_m_s] * 2 + cut, **tol)
+    # from approach_depth_m on, mode 1 runs at the cutting speed; modes 2 and 3 do not change
+    for d in (p.approach_depth_m, 2 * p.approach_depth_m):
+        np.testing.assert_allclose(p.speed_m_s(c, d), [p.v_cut_max_m_s] * 2 + cut, **tol)
+    # descended_m broadcasts against c, one depth per point
+    d = np.where(np.arange(c.size) % 2 == 0, 0.0, p.approach_depth_m)
+    np.testing.assert_allclose(p.speed_m_s(c, d), [reference_speed(p, ci, di) for ci, di in zip(c, d)],
+                               **tol)
+    # approach_depth_m = 0: no fast part at all
+    q = DamperParams(approach_depth_m=0.0)
+    np.testing.assert_allclose(q.speed_m_s(c), [q.v_cut_max_m_s] * 2 + cut, **tol)
 
 
 @st.composite
@@ -176,21 +210,60 @@ def damper_params(draw, latch: bool | None = None):
     v_min = draw(st.floats(1e-7, 1e-4))
     v_max = v_min * draw(st.floats(1.0, 10.0))
     v_app = v_max * draw(st.floats(1.0, 10.0))
+    depth = draw(st.one_of(st.just(0.0), st.floats(0.0, 1.5e-3)))
     contact = draw(st.floats(0.0, 0.5))
     through = draw(st.floats(contact + 0.01, 1.0))
-    return DamperParams(v_app, v_max, v_min, contact, through,
-                        draw(st.booleans()) if latch is None else latch)
+    return DamperParams(v_approach_m_s=v_app, approach_depth_m=depth, v_cut_max_m_s=v_max,
+                        v_cut_min_m_s=v_min, contact_level=contact, through_level=through,
+                        latch_done=draw(st.booleans()) if latch is None else latch)
+
+
+@st.composite
+def completion_and_depth(draw, p: DamperParams):
+    """(c, descended_m), concentrated on the mode boundaries and the approach depth."""
+    c = draw(st.one_of(st.floats(0.0, 1.0),
+                       st.sampled_from([0.0, p.contact_level, p.through_level, 1.0]),
+                       st.sampled_from([p.contact_level, p.through_level]).map(
+                           lambda x: float(np.nextafter(x, 0.0)))))
+    d = draw(st.one_of(st.floats(0.0, 2e-3),
+                       st.sampled_from([0.0, p.approach_depth_m,
+                                        float(np.nextafter(p.approach_depth_m, 0.0))])))
+    return c, d
 
 
 @FAST
-@given(damper_params(), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
-def test_descent_speed_is_non_increasing_in_completion(p, c1, c2):
+@given(st.data())
+def test_speed_is_the_documented_law(data):
+    p = data.draw(damper_params())
+    c, d = data.draw(completion_and_depth(p))
+    v = float(p.speed_m_s(c, d))
+    assert v == pytest.approx(reference_speed(p, c, d), rel=1e-9, abs=0.0)
+    if c < p.through_level:
+        assert p.v_cut_min_m_s <= v <= p.v_approach_m_s     # > 0: a point always finishes
+    else:
+        assert v == 0.0
+
+
+@FAST
+@given(st.data())
+def test_descent_speed_is_non_increasing_in_completion_at_fixed_depth(data):
+    p = data.draw(damper_params())
+    c1, d = data.draw(completion_and_depth(p))
+    c2, _ = data.draw(completion_and_depth(p))
     lo, hi = min(c1, c2), max(c1, c2)
-    v_lo, v_hi = p.speed_m_s(lo), p.speed_m_s(hi)
+    v_lo, v_hi = p.speed_m_s(lo, d), p.speed_m_s(hi, d)
     assert v_lo >= v_hi >= 0.0
-    assert (p.speed_m_s(hi) == 0.0) == (hi >= p.through_level)
-    if hi < p.through_level:
-        assert v_hi >= p.v_cut_min_m_s                 # a point always finishes
+    assert (v_hi == 0.0) == (hi >= p.through_level)
+
+
+@FAST
+@given(st.data())
+def test_descent_speed_is_non_increasing_in_depth_at_fixed_completion(data):
+    p = data.draw(damper_params())
+    c, d1 = data.draw(completion_and_depth(p))
+    _, d2 = data.draw(completion_and_depth(p))
+    shallow, deep = min(d1, d2), max(d1, d2)
+    assert p.speed_m_s(c, shallow) >= p.speed_m_s(c, deep) >= 0.0
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -198,11 +271,16 @@ def test_descent_speed_is_non_increasing_in_completion(p, c1, c2):
     ({"v_cut_max_m_s": np.inf}, "v_cut_max_m_s"),
     ({"v_cut_min_m_s": 0.0}, "v_cut_min_m_s"),
     ({"v_cut_min_m_s": -1e-6}, "v_cut_min_m_s"),
-    ({"v_cut_max_m_s": 3e-6}, "v_cut_max_m_s"),
-    ({"v_approach_m_s": 10e-6}, "v_approach_m_s"),
+    ({"v_cut_max_m_s": np.nextafter(DamperParams().v_cut_min_m_s, 0.0)}, "v_cut_max_m_s"),
+    ({"v_approach_m_s": np.nextafter(DamperParams().v_cut_max_m_s, 0.0)}, "v_approach_m_s"),
     ({"v_approach_m_s": -40e-6}, "v_approach_m_s"),
+    ({"approach_depth_m": -1e-6}, "approach_depth_m"),
+    ({"approach_depth_m": -np.finfo(float).tiny}, "approach_depth_m"),
+    ({"approach_depth_m": np.nan}, "approach_depth_m"),
+    ({"approach_depth_m": np.inf}, "approach_depth_m"),
     ({"contact_level": -0.1}, "contact_level"),
-    ({"contact_level": 0.95}, "through_level"),
+    ({"contact_level": DamperParams().through_level}, "through_level"),
+    ({"through_level": DamperParams().contact_level}, "through_level"),
     ({"through_level": 1.2}, "through_level"),
     ({"through_level": np.nan}, "through_level"),
     ({"latch_done": 1}, "latch_done"),
@@ -213,20 +291,31 @@ def test_damper_rejects_bad_parameters_naming_the_field(kwargs, field):
     assert e.value.field == field and field in str(e.value)
 
 
+@pytest.mark.parametrize("kwargs", [
+    {"approach_depth_m": 0.0},                                  # no fast part
+    {"v_approach_m_s": DamperParams().v_cut_max_m_s},           # the equalities are allowed
+    {"v_cut_max_m_s": DamperParams().v_cut_min_m_s},
+    {"through_level": 1.0},
+])
+def test_damper_accepts_the_edges_of_the_allowed_ranges(kwargs):
+    DamperParams(**kwargs)
+
+
 # ----- planner ---------------------------------------------------------------------------------
 
 @st.composite
 def planner_runs(draw, latch: bool | None = None):
-    """A planner (either initialisation) and a sequence of (c, dt) updates."""
+    """A planner (either initialisation) and a sequence of (c, dt) updates; short steps as well as
+    long ones, so that runs cross the approach depth part way as well as in one step."""
     n = draw(st.integers(3, 16))
     h_ini = 1e-3 + 1e-4 * np.array(draw(st.lists(st.floats(-1, 1), min_size=n, max_size=n)))
     floor = h_ini - 1e-3 * np.array(draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)))
     params = draw(damper_params(latch))
     make = draw(st.sampled_from([MillingPlanner.from_fitted, MillingPlanner.equal_height]))
     level = st.one_of(st.just(np.nan), st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0]),
-                      st.just(params.through_level))
-    steps = draw(st.lists(st.tuples(st.lists(level, min_size=n, max_size=n),
-                                    st.floats(0.0, 60.0)), max_size=25))
+                      st.just(params.contact_level), st.just(params.through_level))
+    dt = st.one_of(st.floats(0.0, 60.0), st.floats(0.0, 2.0))
+    steps = draw(st.lists(st.tuples(st.lists(level, min_size=n, max_size=n), dt), max_size=25))
     return make(h_ini, floor, params), [(np.array(c), dt) for c, dt in steps]
 
 
@@ -236,6 +325,7 @@ def test_planner_invariants_for_any_sequence(run):
     planner, steps = run
     p = planner.params
     floor = planner.floor_m
+    start = planner.initial_heights_m
     known = np.zeros(planner.n_points)
     reached = np.zeros(planner.n_points, dtype=bool)
     for c, dt in steps:
@@ -250,50 +340,120 @@ def test_planner_invariants_for_any_sequence(run):
         assert np.all(h <= before)                               # only descends
         assert np.array_equal(h[c >= p.through_level], before[c >= p.through_level])
         assert np.array_equal(h[latched_before], before[latched_before])
+        np.testing.assert_array_equal(planner.initial_heights_m, start)
         np.testing.assert_array_equal(planner.completion, known)  # NaN keeps the last level
         np.testing.assert_array_equal(planner.done, reached)
         assert planner.all_done == bool(reached.all())
-        expected = np.maximum(before - np.where(reached, 0.0, p.speed_m_s(known)) * dt, floor)
-        np.testing.assert_array_equal(h, expected)
+        # the step model: the speed at the step's start (level and depth below the start), held
+        # for dt, then the floor
+        speed = np.where(reached, 0.0, p.speed_m_s(known, start - before))
+        np.testing.assert_array_equal(h, np.maximum(before - speed * dt, floor))
+        ref = [0.0 if r else reference_speed(p, ci, di)
+               for r, ci, di in zip(reached, known, start - before)]
+        np.testing.assert_allclose(speed, ref, rtol=1e-9, atol=0.0)
+
+
+@pytest.mark.parametrize("make", [MillingPlanner.from_fitted, MillingPlanner.equal_height])
+def test_approach_depth_switch(make):
+    """c = 0 throughout: each point descends at v_approach until it is approach_depth_m below
+    its own start (for equal_height, the common start), then at v_cut_max. The step that crosses
+    the depth runs wholly at v_approach (the speed is taken at the step's start), so the fast
+    descent overshoots the depth by less than one step."""
+    p = DamperParams()
+    h_ini = np.array([1.0e-3, 1.2e-3, 0.9e-3, 1.1e-3])
+    floor = h_ini - 10 * p.approach_depth_m                      # far below: never reached here
+    planner = make(h_ini, floor, p)
+    start = planner.initial_heights_m
+    dt = 0.3 * p.approach_depth_m / p.v_approach_m_s / 7         # not a divisor of the depth
+    fast_step, slow_step = p.v_approach_m_s * dt, p.v_cut_max_m_s * dt
+    n_steps = int(np.ceil(p.approach_depth_m / fast_step)) + 10
+    phases = []
+    for _ in range(n_steps):
+        before = planner.heights_m
+        planner.update(np.zeros(4), dt)
+        step = before - planner.heights_m
+        fast = start - before < p.approach_depth_m
+        np.testing.assert_allclose(step, np.where(fast, fast_step, slow_step), rtol=1e-6)
+        phases.append(fast)
+    phases = np.array(phases)                                    # (step, point)
+    assert phases[0].all() and not phases[-1].any()              # both phases happen
+    assert np.all(phases[:-1] >= phases[1:])                     # fast, then slow, never back
+    n_fast = phases.sum(axis=0)                                  # fast steps per point
+    np.testing.assert_array_equal(n_fast, n_fast[0])             # depth counted from each start
+    depth_after_fast = n_fast[0] * fast_step
+    assert p.approach_depth_m <= depth_after_fast < p.approach_depth_m + fast_step
+    np.testing.assert_allclose(start - planner.heights_m,
+                               depth_after_fast + (n_steps - n_fast) * slow_step, rtol=1e-9)
+
+
+def test_first_contact_after_the_approach_depth_keeps_the_speed():
+    """Past the approach depth mode 1 runs at v_cut_max, the speed mode 2 starts at, so the first
+    contact reading does not change a point's speed; before the depth it slows the point."""
+    p = DamperParams()
+    fresh = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0, p)
+    dt = 0.1 * p.approach_depth_m / p.v_approach_m_s
+    fresh.update([0.0, p.contact_level, np.nextafter(p.contact_level, 0.0)], dt)
+    np.testing.assert_allclose(fresh.initial_heights_m - fresh.heights_m,
+                               np.array([p.v_approach_m_s, p.v_cut_max_m_s, p.v_approach_m_s]) * dt,
+                               rtol=1e-12)
+    deep = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0, p)
+    deep.update(np.zeros(3), 1.5 * p.approach_depth_m / p.v_approach_m_s)   # one step past it
+    h = deep.heights_m
+    assert np.all(deep.initial_heights_m - h >= p.approach_depth_m)
+    deep.update([0.0, p.contact_level, np.nextafter(p.contact_level, 0.0)], dt)
+    np.testing.assert_allclose(h - deep.heights_m, np.full(3, p.v_cut_max_m_s * dt), rtol=1e-9)
 
 
 def test_latched_point_is_not_deepened_by_a_later_low_reading():
-    planner = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0)
-    planner.update([0.97, 0.5, 0.5, np.nan], 1.0)
+    p = DamperParams()
+    through, low, mid = p.through_level, p.contact_level / 2, (p.contact_level + p.through_level) / 2
+    planner = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, p)
+    planner.update([through, mid, mid, np.nan], 1.0)
+    assert planner.done[0] and not planner.done[1:].any()
     h = planner.heights_m
-    planner.update([0.2, 0.5, 0.5, np.nan], 1.0)
+    planner.update([low, mid, mid, np.nan], 1.0)
     assert planner.heights_m[0] == h[0] and planner.done[0]
     assert np.all(planner.heights_m[1:] < h[1:])
     unlatched = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, DamperParams(latch_done=False))
-    unlatched.update([0.97, 0.5, 0.5, np.nan], 1.0)
-    unlatched.update([0.2, 0.5, 0.5, np.nan], 1.0)
+    unlatched.update([through, mid, mid, np.nan], 1.0)
+    assert unlatched.done[0] and unlatched.heights_m[0] == 1e-3
+    unlatched.update([low, mid, mid, np.nan], 1.0)
     assert not unlatched.done[0] and unlatched.heights_m[0] < 1e-3
 
 
 def test_all_done_fires_exactly_when_the_last_point_reaches_through():
-    planner = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0)
-    planner.update([0.95, 0.99, 0.5], 1.0)
+    p = DamperParams()
+    through = p.through_level
+    below = float(np.nextafter(through, 0.0))
+    mid = (p.contact_level + p.through_level) / 2
+    planner = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0, p)
+    planner.update([through, 1.0, mid], 1.0)
     assert not planner.all_done
-    planner.update([np.nan, np.nan, 0.9499], 1.0)
+    planner.update([np.nan, np.nan, below], 1.0)                # a hair short is not through
     assert not planner.all_done
-    planner.update([0.1, np.nan, 0.95], 1.0)                    # point 0 stays latched
+    planner.update([p.contact_level, np.nan, through], 1.0)     # point 0 stays latched
     assert planner.all_done
 
 
 def test_initialisations_and_path():
+    p = DamperParams()
     h_ini = np.array([1.0e-3, 1.2e-3, 0.9e-3, 1.1e-3])
-    fitted = MillingPlanner.from_fitted(h_ini, 0.5e-3)
-    equal = MillingPlanner.equal_height(h_ini, 0.5e-3)
+    fitted = MillingPlanner.from_fitted(h_ini, 0.5e-3, p)
+    equal = MillingPlanner.equal_height(h_ini, 0.5e-3, p)
     np.testing.assert_array_equal(fitted.heights_m, h_ini)
+    np.testing.assert_array_equal(fitted.initial_heights_m, h_ini)
     np.testing.assert_array_equal(equal.heights_m, np.full(4, 1.2e-3))
+    np.testing.assert_array_equal(equal.initial_heights_m, np.full(4, 1.2e-3))
     np.testing.assert_array_equal(fitted.floor_m, np.full(4, 0.5e-3))
     np.testing.assert_allclose(fitted.theta_rad, [0, np.pi / 2, np.pi, 3 * np.pi / 2])
     np.testing.assert_array_equal(fitted.completion, 0.0)
     assert not fitted.done.any() and not fitted.all_done
+    assert MillingPlanner(h_ini, 0.5e-3).params == DamperParams()   # the default damper
     path = fitted.path()
     np.testing.assert_array_equal(path(fitted.theta_rad), h_ini)
-    fitted.update(np.zeros(4), 2.0)                              # approach: 40 um/s for 2 s
-    np.testing.assert_allclose(fitted.heights_m, h_ini - 80e-6, rtol=1e-12)
+    dt = 0.5 * p.approach_depth_m / p.v_approach_m_s             # within the fast approach
+    fitted.update(np.zeros(4), dt)
+    np.testing.assert_allclose(fitted.heights_m, h_ini - p.v_approach_m_s * dt, rtol=1e-12)
     np.testing.assert_array_equal(path(fitted.theta_rad), h_ini)  # a snapshot, not a view
 
 

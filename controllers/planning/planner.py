@@ -13,13 +13,15 @@ Initialise (``MillingPlanner.from_fitted`` / ``MillingPlanner.equal_height``):
   * prior system: every point starts at one height. The prior system started all points at
     z = 0 without a surface measurement; here the common height is the *maximum* of the fitted
     initial heights, so that no point starts inside bone. Points on lower bone then descend
-    through air for (max - h_ini,i) / v_approach longer: the time the paper's 3D fitting saves.
+    through more air, and past ``approach_depth_m`` at the slow cutting speed: the time the
+    paper's 3D fitting saves.
 
 Update (``MillingPlanner.update(c, dt_s)``): h_i -= v_i * dt_s, then h_i = max(h_i, floor_i).
 v_i comes from a multimodal velocity damper on c_i (``DamperParams``; the paper: "descent speed
 at the i-th point reduced proportionally to its completion level c_i"):
 
-  mode 1, approach  c_i < contact_level:                  v = v_approach_m_s
+  mode 1, approach  c_i < contact_level:                  v = v_approach_m_s for the first
+                    approach_depth_m below the point's start, then v_cut_max_m_s
   mode 2, cutting   contact_level <= c_i < through_level: v falls linearly in c_i from
                     v_cut_max_m_s (at contact_level) to v_cut_min_m_s (at through_level)
   mode 3, through   c_i >= through_level:                 v = 0, and the point is done
