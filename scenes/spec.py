@@ -4,7 +4,9 @@ A scene file (``scenes/default.toml`` is the default) places the arm, the drill,
 holder and skull, the MSCS cameras, the lighting and the sensors. ``load_scene`` checks
 every field and reports all problems at once (``ConfigError``); ``overrides`` (dotted keys,
 e.g. ``{"skull.seed": 3}``) let scenario suites vary any field before validation.
-Sensors declare their rate, delay and noise in ``SensorsSpec`` and nowhere else.
+Sensors declare their rate, delay and noise in ``SensorsSpec`` and nowhere else. The
+``[milling]`` table (bone-removal model, ``scenes.milling_params``) is optional: a scene
+without it gets ``MillingParams``' defaults; its burr radius is the drill's.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from scenes.frames import make_transform
+from scenes.milling_params import MillingParams
 from scenes.schema import ConfigError, Reader, load_toml
 from scenes.skull_params import SkullParams
 
@@ -32,6 +35,14 @@ SKULL_FIELDS_IN_FILE = [
     ("dome_radius_ap_mm", "dome_radius_ap_m", MM), ("bregma_lambda_mm", "bregma_lambda_m", MM),
     ("suture_width_mm", "suture_width_m", MM), ("suture_waviness_mm", "suture_waviness_m", MM),
     ("grid_cell_um", "grid_cell_m", 1e-6),
+]
+
+#: milling fields as written in scene files: (key in [milling], MillingParams field, SI per file unit)
+MILLING_FIELDS_IN_FILE = [
+    ("cut_rate_um_s", "cut_rate_m_s", 1e-6), ("hardness_min", "hardness_min", 1.0),
+    ("hardness_max", "hardness_max", 1.0), ("nominal_speed_rpm", "nominal_speed_rpm", 1.0),
+    ("skull_stiffness_n_per_mm", "skull_stiffness_n_per_m", 1e3), ("max_deflection_um", "max_deflection_m", 1e-6),
+    ("breach_tolerance_um", "breach_tolerance_m", 1e-6), ("break_threshold_um", "break_threshold_m", 1e-6),
 ]
 
 
@@ -126,6 +137,7 @@ class SceneSpec:
     control_period_s: float
     calibration_origin_r: np.ndarray
     calibration_setpoints_r: np.ndarray   # (k, 3) offsets from the origin (m), paper's {R} setpoints
+    milling: MillingParams                # bone-removal model (burr radius = the drill's)
 
     @property
     def T_s_to_r(self) -> np.ndarray:
@@ -239,6 +251,18 @@ def scene_from_dict(raw: dict, source: str = "<dict>", overrides: dict[str, Any]
     cs.finish()
     se.finish()
 
+    mi = top.sub("milling")
+    milling_defaults = MillingParams()
+    milling = {"burr_radius_m": drill.burr_radius_m}
+    for key, field_name, scale in MILLING_FIELDS_IN_FILE:
+        lo, hi = MillingParams.RANGES[field_name]
+        default = getattr(milling_defaults, field_name) / scale
+        milling[field_name] = mi.number(key, lo / scale, hi / scale, default) * scale
+    if milling["hardness_min"] > milling["hardness_max"]:
+        errors.append(f"milling.hardness_min={milling['hardness_min']:g} exceeds "
+                      f"milling.hardness_max={milling['hardness_max']:g}")
+    mi.finish()
+
     c = top.sub("control", required=True)
     period = c.number("period_s", 1e-4, 0.1)
     c.finish()
@@ -263,7 +287,7 @@ def scene_from_dict(raw: dict, source: str = "<dict>", overrides: dict[str, Any]
     if errors:
         raise ConfigError(source, errors)
     return SceneSpec(source, robot, drill, T_holder, skull, mscs, lighting,
-                     SensorsSpec(joint_states, cameras), period, origin, setpoints)
+                     SensorsSpec(joint_states, cameras), period, origin, setpoints, MillingParams(**milling))
 
 
 def load_scene(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> SceneSpec:

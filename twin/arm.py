@@ -7,12 +7,14 @@ velocity limit, discretised exactly per period:
 
     step = clip((q_target - q) * (1 - exp(-dt / tau)), -qd_max * dt, qd_max * dt)
 
-and writes the resulting state into PyBullet, which holds the arm's multibody (poses of every
-link, collision geometry). Approximation, stated plainly: the drive is kinematic, arm
-dynamics (inertia, gravity sag, vibration) are not simulated. We tried PyBullet's velocity
-motors with gravity: they overshoot the velocity limit by ~0.5 %, and the joint dynamics of
-a stiff position-controlled arm are far below the 10 um scale that matters here. The
-kinematic model guarantees the arm never exceeds its velocity limits.
+and keeps the joint state in NumPy. PyBullet holds the arm's multibody (poses of every link,
+collision geometry); it is brought up to date lazily, only when something asks for it
+(``pb``, ``tool_pose_pybullet``), so a control period costs no PyBullet calls.
+Approximation, stated plainly: the drive is kinematic, arm dynamics (inertia, gravity sag,
+vibration) are not simulated. We tried PyBullet's velocity motors with gravity: they
+overshoot the velocity limit by ~0.5 %, and the joint dynamics of a stiff position-controlled
+arm are far below the 10 um scale that matters here. The kinematic model guarantees the arm
+never exceeds its velocity limits.
 """
 from __future__ import annotations
 
@@ -29,11 +31,20 @@ class SimArm:
         self.period_s = period_s
         self._alpha = 1.0 - np.exp(-period_s / servo_tau_s)
         self.client = pb.connect(pb.DIRECT)
-        pb.setTimeStep(period_s, physicsClientId=self.client)
-        self.pb: PyBulletArm = assemble_arm(self.client, robot, q0)
+        self._pb: PyBulletArm = assemble_arm(self.client, robot, q0)
+        self._pb_stale = False            # PyBullet's joint state lags self._q
         self.target = np.array(q0, dtype=float)
         self._q = np.array(q0, dtype=float)
         self._qd = np.zeros_like(self._q)
+
+    @property
+    def pb(self) -> PyBulletArm:
+        """The PyBullet multibody, with its joint state synced to the arm's (on demand)."""
+        if self._pb_stale:
+            for j, q, qd in zip(self._pb.joint_indices, self._q, self._qd):
+                pb.resetJointState(self._pb.body, j, float(q), float(qd), physicsClientId=self.client)
+            self._pb_stale = False
+        return self._pb
 
     def state(self) -> tuple[np.ndarray, np.ndarray]:
         """True joint positions and velocities (rad or m; rad/s or m/s)."""
@@ -48,23 +59,20 @@ class SimArm:
         step = np.clip((self.target - self._q) * self._alpha, self.robot.qd_min * dt, self.robot.qd_max * dt)
         self._q = self._q + step
         self._qd = step / dt
-        for j, q, qd in zip(self.pb.joint_indices, self._q, self._qd):
-            pb.resetJointState(self.pb.body, j, float(q), float(qd), physicsClientId=self.client)
-        pb.stepSimulation(physicsClientId=self.client)
+        self._pb_stale = True
 
     def tool_pose_pybullet(self) -> tuple[np.ndarray, np.ndarray]:
         """Tool position (m) and quaternion (x, y, z, w) from PyBullet's own kinematics."""
-        ls = pb.getLinkState(self.pb.body, self.pb.tool_link, computeForwardKinematics=True,
-                             physicsClientId=self.client)
+        arm = self.pb
+        ls = pb.getLinkState(arm.body, arm.tool_link, computeForwardKinematics=True, physicsClientId=self.client)
         return np.array(ls[4]), np.array(ls[5])
 
     def reset(self, q: np.ndarray) -> None:
         """Teleport the joints (tests and scenario set-up only; a real arm cannot do this)."""
-        for j, v in zip(self.pb.joint_indices, q):
-            pb.resetJointState(self.pb.body, j, float(v), 0.0, physicsClientId=self.client)
         self._q = np.array(q, dtype=float)
         self._qd = np.zeros_like(self._q)
         self.target = self._q.copy()
+        self._pb_stale = True
 
     def close(self) -> None:
         if self.client is not None and pb.isConnected(self.client):

@@ -4,11 +4,18 @@ Method (all in NumPy/OpenCV, on one core):
 - **Skull** (cached per camera, refreshed when the skull changes): every pixel's ray (from
   ``CameraModel.pixel_rays``, so lens distortion is exact) is intersected with the outer
   surface height field by fixed-point iteration ``t <- (h(o + t d) - o_z) / d_z`` using
-  ``cv2.remap`` lookups; with the near-vertical views of a microscope it contracts by
-  ~|slope * tan(view angle)| < 0.1 per step, so 4 steps reach < 1 um. The hit point's grid
-  coordinates then sample a pre-shaded sRGB texture (bone albedo with seeded texture,
-  sutures, thickness-dependent translucency tint, skin outside the exposure; Lambertian
-  light + ambient).
+  ``cv2.remap`` lookups, starting from a fixed reference plane; with the near-vertical views
+  of a microscope it contracts by ~|slope * tan(view angle)| < 0.1 per step, so 4 steps reach
+  < 1 um. The hit point's grid coordinates then sample a pre-shaded sRGB texture (bone albedo
+  with seeded texture, sutures, thickness-dependent translucency tint towards the dura's
+  colour, skin outside the exposure; Lambertian light + ambient).
+- **Incremental refresh** (milling changes a small region many times a second): the skull
+  logs the cell box of every change; the texture re-shades only that box (plus margins for
+  its area filter, bilinear sampling and gradients) and logs the box with the heights it
+  spanned before and after; each camera re-casts only the pixels whose rays can meet that box
+  (its corners projected at those heights and at the reference plane, plus a few pixels) and
+  re-blurs them with the blur's margin. The result equals a full refresh (the tests check it to
+  1 DN).
 - **Drill** (every frame, in a region of interest around its projection): analytic ray-sphere
   (burr) and ray-cylinder (neck, shank) intersections, Blinn-Phong metal shading, depth test
   against the skull's ray depth, so bone in front of the burr hides it.
@@ -23,6 +30,7 @@ Output images are BGR uint8 (OpenCV's convention, like a capture device).
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -30,7 +38,7 @@ import numpy as np
 
 from scenes.frames import apply, invert
 from twin.cameras import CameraModel
-from twin.skull import Grid, Skull
+from twin.skull import CellBox, Grid, Skull
 
 LABEL_SKIN, LABEL_BONE, LABEL_BURR, LABEL_SHAFT = 0, 1, 2, 3
 
@@ -103,6 +111,21 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.resize(cv2.GaussianBlur(small, (0, 0), sigma / f), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+@dataclass(frozen=True)
+class TextureChange:
+    """Render-grid cells re-shaded by ``SkullTexture.refresh`` and the range of heights (m) they
+    held before and after; ``whole`` means everything changed (``box`` is then the whole grid)."""
+
+    box: CellBox
+    z_min_m: float
+    z_max_m: float
+    whole: bool = False
+
+    def union(self, other: "TextureChange") -> "TextureChange":
+        return TextureChange(self.box.union(other.box), min(self.z_min_m, other.z_min_m),
+                             max(self.z_max_m, other.z_max_m), self.whole or other.whole)
+
+
 _SRGB_LUT = (255.0 * np.linspace(0.0, 1.0, 4096) ** (1 / 2.2) + 0.5).astype(np.uint8)
 
 
@@ -115,12 +138,14 @@ class SkullTexture:
     """The skull's outer surface height and shaded colour on a render grid (cell 20 um).
 
     Static layers (skin, sutures, bone texture, the untouched skull outside the milling
-    region) are computed once; ``refresh`` recomputes only the milling region from the
-    skull's current height fields, so a change to the bone costs ~30 ms, not a rebuild.
+    region) are computed once; ``refresh`` recomputes, from the skull's current height fields,
+    only the cells of the milling region that changed since the last refresh (all of them the
+    first time) and logs them for the cameras (``changes_since``).
     """
 
     EXPOSURE_HALF_AXES_M = (4.2e-3, 5.6e-3)   # the skin incision, around the dome apex
     SKIN_THICKNESS_M = 0.6e-3
+    CHANGE_LOG_LENGTH = 1024
 
     def __init__(self, skull: Skull, extent_s: tuple[float, float, float, float],
                  lighting: Lighting, cell_m: float = 20e-6):
@@ -141,54 +166,119 @@ class SkullTexture:
         self.height = np.empty((g.ny, g.nx), np.float32)
         self.bgr_u8 = np.empty((g.ny, g.nx, 3), np.uint8)
         self.label = np.where(self._skin > 0.5, LABEL_SKIN, LABEL_BONE).astype(np.uint8)
-        self._update(slice(0, g.ny), slice(0, g.nx),
-                     skull.initial_outer_grid(xs, ys), skull.initial_thickness_grid(xs, ys))
+        whole = CellBox(0, g.ny, 0, g.nx)
+        self._update(whole, whole, skull.initial_outer_grid(xs, ys), skull.initial_thickness_grid(xs, ys))
+        #: height (m) where the cameras' ray casting starts: the median of the untouched surface
+        #: (independent of milling, so incremental and full renders iterate identically)
+        self.reference_height_m = float(np.median(self.height))
         self.window = self._physics_window()
+        self._k = max(int(round(cell_m / skull.grid.cell)), 1)      # area filter of the skull grid
+        self._changes: deque[tuple[int, int, TextureChange]] = deque(maxlen=self.CHANGE_LOG_LENGTH)
+        self.version = -1
         self.refresh()
 
-    def _physics_window(self) -> tuple[slice, slice]:
+    def _physics_window(self) -> CellBox:
         """Rows and columns of the render grid inside the skull's milling grid."""
         g, pg = self.grid, self.skull.grid
         j0 = max(int(np.ceil((pg.x0 - g.x0) / g.cell)), 0)
         i0 = max(int(np.ceil((pg.y0 - g.y0) / g.cell)), 0)
         j1 = min(int(np.floor((pg.x0 + pg.cell * (pg.nx - 1) - g.x0) / g.cell)), g.nx - 1) + 1
         i1 = min(int(np.floor((pg.y0 + pg.cell * (pg.ny - 1) - g.y0) / g.cell)), g.ny - 1) + 1
-        return slice(i0, max(i1, i0)), slice(j0, max(j1, j0))
+        return CellBox(i0, max(i1, i0), j0, max(j1, j0))
 
-    def _update(self, rows: slice, cols: slice, outer: np.ndarray, thick: np.ndarray) -> None:
-        skin = self._skin[rows, cols]
+    def _update(self, heights: CellBox, shade: CellBox, outer: np.ndarray, thick: np.ndarray) -> None:
+        """Store heights on ``heights`` (from ``outer``, ``thick`` sampled there) and shade the cells
+        of ``shade`` (inside ``heights``; normals from height differences within ``heights``)."""
+        skin = self._skin[heights.rows, heights.cols]
         height = outer + self.SKIN_THICKNESS_M * skin
-        self.height[rows, cols] = height
-        translucency = (0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3))[..., None]
-        bone = self._bone_albedo[rows, cols] * (1 - translucency) + DURA_RGB * translucency
-        albedo = bone * (1 - skin[..., None]) + self._skin_albedo[rows, cols] * skin[..., None]
+        self.height[heights.rows, heights.cols] = height
         gy, gx = np.gradient(height, self.grid.cell)
+        crop = (slice(shade.r0 - heights.r0, shade.r1 - heights.r0),
+                slice(shade.c0 - heights.c0, shade.c1 - heights.c0))
+        gy, gx, thick, skin = gy[crop], gx[crop], thick[crop], skin[crop]
+        translucency = (0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3))[..., None]
+        bone = self._bone_albedo[shade.rows, shade.cols] * (1 - translucency) + DURA_RGB * translucency
+        albedo = bone * (1 - skin[..., None]) + self._skin_albedo[shade.rows, shade.cols] * skin[..., None]
         n = np.stack([-gx, -gy, np.ones_like(gx)], axis=-1)
         n /= np.linalg.norm(n, axis=-1, keepdims=True)
         L = np.asarray(self.lighting.direction_s, float)
         L = L / np.linalg.norm(L)
-        shade = self.lighting.ambient + self.lighting.intensity * np.clip(n @ L, 0.0, None)
-        self.bgr_u8[rows, cols] = _to_srgb_u8(albedo * shade[..., None])[..., ::-1]
+        shade_f = self.lighting.ambient + self.lighting.intensity * np.clip(n @ L, 0.0, None)
+        self.bgr_u8[shade.rows, shade.cols] = _to_srgb_u8(albedo * shade_f[..., None])[..., ::-1]
+
+    def _render_box(self, changed: CellBox) -> CellBox | None:
+        """Render cells (within the window) whose height or shading depends on skull cells
+        ``changed``: the area filter and bilinear sampling reach k + 1 skull cells, the
+        gradient one render cell; one more of each for safety."""
+        g, pg, w = self.grid, self.skull.grid, self.window
+        m = self._k + 2
+        x_lo, x_hi = pg.x0 + pg.cell * (changed.c0 - m), pg.x0 + pg.cell * (changed.c1 - 1 + m)
+        y_lo, y_hi = pg.y0 + pg.cell * (changed.r0 - m), pg.y0 + pg.cell * (changed.r1 - 1 + m)
+        c0 = max(int(np.floor((x_lo - g.x0) / g.cell)) - 2, w.c0)
+        c1 = min(int(np.ceil((x_hi - g.x0) / g.cell)) + 3, w.c1)
+        r0 = max(int(np.floor((y_lo - g.y0) / g.cell)) - 2, w.r0)
+        r1 = min(int(np.ceil((y_hi - g.y0) / g.cell)) + 3, w.r1)
+        return CellBox(r0, r1, c0, c1) if r1 > r0 and c1 > c0 else None
+
+    def _resample(self, box: CellBox) -> None:
+        """Heights and shading of render cells ``box`` from the skull's current height fields."""
+        sk, g, w = self.skull, self.grid, self.window
+        pad = CellBox(max(box.r0 - 1, w.r0), min(box.r1 + 1, w.r1), max(box.c0 - 1, w.c0), min(box.c1 + 1, w.c1))
+        # The same float32 sampling coordinates as a refresh of the whole window, then shifted by
+        # whole skull cells (exact in float32) into the filtered sub-block.
+        mx = ((g.xs[pad.cols] - sk.grid.x0) / sk.grid.cell).astype(np.float32)
+        my = ((g.ys[pad.rows] - sk.grid.y0) / sk.grid.cell).astype(np.float32)
+        k = self._k
+        j0 = max(int(mx[0]) - k - 2, 0)
+        j1 = min(int(mx[-1]) + k + 3, sk.grid.nx)
+        i0 = max(int(my[0]) - k - 2, 0)
+        i1 = min(int(my[-1]) + k + 3, sk.grid.ny)
+        o = np.ascontiguousarray(sk.outer_z[i0:i1, j0:j1])
+        inn = np.ascontiguousarray(sk.inner_z[i0:i1, j0:j1])
+        if k > 1:                                              # area average
+            o, inn = cv2.blur(o, (k, k)), cv2.blur(inn, (k, k))
+        mx, my = np.meshgrid(mx - np.float32(j0), my - np.float32(i0))
+        self._update(pad, box, cv2.remap(o, mx, my, cv2.INTER_LINEAR), cv2.remap(o - inn, mx, my, cv2.INTER_LINEAR))
 
     def refresh(self) -> None:
-        """Resample the milling region from the skull's current (possibly milled) height fields."""
-        sk, g = self.skull, self.grid
-        rows, cols = self.window
-        if rows.stop > rows.start and cols.stop > cols.start:
-            mx, my = np.meshgrid(((g.xs[cols] - sk.grid.x0) / sk.grid.cell).astype(np.float32),
-                                 ((g.ys[rows] - sk.grid.y0) / sk.grid.cell).astype(np.float32))
-            k = max(int(round(g.cell / sk.grid.cell)), 1)
-            o = cv2.blur(sk.outer_z, (k, k)) if k > 1 else sk.outer_z          # area average
-            inn = cv2.blur(sk.inner_z, (k, k)) if k > 1 else sk.inner_z
-            self._update(rows, cols, cv2.remap(o, mx, my, cv2.INTER_LINEAR),
-                         cv2.remap(o - inn, mx, my, cv2.INTER_LINEAR))
+        """Bring the milling region up to date with the skull's height fields: only the cells
+        changed since the last refresh (``Skull.changed_since``), everything the first time."""
+        sk = self.skull
+        changed = sk.changed_since(self.version)
+        if changed is not None:
+            box = self._render_box(changed)
+            if box is not None:
+                before = self.height[box.rows, box.cols]
+                z0, z1 = float(before.min()), float(before.max())
+                self._resample(box)
+                after = self.height[box.rows, box.cols]
+                change = TextureChange(box, min(z0, float(after.min())), max(z1, float(after.max())),
+                                       whole=self.version < 0)
+                self._changes.append((self.version, sk.version, change))
         self.version = sk.version
+
+    def changes_since(self, version: int) -> TextureChange | None:
+        """Union of the texture changes after skull ``version`` (None: none). If the log does not
+        reach back that far, a change with ``whole=True``."""
+        if version >= self.version:
+            return None
+        union = None
+        for v_from, v_to, change in reversed(self._changes):
+            if v_to <= version:
+                return union
+            union = change if union is None else union.union(change)
+            if v_from <= version:
+                return union
+        g = self.grid
+        return TextureChange(CellBox(0, g.ny, 0, g.nx), -np.inf, np.inf, whole=True)
 
 
 class CameraRenderer:
     """Renders one camera: cached skull layer plus the drill on top."""
 
     DOF_LEVELS_PX = (0.0, 1.5, 4.0, 10.0)
+    SKULL_BLUR_SIGMA_PX = 1.5          # the skull layer's defocus blur (blended per pixel)
+    ROI_MARGIN_PX = 4                  # around the projection of a changed box
 
     def __init__(self, camera: CameraModel, texture: SkullTexture, T_s_to_r: np.ndarray,
                  noise: SensorNoise, noise_seed: int):
@@ -215,18 +305,59 @@ class CameraRenderer:
         dn = np.arange(256, dtype=np.float64)
         sigma = np.sqrt(noise.read_noise_dn ** 2 + noise.shot_noise_gain * dn)
         self._sigma_lut = np.clip(np.round(16 * sigma), 0, 255).astype(np.uint8)
+        # Skull layer caches, (re)computed by _refresh_skull in regions of interest.
+        self.depth_t = np.zeros((h, w), np.float32)       # ray length (m) to the skull, per pixel
+        self.labels_skull = np.zeros((h, w), np.uint8)
+        self._skull_sharp = np.zeros((h, w, 3), np.uint8)  # texture seen by each pixel, before blur
+        self.skull_bgr = np.zeros((h, w, 3), np.uint8)     # ... after defocus blur and vignetting
+        # 8-bit Gaussian kernels reach round(6 sigma + 1) | 1 taps, i.e. 3 sigma + 0.5 px each side.
+        self._blur_reach_px = int(np.ceil(3 * self.SKULL_BLUR_SIGMA_PX + 0.5)) + 1
         self._cache_version = -1
 
     # ---- skull layer ---------------------------------------------------------------------
     def _refresh_skull(self) -> None:
+        """Bring the skull layer up to date: everything the first time, afterwards only the
+        pixels that can see the texture's changes since the last refresh."""
         tex = self.texture
         if tex.version != tex.skull.version:
             tex.refresh()
+        h, w = self.camera.height_px, self.camera.width_px
+        if self._cache_version < 0:
+            roi = (0, h, 0, w)
+        else:
+            change = tex.changes_since(self._cache_version)
+            roi = None if change is None else (0, h, 0, w) if change.whole else self._image_roi(change)
+        if roi is not None:
+            self._cast_skull(*roi)
+            self._compose_skull(*roi)
+        self._cache_version = tex.skull.version
+
+    def _image_roi(self, change: TextureChange) -> tuple[int, int, int, int] | None:
+        """Pixel rows v0:v1 and columns u0:u1 whose rays can meet the changed texture cells: the
+        box's corners (one render cell wider) at the lowest and highest of its heights and the
+        reference plane (where the ray casting starts), projected, plus ``ROI_MARGIN_PX``."""
+        tex, cam = self.texture, self.camera
+        g, b = tex.grid, change.box
+        xs = (g.x0 + g.cell * (b.c0 - 1), g.x0 + g.cell * b.c1)
+        ys = (g.y0 + g.cell * (b.r0 - 1), g.y0 + g.cell * b.r1)
+        zs = (min(change.z_min_m, tex.reference_height_m), max(change.z_max_m, tex.reference_height_m))
+        corners = np.array([[x, y, z] for x in xs for y in ys for z in zs])
+        uv = cam.project(apply(self.T_s_to_r, corners))
+        m = self.ROI_MARGIN_PX
+        u0 = max(int(np.floor(uv[:, 0].min())) - m, 0)
+        u1 = min(int(np.ceil(uv[:, 0].max())) + m + 1, cam.width_px)
+        v0 = max(int(np.floor(uv[:, 1].min())) - m, 0)
+        v1 = min(int(np.ceil(uv[:, 1].max())) + m + 1, cam.height_px)
+        return (v0, v1, u0, u1) if u1 > u0 and v1 > v0 else None
+
+    def _cast_skull(self, v0: int, v1: int, u0: int, u1: int) -> None:
+        """Ray-cast pixels [v0:v1, u0:u1] onto the texture's surface: depth, labels, sharp colour."""
+        tex = self.texture
         g = tex.grid
         o = self.origin_s.astype(np.float32)
-        d = self.rays_s
+        d = self.rays_s[v0:v1, u0:u1]
         dz = d[..., 2]
-        t = (np.float32(np.median(tex.height)) - o[2]) / dz
+        t = (np.float32(tex.reference_height_m) - o[2]) / dz
         inv_cell = np.float32(1.0 / g.cell)
         for _ in range(4):
             mx = (o[0] + t * d[..., 0] - np.float32(g.x0)) * inv_cell
@@ -235,15 +366,25 @@ class CameraRenderer:
             t = (z - o[2]) / dz
         mx = (o[0] + t * d[..., 0] - np.float32(g.x0)) * inv_cell
         my = (o[1] + t * d[..., 1] - np.float32(g.y0)) * inv_cell
-        img = cv2.remap(tex.bgr_u8, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        self.labels_skull = cv2.remap(tex.label, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        self.depth_t = t                                  # ray length (m) to the skull, per pixel
-        sigma = self.camera.blur_sigma_px(t * self.rays_c[..., 2])
-        blurred = cv2.GaussianBlur(img, (0, 0), 1.5)
-        wgt = np.clip(sigma / 1.5, 0.0, 1.0)[..., None]
+        self._skull_sharp[v0:v1, u0:u1] = cv2.remap(tex.bgr_u8, mx, my, cv2.INTER_LINEAR,
+                                                    borderMode=cv2.BORDER_REPLICATE)
+        self.labels_skull[v0:v1, u0:u1] = cv2.remap(tex.label, mx, my, cv2.INTER_NEAREST,
+                                                    borderMode=cv2.BORDER_REPLICATE)
+        self.depth_t[v0:v1, u0:u1] = t
+
+    def _compose_skull(self, v0: int, v1: int, u0: int, u1: int) -> None:
+        """Defocus blur and vignetting of the skull layer wherever pixels [v0:v1, u0:u1] reach."""
+        h, w = self.camera.height_px, self.camera.width_px
+        r = self._blur_reach_px
+        cv0, cv1, cu0, cu1 = max(v0 - r, 0), min(v1 + r, h), max(u0 - r, 0), min(u1 + r, w)   # output
+        sv0, sv1, su0, su1 = max(cv0 - r, 0), min(cv1 + r, h), max(cu0 - r, 0), min(cu1 + r, w)   # input
+        sharp = np.ascontiguousarray(self._skull_sharp[sv0:sv1, su0:su1])
+        blurred = cv2.GaussianBlur(sharp, (0, 0), self.SKULL_BLUR_SIGMA_PX)[cv0 - sv0:cv1 - sv0, cu0 - su0:cu1 - su0]
+        img = sharp[cv0 - sv0:cv1 - sv0, cu0 - su0:cu1 - su0]
+        sigma = self.camera.blur_sigma_px(self.depth_t[cv0:cv1, cu0:cu1] * self.rays_c[cv0:cv1, cu0:cu1, 2])
+        wgt = np.clip(sigma / self.SKULL_BLUR_SIGMA_PX, 0.0, 1.0)[..., None]
         img = (img * (1 - wgt) + blurred * wgt).astype(np.uint8)
-        self.skull_bgr = cv2.multiply(img, self.vignette_u8, scale=1 / 255)
-        self._cache_version = tex.skull.version
+        self.skull_bgr[cv0:cv1, cu0:cu1] = cv2.multiply(img, self.vignette_u8[cv0:cv1, cu0:cu1], scale=1 / 255)
 
     def skull_intersection_s(self) -> np.ndarray:
         """(H, W, 3) points (m, in {S}) where each pixel's ray meets the outer surface."""

@@ -16,8 +16,10 @@ Geometry (all fields are smooth, analytic and seeded, so any grid samples the sa
   and stays there when bone is removed.
 
 Material state: ``outer_z`` and ``inner_z`` are height fields on a grid of ``grid_cell_m``
-(<= 10 um) over the milling region; the next issue's milling model lowers them. ``version``
-increments on every change so renderers can refresh caches.
+(<= 10 um) over the milling region; the milling model (``twin.milling``) lowers ``outer_z``.
+Whoever edits them calls ``mark_changed`` with the changed cells: ``version`` increments and
+the cell box is logged, so caches (renderers) can ask ``changed_since(version)`` and redo
+only that part.
 
 Approximations: the skull is a height field (no overhangs, thickness along z, not along
 the normal; at the <= 25 deg slopes of the dorsal skull the two differ by < 10 %). Sutures
@@ -25,7 +27,9 @@ are surface markings only (colour), not mechanical discontinuities.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 from scipy import ndimage
@@ -90,8 +94,33 @@ class Grid:
                 & (y >= self.y0 - eps) & (y <= self.y0 + self.cell * (self.ny - 1) + eps))
 
 
+@dataclass(frozen=True)
+class CellBox:
+    """Rows ``r0:r1`` and columns ``c0:c1`` (half-open) of a grid."""
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.r0, self.r1)
+
+    @property
+    def cols(self) -> slice:
+        return slice(self.c0, self.c1)
+
+    def union(self, other: "CellBox") -> "CellBox":
+        return CellBox(min(self.r0, other.r0), max(self.r1, other.r1),
+                       min(self.c0, other.c0), max(self.c1, other.c1))
+
+
 class Skull:
     """The skull of one mouse, fully determined by ``SkullParams`` (including the seed)."""
+
+    #: changes remembered for ``changed_since``; a cache further behind refreshes everything
+    CHANGE_LOG_LENGTH = 4096
 
     def __init__(self, params: SkullParams = SkullParams()):
         params.validate()
@@ -124,6 +153,7 @@ class Skull:
         self.inner_z = self.outer_z - thickness
         self.membrane_z = self.inner_z.copy()
         self.version = 0
+        self._changes: deque[CellBox] = deque(maxlen=self.CHANGE_LOG_LENGTH)   # box of each version
 
     # ----- analytic initial fields (any grid) -------------------------------------------
     def _dome(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -225,6 +255,30 @@ class Skull:
         """Unit normal (pointing up, into the bone) of the inner surface at (x, y)."""
         return self._normal(self.inner_z, x, y)
 
-    def mark_changed(self) -> None:
-        """Call after editing ``outer_z``/``inner_z`` so that caches (renderers) refresh."""
+    def mark_changed(self, rows: slice | None = None, cols: slice | None = None) -> None:
+        """Call after editing ``outer_z``/``inner_z`` so that caches (renderers) refresh.
+
+        ``rows``, ``cols``: the grid rows and columns that changed (slices with step 1);
+        None means all of them.
+        """
+        g = self.grid
+        r0, r1, rs = (rows or slice(None)).indices(g.ny)
+        c0, c1, cs = (cols or slice(None)).indices(g.nx)
+        if rs != 1 or cs != 1:
+            raise ValueError(f"mark_changed: rows={rows!r}, cols={cols!r} must be slices with step 1")
         self.version += 1
+        self._changes.append(CellBox(r0, max(r1, r0), c0, max(c1, c0)))
+
+    def changed_since(self, version: int) -> CellBox | None:
+        """Union of the cells changed after ``version`` (None: nothing changed). A ``version``
+        older than the change log (or negative) gets the whole grid."""
+        n = self.version - version
+        if n <= 0:
+            return None
+        if version < 0 or n > len(self._changes):
+            return CellBox(0, self.grid.ny, 0, self.grid.nx)
+        boxes = islice(reversed(self._changes), n)
+        box = next(boxes)
+        for b in boxes:
+            box = box.union(b)
+        return box

@@ -7,6 +7,10 @@ Sensors follow ``SceneSpec.sensors`` (the one place where rates, delays and nois
   t_k + ``delay_s``; a frame shows the world as it was at t_k. Frames are rendered lazily,
   only when grabbed, so a controller that never looks costs nothing.
 
+Bone removal (``twin.milling.BoneMill``, parameters ``SceneSpec.milling``): every period the
+burr centre's motion, from the arm's true joints before and after the period, is mapped into
+the skull frame and milled with the drill's state; ``last_contact`` holds the result.
+
 Everything random is drawn from generators spawned from one seed: same seed, same commands,
 same outputs.
 """
@@ -17,10 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scenes.frames import invert
 from scenes.robot_description import RobotDescription
 from scenes.spec import SceneSpec
 from twin.arm import SimArm
 from twin.cameras import CameraModel, cameras_from_spec
+from twin.milling import NO_CONTACT, BoneMill, MillContact
 from twin.render import DrillGeometry, Lighting, SensorNoise, StereoImages, StereoRenderer
 from twin.skull import Skull, SkullParams
 
@@ -66,6 +72,10 @@ class TwinWorld:
         self.arm = SimArm(self.robot, scene.robot.home_q, self.period_s, scene.robot.servo_time_constant_s)
         self.drill_on = False
         self.drill_speed_rpm = 0.0
+        self.mill = BoneMill(self.skull, scene.milling)
+        self.last_contact: MillContact = NO_CONTACT
+        T_r_to_s = invert(self.T_s_to_r)
+        self._R_r_to_s, self._p_r_to_s = T_r_to_s[:3, :3], T_r_to_s[:3, 3]
         self.step_index = 0
         # Recent true joint positions, for camera exposures in the past (delay).
         horizon = scene.sensors.cameras.delay_s + 2.0 / scene.sensors.cameras.rate_hz
@@ -92,10 +102,33 @@ class TwinWorld:
             while len(self._joint_samples) > 2 and self._joint_samples[1].stamp_s < t - keep:
                 self._joint_samples.popleft()
 
+    def burr_centre_s(self, q: np.ndarray) -> np.ndarray:
+        """Burr centre (m) in the skull frame {S} at joints ``q``."""
+        return self._R_r_to_s @ self.robot.tool_position(q) + self._p_r_to_s
+
+    def joints_placing_burr_at(self, p_s: np.ndarray, q0: np.ndarray, tol_m: float = 1e-9) -> np.ndarray:
+        """SIM-ONLY (tests, benchmarks, scenario set-up with ``arm.reset``): joints near ``q0`` that
+        put the burr centre at ``p_s`` (m, {S}). Damped Newton on the burr position (numeric
+        Jacobian); the tool's orientation is left free (it stays close to that of ``q0``)."""
+        q = np.array(q0, dtype=float)
+        err = p_s - self.burr_centre_s(q)
+        for _ in range(30):
+            if np.linalg.norm(err) < tol_m:
+                return q
+            J = np.stack([(self.burr_centre_s(q + h) - self.burr_centre_s(q - h)) / 2e-6
+                          for h in np.eye(q.size) * 1e-6], axis=1)
+            q = q + J.T @ np.linalg.solve(J @ J.T + 1e-12 * np.eye(3), err)
+            err = p_s - self.burr_centre_s(q)
+        raise ValueError(f"joints_placing_burr_at: no joints put the burr at {p_s} m within {tol_m:g} m "
+                         f"(off by {np.linalg.norm(err):.3g} m)")
+
     def step(self) -> None:
-        """Advance the world by one control period."""
+        """Advance the world by one control period: arm, then bone removal along the burr's path."""
+        a_s = self.burr_centre_s(self.arm.state()[0])
         self.arm.step()
         self.step_index += 1
+        self.last_contact = self.mill.step(self.time_s, a_s, self.burr_centre_s(self.arm.state()[0]), self.drill_on,
+                                           self.drill_speed_rpm, self.period_s)
         self._record()
 
     def latest_joint_sample(self) -> JointSample:
