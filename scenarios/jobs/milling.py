@@ -40,6 +40,7 @@ from controllers.perception.completion_detector import load_estimator
 from controllers.perception.keypoint_detector import load_detector
 from controllers.planning import StopReason
 from controllers.premeasurement import calibrate_mscs, fit_window_trajectory
+from controllers.reconstruction import estimate_camera_model
 from controllers.surface_fit import FittedTrajectory
 from hw_bridge.registry import make_hardware
 from scenes.frames import apply, invert
@@ -91,6 +92,16 @@ def ideal_trajectory(world, radius_m: float = 2e-3, n: int = 32, offset_m: float
     c_r = apply(T, c_s)
     return FittedTrajectory(np.full(2, np.nan), c_r, radius_m, offset_m, pf, nr, pf + offset_m * nr, pf,
                             pf + offset_m * nr, nr, np.zeros(n, int), np.zeros(n), np.eye(4))
+
+
+def ideal_camera(world, trajectory: FittedTrajectory):
+    """GROUND TRUTH (twin): the stereo model and {Mi} -> {R} a perfect calibration would find near
+    the window (fitted to the true projections of a 5x5x3 grid around it). With
+    ``ideal_trajectory``, for benchmarks and tests of the milling loop with the CNN."""
+    g = np.stack(np.meshgrid(*(np.linspace(-h, h, k) for h, k in ((3e-3, 5), (3e-3, 5), (1e-3, 3))),
+                             indexing="ij"), axis=-1).reshape(-1, 3) + trajectory.centre_mi
+    fit = estimate_camera_model(world.cameras[0].project(g), world.cameras[1].project(g), g)
+    return fit.model, fit.T_mi_to_r
 
 
 def milling_settings_from_job(p: dict) -> MillingSettings:
