@@ -13,7 +13,6 @@ milling loop to whatever sensor it is given.
 """
 from __future__ import annotations
 
-from collections import deque
 from typing import Protocol
 
 import numpy as np
@@ -89,13 +88,16 @@ class CompletionFilter:
     def __init__(self, n: int, window: int = 3):
         if window < 1:
             raise ValueError(f"CompletionFilter window={window!r}: must be >= 1")
-        self._hist = [deque(maxlen=window) for _ in range(n)]
+        self._hist = np.full((window, n), np.nan)     # per point, its last valid readings (ring)
+        self._next = np.zeros(n, dtype=int)
 
     def update(self, c: np.ndarray) -> np.ndarray:
-        out = np.full(len(self._hist), np.nan)
-        for i, (h, v) in enumerate(zip(self._hist, c)):
-            if np.isfinite(v):
-                h.append(float(v))
-            if h:
-                out[i] = float(np.median(h))
+        c = np.asarray(c, dtype=float)
+        ok = np.isfinite(c)
+        idx = np.flatnonzero(ok)
+        self._hist[self._next[idx], idx] = c[idx]
+        self._next[idx] = (self._next[idx] + 1) % self._hist.shape[0]
+        out = np.full(c.shape, np.nan)
+        seen = np.isfinite(self._hist).any(axis=0)
+        out[seen] = np.nanmedian(self._hist[:, seen], axis=0)
         return out

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from controllers.completion_sensing import CompletionFilter
 from controllers.milling import MillingSettings, MillingSetupError, mill_window
 from controllers.motion.pose_control import PoseController
 from controllers.planning import StopReason
@@ -103,3 +106,18 @@ def test_bad_settings_are_refused_before_anything_moves():
         np.testing.assert_array_equal(hw.read().position, q0)
     finally:
         hw.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.lists(st.lists(st.one_of(st.floats(0, 1), st.just(float("nan"))), min_size=4,
+                                            max_size=4), min_size=1, max_size=12))
+def test_completion_filter_is_the_median_of_the_last_valid_readings(window, readings):
+    f = CompletionFilter(4, window)
+    hist = [[] for _ in range(4)]
+    for row in readings:
+        out = f.update(np.array(row))
+        for i, v in enumerate(row):
+            if np.isfinite(v):
+                hist[i] = (hist[i] + [v])[-window:]
+            expected = np.median(hist[i]) if hist[i] else np.nan
+            np.testing.assert_allclose(out[i], expected, equal_nan=True)
