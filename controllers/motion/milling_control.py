@@ -35,7 +35,7 @@ from functools import cached_property
 
 import numpy as np
 import quadprog
-from dqrobotics import DQ, E_, translation, vec4, vec8
+from dqrobotics import DQ, E_, vec8
 from dqrobotics.robot_control import ControlObjective, DQ_ClassicQPController
 from dqrobotics.robot_modeling import DQ_Kinematics
 from dqrobotics.solvers import DQ_QuadraticProgrammingSolver
@@ -210,7 +210,6 @@ class MillingMotionController:
             self.q_cmd = q.copy()
         x = self.robot.dq_robot.fkm(q)
         J_t = np.asarray(DQ_Kinematics.translation_jacobian(self.robot.dq_robot.pose_jacobian(q), x))[1:4]
-        p = vec4(translation(x))[1:]
         # The new command is the last command plus u dt: linearise the floor about it (the
         # measured joints lag it and carry encoder noise, both worth microns at the burr).
         p_cmd = self.robot.tool_position(self.q_cmd)
