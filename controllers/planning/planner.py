@@ -80,10 +80,12 @@ class DamperParams:
     default 4 mm/s around r = 2 mm): 47 um at the top speed, inside the 10-50 um depth of cut
     at which cortical bone shears cleanly, and 13 um at the minimum, under the 20 um membrane
     tolerance, so a point's last pass cannot plunge through the dura.
-    Mode 3, through (c >= ``through_level``, default 0.98): speed 0; the point is done. It is
-    below 1 because readings are noisy and rarely saturate at exactly 1; 2 % of a 0.27-0.51 mm
-    skull is 5-10 um, under the 20 um a bridge needs to break when the flap is lifted (a
-    first choice of 0.95 left 21 um bridges with perfect perception).
+    Mode 3, through (c >= ``through_level``, default 0.995): speed 0; the point is done. It
+    is below 1 because readings rarely saturate at exactly 1. Chosen on the twin: 0.95 left
+    21 um bridges (the flap breaks free below 20 um) even with perfect perception; 0.98 was
+    enough with perfect perception but the completion CNN reads 0.98 a little early and left
+    22-29 um bridges on the two skulls tried; 0.995 left 15-16 um there, and no breach with
+    perfect perception.
     Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0, so that the speed never
     increases with c.
 
@@ -98,7 +100,7 @@ class DamperParams:
     v_cut_max_m_s: float = 15e-6
     v_cut_min_m_s: float = 4e-6
     contact_level: float = 0.05
-    through_level: float = 0.98
+    through_level: float = 0.995
     latch_done: bool = True
 
     def __post_init__(self) -> None:
