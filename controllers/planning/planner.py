@@ -80,12 +80,14 @@ class DamperParams:
     default 4 mm/s around r = 2 mm): 47 um at the top speed, inside the 10-50 um depth of cut
     at which cortical bone shears cleanly, and 13 um at the minimum, under the 20 um membrane
     tolerance, so a point's last pass cannot plunge through the dura.
-    Mode 3, through (c >= ``through_level``, default 0.995): speed 0; the point is done. It
+    Mode 3, through (c >= ``through_level``, default 0.99): speed 0; the point is done. It
     is below 1 because readings rarely saturate at exactly 1. Chosen on the twin: 0.95 left
-    21 um bridges (the flap breaks free below 20 um) even with perfect perception; 0.98 was
-    enough with perfect perception but the completion CNN reads 0.98 a little early and left
-    22-29 um bridges on the two skulls tried; 0.995 left 15-16 um there, and no breach with
-    perfect perception.
+    21 um bridges (the flap breaks free below 20 um) even with perfect perception; with the
+    completion CNN 0.98 declared points through early (22-29 um bridges on the two skulls
+    tried) and 0.995 late (the burr kept descending on through bone: a membrane breach in a
+    suite case); 0.99 left 11-16 um bridges and no breach on those skulls. The window between
+    a bridge and a breach is only ~40 um (20 um each side): this threshold is the most
+    perception-sensitive number in the loop.
     Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0, so that the speed never
     increases with c.
 
@@ -100,7 +102,7 @@ class DamperParams:
     v_cut_max_m_s: float = 15e-6
     v_cut_min_m_s: float = 4e-6
     contact_level: float = 0.05
-    through_level: float = 0.995
+    through_level: float = 0.99
     latch_done: bool = True
 
     def __post_init__(self) -> None:

@@ -205,6 +205,9 @@ def _rig_calibration(ctx: CaseContext, tip, settings):
 
 
 def run_case(ctx: CaseContext) -> CaseOutput:
+    import torch
+
+    torch.set_num_threads(1)     # one core per case: suite workers would otherwise oversubscribe the CPU
     p = ctx.job_parameters
     perception = str(p["perception"])
     if perception not in PERCEPTIONS:
