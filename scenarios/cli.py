@@ -4,6 +4,7 @@
     micromill run SUITE.toml [--workers N] [--out DIR] [--cases N] [--seed S] [--no-progress]
     micromill backends
     micromill train keypoints --target drill_tip|cranial [--out DIR] [--seed N] [--workers N] [--budget-min M]
+    micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M]
 
 Exit codes: 0 success; 1 a suite threshold failed or a case errored; 2 invalid input
 (bad scene or suite file, unknown backend), reported with every offending field.
@@ -39,6 +40,14 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    if args.what == "completion":
+        from scenarios.train_completion import summary_lines, train_completion_model
+
+        card = train_completion_model(Path(args.out) if args.out else None, seed=args.seed, workers=args.workers,
+                                      budget_min=args.budget_min, n_scenes=args.scenes, epochs=args.epochs,
+                                      progress=not args.no_progress)
+        print("\n".join(summary_lines(card)))
+        return 0
     from scenarios.train_keypoints import train_keypoints
 
     card = train_keypoints(args.target, Path(args.out) if args.out else None, seed=args.seed, workers=args.workers,
@@ -78,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="micromill", description="Digital twin and testbench for robotic "
                                      "bone micro-milling.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="calibrate the MSCS and fit the window trajectory on the twin")
+    p = sub.add_parser("demo", help="a whole autonomous window on the twin: calibrate, fit, mill, judge")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--scene", default=None, help="scene TOML (default scenes/default.toml)")
     p.add_argument("--seed", type=_seed, default=0)
@@ -92,16 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("train", help="train a network from twin renders")
-    p.add_argument("what", choices=["keypoints"], help="which network family")
-    p.add_argument("--target", required=True, choices=["drill_tip", "cranial"])
-    p.add_argument("--out", default=None, help="folder for <target>.pt/.md (default: the shipped weights folder)")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--workers", type=_positive, default=2, help="data-generation processes (default 2)")
-    p.add_argument("--budget-min", type=float, default=19.0, help="wall-clock budget in minutes (default 19)")
-    p.add_argument("--scenes", type=_positive, default=None, help="override the number of rendered scenes")
-    p.add_argument("--epochs", type=_positive, default=None, help="override the epochs per network")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_train)
+    train_sub = p.add_subparsers(dest="what", required=True, metavar="{keypoints,completion}")
+    for what, text in (("keypoints", "drill-tip or cranial keypoint detector"),
+                       ("completion", "completion-level estimator")):
+        p = train_sub.add_parser(what, help=text)
+        if what == "keypoints":
+            p.add_argument("--target", required=True, choices=["drill_tip", "cranial"])
+        p.add_argument("--out", default=None, help="folder for <name>.pt/.md (default: the shipped weights folder)")
+        p.add_argument("--seed", type=_seed, default=0)
+        p.add_argument("--workers", type=_positive, default=2, help="data-generation processes (default 2)")
+        p.add_argument("--budget-min", type=float, default=19.0, help="wall-clock budget in minutes (default 19)")
+        p.add_argument("--scenes", type=_positive, default=None, help="override the number of rendered scenes")
+        p.add_argument("--epochs", type=_positive, default=None, help="override the (planned) epochs per network")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.set_defaults(func=_cmd_train)
     p = sub.add_parser("backends", help="list hardware backends")
     p.set_defaults(func=_cmd_backends)
     args = parser.parse_args(argv)

@@ -29,13 +29,9 @@ import torch
 
 from controllers.perception.keypoint_net import KeypointUNet, NetConfig, pad_to_multiple
 from controllers.perception.peaks import Peak, find_peak, find_peaks
+from controllers.perception.weights_io import WEIGHTS_DIR, DetectorLoadError, read_weights  # noqa: F401 (re-exported)
 
 FORMAT = "micromill-keypoints/1"
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-
-
-class DetectorLoadError(RuntimeError):
-    """A weights file is missing, unreadable or does not fit this code."""
 
 
 @dataclass(frozen=True)
@@ -187,28 +183,9 @@ class KeypointDetector:
                     "card": card}, str(path))
 
 
-def weights_path(target_or_path: str | Path) -> Path:
-    """``"drill_tip"``/``"cranial"`` -> the shipped file; anything else is a path."""
-    p = Path(target_or_path)
-    if p.suffix != ".pt" and not p.exists():
-        return WEIGHTS_DIR / f"{target_or_path}.pt"
-    return p
-
-
 def _read_weights(target_or_path: str | Path) -> tuple[Path, dict]:
-    """The checked contents of a weights file (exists, readable, right format)."""
-    path = weights_path(target_or_path)
-    if not path.is_file():
-        raise DetectorLoadError(f"keypoint weights not found: {path} (train them with "
-                                f"`micromill train keypoints --target <drill_tip|cranial>`)")
-    try:
-        blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise DetectorLoadError(f"{path}: not a readable weights file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise DetectorLoadError(f"{path}: format {got!r}, expected {FORMAT!r}")
-    return path, blob
+    """The checked contents of a keypoint weights file (exists, readable, right format)."""
+    return read_weights(target_or_path, FORMAT, "keypoint", "micromill train keypoints --target <drill_tip|cranial>")
 
 
 def load_detector(target_or_path: str | Path, expected_target: str | None = None) -> KeypointDetector:

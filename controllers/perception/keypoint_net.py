@@ -28,7 +28,8 @@ class NetConfig:
         return asdict(self)
 
 
-def _block(c_in: int, c_out: int) -> nn.Sequential:
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """Two 3x3 conv + BatchNorm + ReLU layers, ``c_in`` -> ``c_out`` channels, same spatial size."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
@@ -39,9 +40,9 @@ class KeypointUNet(nn.Module):
         super().__init__()
         self.config = config
         c = [config.base_channels * 2 ** i for i in range(config.depth + 1)]
-        self.enc = nn.ModuleList([_block(config.in_channels, c[0])]
-                                 + [_block(c[i], c[i + 1]) for i in range(config.depth)])
-        self.dec = nn.ModuleList([_block(c[i + 1] + c[i], c[i]) for i in reversed(range(config.depth))])
+        self.enc = nn.ModuleList([conv_block(config.in_channels, c[0])]
+                                 + [conv_block(c[i], c[i + 1]) for i in range(config.depth)])
+        self.dec = nn.ModuleList([conv_block(c[i + 1] + c[i], c[i]) for i in reversed(range(config.depth))])
         self.head = nn.Conv2d(c[0], config.out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,7 @@ def _lr(settings: TrainSettings, epoch: int, epochs: int) -> float:
     return settings.learning_rate * (0.1 ** min(2, (3 * epoch) // max(epochs, 1)))
 
 
-def _photometric(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def photometric_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random gain, gamma, brightness, blur and noise on a (B, 3, H, W) batch in [0, 1]."""
     b = x.shape[0]
     u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
@@ -162,7 +162,7 @@ def train_detector(images: np.ndarray, keypoints_px: np.ndarray, visible: np.nda
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, settings.batch_size):
             idx = order[i:i + settings.batch_size]
-            yield _photometric(x_small[idx], gen), y_small[idx]
+            yield photometric_augment(x_small[idx], gen), y_small[idx]
 
     coarse = KeypointUNet(NetConfig(3, config.n_channels, settings.base_channels, settings.depth))
     log.coarse_epochs_done, log.coarse_loss, stop = _fit(
@@ -200,7 +200,7 @@ def train_detector(images: np.ndarray, keypoints_px: np.ndarray, visible: np.nda
                             vis[q] = False
                 xs.append(c)
                 ys.append(_targets((roi, roi), local, vis, config.sigma_fine_px, config.channels))
-            yield _photometric(to_tensor(np.stack(xs)), gen), torch.from_numpy(np.stack(ys))
+            yield photometric_augment(to_tensor(np.stack(xs)), gen), torch.from_numpy(np.stack(ys))
 
     fine = KeypointUNet(NetConfig(3, config.n_channels, settings.base_channels, settings.depth))
     log.fine_epochs_done, log.fine_loss, stop = _fit(fine, fine_batches, settings.fine_epochs, settings, deadline,
