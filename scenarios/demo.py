@@ -93,6 +93,12 @@ def run_demo(out_dir: Path, scene_path: str | None = None, seed: int = 0, backen
         surf = fit_window_trajectory(hw, s.pc, cranial, cal.model, cal.calibration.T_mi_to_r, park, s.R_tool_to_r,
                                      settings, tip_detector=tip)
         milling = None
+        gt = getattr(hw, "ground_truth", None)        # twin only: scoring against the true skull and bone
+        if gt is not None and surf.trajectory is not None:
+            p_s = apply(invert(gt.T_s_to_r), surf.trajectory.points_fit_r)   # before milling changes the surface
+            dz = p_s[:, 2] - gt.skull.outer_height(p_s[:, 0], p_s[:, 1])
+            fit_truth = {"height_error_rms_mm": round(float(np.sqrt(np.mean(dz ** 2))) * 1e3, 4),
+                         "height_error_max_mm": round(float(np.abs(dz).max()) * 1e3, 4)}
         if surf.trajectory is not None:
             traj = surf.trajectory
             model = surf.local_fit.model if surf.local_fit is not None else cal.model
@@ -109,12 +115,8 @@ def run_demo(out_dir: Path, scene_path: str | None = None, seed: int = 0, backen
                 cv2.imwrite(str(out_dir / "milled.png"), last.left)
         sim_s = hw.now()
         truth = None
-        if getattr(hw, "ground_truth", None) is not None and surf.trajectory is not None:
-            gt = hw.ground_truth            # twin only: score against the true skull and bone
-            p_s = apply(invert(gt.T_s_to_r), surf.trajectory.points_fit_r)
-            dz = p_s[:, 2] - gt.skull.outer_height(p_s[:, 0], p_s[:, 1])
-            truth = {"height_error_rms_mm": round(float(np.sqrt(np.mean(dz ** 2))) * 1e3, 4),
-                     "height_error_max_mm": round(float(np.abs(dz).max()) * 1e3, 4)}
+        if gt is not None and surf.trajectory is not None:
+            truth = dict(fit_truth)
             outcome = score_milling(gt, milling)
             truth["milling"] = {k: round(float(v), 4) for k, v in outcome.items()}
             milling_figure(out_dir / "milling.png", gt, milling,

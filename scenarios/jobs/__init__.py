@@ -45,5 +45,5 @@ JOBS: dict[str, JobEntry] = {
          "initialisation": "fitted", "traverse_speed_mm_s": 4.0},
         ("success", "detachable", "breached", "breaches", "complete", "milling_time_min", "idle_time_s",
          "contact_time_sd_s", "max_bridge_um", "peak_force_n", "max_deflection_um", "perception_mae",
-         "realtime_factor", "floor_clamps")),
+         "realtime_factor", "floor_clamps", "fit_height_error_rms_mm")),
 }

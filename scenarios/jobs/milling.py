@@ -24,7 +24,8 @@ Metrics (ground truth from the twin's bone model, ``world.mill``):
   ``max_deflection_um`` of the skull under the burr;
 - ``perception_mae``: realised mean |c_hat - c_true| of the sensor's readings at the points
   (completion units; the paper's 24.32 % MAPE is 0.2432);
-- ``realtime_factor``: simulated milling time / wall time of the milling phase.
+- ``realtime_factor``: simulated milling time / wall time of the milling phase;
+- ``fit_height_error_rms_mm``: the fitted trajectory's surface points vs the true skull.
 """
 from __future__ import annotations
 
@@ -230,6 +231,8 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         if fit.trajectory is None:
             raise RuntimeError(f"pre-measurement failed: {fit.failure}")
         traj = fit.trajectory
+        p_s = apply(invert(gt.T_s_to_r), traj.points_fit_r)          # scored before milling changes the bone
+        fit_error = p_s[:, 2] - gt.skull.outer_height(p_s[:, 0], p_s[:, 1])
         model = fit.local_fit.model if fit.local_fit is not None else cal.model
         if perception == "cnn":
             sensor = CameraCompletionSensor(load_estimator(), model, traj.T_mi_to_r,
@@ -245,6 +248,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         wall = time.perf_counter() - wall0
         m = score_milling(gt, report)
         m["perception_mae"] = scored.mae()
+        m["fit_height_error_rms_mm"] = float(np.sqrt(np.mean(fit_error ** 2))) * 1e3
         m["realtime_factor"] = (hw.now() - t_pre) / wall
         m["floor_clamps"] = float(report.floor_clamps)
         artifacts = []
