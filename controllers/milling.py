@@ -59,7 +59,7 @@ class MillingSettings:
     traverse_speed_m_s: float = 4e-3
     drill_speed_rpm: float = 30000.0
     perception_period_s: float = 0.2
-    filter_window: int = 5
+    filter_window: int = 3
     cross_section_half_width_m: float = 0.15e-3   # c_i = highest level across the groove within this
     cross_section_probes: int = 5
     max_plausible_thickness_m: float = 0.65e-3   # mouse skull above cortex: 0.1-0.65 mm (reference sec. 2)

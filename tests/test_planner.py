@@ -178,7 +178,7 @@ def test_damper_defaults():
     """The documented defaults themselves."""
     p = DamperParams()
     assert (p.v_approach_m_s, p.approach_depth_m, p.v_cut_max_m_s, p.v_cut_min_m_s) == \
-        (60e-6, 0.35e-3, 15e-6, 4e-6)
+        (60e-6, 0.35e-3, 10e-6, 4e-6)
     assert (p.contact_level, p.through_level, p.latch_done) == (0.05, 0.99, True)
 
 

@@ -74,12 +74,14 @@ class DamperParams:
     excess, see ``twin/milling.py``). Measured on the twin with perfect perception: without
     this mode the skull deflected 130-300 um and sprang back through the membrane.
     Mode 2, cutting (``contact_level`` <= c < ``through_level``): the speed falls linearly
-    with c from ``v_cut_max_m_s`` (default 15e-6) to ``v_cut_min_m_s`` (> 0, default 4e-6), so
+    with c from ``v_cut_max_m_s`` (default 10e-6) to ``v_cut_min_m_s`` (> 0, default 4e-6), so
     the burr slows as the bone thins over the dura; the minimum is > 0 so that every point
     finishes. The depth added per lap of the burr is v times the lap period (3.1 s at the
-    default 4 mm/s around r = 2 mm): 47 um at the top speed, inside the 10-50 um depth of cut
+    default 4 mm/s around r = 2 mm): 31 um at the top speed, inside the 10-50 um depth of cut
     at which cortical bone shears cleanly, and 13 um at the minimum, under the 20 um membrane
-    tolerance, so a point's last pass cannot plunge through the dura.
+    tolerance, so a point's last pass cannot plunge through the dura. (15 um/s, 47 um per lap,
+    pushed the head down by 50-75 um; where that push was still on when the bone gave way, the
+    head sprang back and the burr breached the membrane.)
     Mode 3, through (c >= ``through_level``, default 0.99): speed 0; the point is done. It
     is below 1 because readings rarely saturate at exactly 1. Chosen on the twin: 0.95 left
     21 um bridges (the flap breaks free below 20 um) even with perfect perception; with the
@@ -99,7 +101,7 @@ class DamperParams:
 
     v_approach_m_s: float = 60e-6
     approach_depth_m: float = 0.35e-3
-    v_cut_max_m_s: float = 15e-6
+    v_cut_max_m_s: float = 10e-6
     v_cut_min_m_s: float = 4e-6
     contact_level: float = 0.05
     through_level: float = 0.99
