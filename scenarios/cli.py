@@ -22,7 +22,7 @@ def _cmd_demo(args) -> int:
     summary = run_demo(Path(args.out), args.scene, args.seed)
     print(format_summary(summary))
     print(f"plots, camera_model.toml and summary.json in {args.out}")
-    return 0 if summary["ok"] else 1
+    return 0 if summary["ok"] else 1     # 1: the pipeline did not reach its own stop (see the summary)
 
 
 def _cmd_run(args) -> int:

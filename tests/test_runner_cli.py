@@ -102,5 +102,9 @@ def test_demo(tmp_path):
     assert summary["ok"] and len(summary["trajectory"]["points_ini_r_mm"]) == 32
     assert summary["calibration"]["rms_mm"] < 0.15 and summary["characterisation_rms_mm"] < 0.15
     assert summary["ground_truth_twin_only"]["height_error_rms_mm"] < 0.12
-    for name in ("camera_model.toml", "calibration.png", "trajectory.png"):
+    assert summary["milling"]["stop_reason"] == "complete" and summary["milling"]["points_done"] == 32
+    judged = summary["ground_truth_twin_only"]["milling"]
+    assert summary["window_success"] == bool(judged["detachable"] and judged["breaches"] == 0)
+    assert 0.3 < summary["milling"]["milling_time_s"] / 60 < 3.0
+    for name in ("camera_model.toml", "calibration.png", "trajectory.png", "milling.png", "milled.png"):
         assert (tmp_path / name).exists()
