@@ -2,7 +2,7 @@
 import numpy as np
 from hypothesis import assume, given, settings, strategies as st
 
-from scenes.frames import apply, invert
+from scenes.frames import apply
 from twin.render import LABEL_BONE, LABEL_BURR, SkullTexture
 
 

@@ -1,10 +1,8 @@
 """The runner writes results as it goes, reports failures, and exits non-zero on them."""
 import json
 
-import numpy as np
 import pytest
 
-from scenarios import runner
 from scenarios.cli import main
 from scenarios.jobs import JOBS, JobEntry
 from scenarios.runner import CaseOutput, make_cases, run_suite
