@@ -96,7 +96,7 @@ def main(argv=None) -> None:
     print(f"  stereo render 960x540, warm (drill moves)   median {warm:7.2f} ms/pair   target <= 20 ms "
           f"({'met' if warm <= 20 else 'NOT met'}; {20 / warm:.2f}x of budget)")
     print(f"  stereo render 960x540, cold (skull changed) median {cold_ms:7.2f} ms/pair")
-    print(f"  PyBullet arm step rate                      {step_rate:10.0f} steps/s")
+    print(f"  arm servo step rate (PyBullet synced lazily) {step_rate:10.0f} steps/s")
     print(f"  DQ Robotics FK                              {fk_rate:10.0f} evals/s")
     print(f"  DQ Robotics pose Jacobian                   {jac_rate:10.0f} evals/s")
     print(f"  1 kHz loop via hw_bridge, arm moving        real-time factor {rtf_plain:6.2f}x")
