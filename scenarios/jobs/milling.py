@@ -258,7 +258,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
                             f"{m['milling_time_min']:.2f} min, success {bool(m['success'])}, "
                             f"max bridge {m['max_bridge_um']:.0f} um, breaches {int(m['breaches'])}")
             artifacts.append(f"artifacts/{path.name}")
-        first = gt.mill.outcome(apply(invert(gt.T_s_to_r), report.frame.origin_r)[:2], report.radius_m).first_breach
+        first = gt.mill.breaches[0] if gt.mill.breaches else None    # what MillOutcome.first_breach holds
         return CaseOutput(metrics=m, artifacts=artifacts,
                           notes={"stop": report.message, "first_breach": repr(first),
                                  "simulated_time_s": hw.now(), "calibration_wall_s": wall_cal,
