@@ -72,8 +72,7 @@ class CameraCompletionSensor:
         centre_px = self.left_px(self.centre_r)[0]
         c = np.array(self.estimator.estimate(frame.left, centre_px, pts_px).levels, dtype=float).reshape(n, k)
         c[self.hidden(pts_px, T_tool_to_r).reshape(n, k)] = np.nan
-        with np.errstate(all="ignore"):
-            return np.where(np.all(np.isnan(c), axis=1), np.nan, np.nanmax(np.where(np.isnan(c), -1.0, c), axis=1))
+        return np.fmax.reduce(c, axis=1)          # highest seen probe; NaN only if all are hidden
 
 
 def _distance_to_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
