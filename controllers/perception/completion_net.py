@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from controllers.perception.keypoint_net import conv_block
+from controllers.perception.keypoint_net import conv_block, unet_pass
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,5 @@ class CompletionNet(nn.Module):
         m = self.config.size_multiple
         if h % m or w % m:
             raise ValueError(f"input {h} x {w} px: height and width must be multiples of {m}")
-        x = self.stem(x)
-        skips = []
-        for i, block in enumerate(self.enc):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        x = skips.pop()
-        for block in self.dec:
-            skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
+        x = unet_pass(self.enc, self.dec, self.stem(x))
         return F.interpolate(self.head(x), size=(h, w), mode="bilinear", align_corners=False)

@@ -35,6 +35,21 @@ def conv_block(c_in: int, c_out: int) -> nn.Sequential:
         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
+def unet_pass(enc: nn.ModuleList, dec: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    """The U-Net's encoder (max-pool down) and decoder (bilinear up, skip concatenation) on ``x``;
+    returns the finest decoder features. Shared by the keypoint and completion networks."""
+    skips = []
+    for i, block in enumerate(enc):
+        x = block(x if i == 0 else F.max_pool2d(x, 2))
+        skips.append(x)
+    x = skips.pop()
+    for block in dec:
+        skip = skips.pop()
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = block(torch.cat([x, skip], dim=1))
+    return x
+
+
 class KeypointUNet(nn.Module):
     def __init__(self, config: NetConfig):
         super().__init__()
@@ -47,16 +62,7 @@ class KeypointUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, C, H, W) float in [0, 1]; returns (B, K, H, W) logits of the confidence maps."""
-        skips = []
-        for i, block in enumerate(self.enc):
-            x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        x = skips.pop()
-        for block in self.dec:
-            skip = skips.pop()
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = block(torch.cat([x, skip], dim=1))
-        return self.head(x)
+        return self.head(unet_pass(self.enc, self.dec, x))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
