@@ -40,7 +40,6 @@ left camera is rendered). Hence several states and views per scene.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import cv2
@@ -51,7 +50,7 @@ from controllers.perception.completion_detector import CropBox, CropConfig, crop
 from scenes.frames import apply, make_transform
 from scenes.robot_description import RobotDescription
 from scenes.spec import load_scene
-from twin.keypoint_dataset import random_scene_overrides
+from twin.keypoint_dataset import random_scene_overrides, render_scenes
 from twin.milling import carve_sphere
 from twin.render import LABEL_BONE
 from twin.skull import Grid, Skull, SkullParams
@@ -340,19 +339,11 @@ def generate_completion_samples(settings: CompletionDataSettings, workers: int =
     parts: dict[str, list] = {}
     scene_index: list[int] = []
 
-    def collect(i: int, result: dict[str, list]) -> None:
+    for i, result in enumerate(render_scenes(_render_scene, jobs, workers)):
         for k, v in result.items():
             parts.setdefault(k, []).extend(v)
         scene_index.extend([first_scene + i] * len(result["crops"]))
         if progress is not None:
             progress(1)
-
-    if workers <= 1:
-        for i, job in enumerate(jobs):
-            collect(i, _render_scene(job))
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for i, result in enumerate(pool.map(_render_scene, jobs)):
-                collect(i, result)
     arrays = {k: np.stack(v) if k not in ("radius_m", "profile") else np.asarray(v) for k, v in parts.items()}
     return CompletionSamples(**arrays, scene_index=np.asarray(scene_index))

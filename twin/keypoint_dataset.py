@@ -186,6 +186,16 @@ def _render_scene(args: tuple[KeypointDataSettings, int]) -> tuple[list, list, l
     return images, keypoints, visible
 
 
+def render_scenes(render, jobs: list, workers: int):
+    """``render(job)`` for every job, in order: in this process (``workers`` <= 1) or in a pool of
+    ``workers`` processes. Shared by the keypoint and completion datasets."""
+    if workers <= 1:
+        yield from map(render, jobs)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        yield from pool.map(render, jobs)
+
+
 def generate_keypoint_samples(settings: KeypointDataSettings, workers: int = 1, progress=None) -> KeypointSamples:
     """Render ``n_scenes * views_per_scene * 2`` labelled images. Deterministic for a seed
     whatever ``workers`` is (each scene has its own ``SeedSequence([seed, index])``).
@@ -193,21 +203,12 @@ def generate_keypoint_samples(settings: KeypointDataSettings, workers: int = 1, 
     jobs = [(settings, i) for i in range(settings.n_scenes)]
     images, keypoints, visible, scene_index = [], [], [], []
 
-    def collect(i, result):
-        imgs, kps, vis = result
+    for i, (imgs, kps, vis) in enumerate(render_scenes(_render_scene, jobs, workers)):
         images.extend(imgs)
         keypoints.extend(kps)
         visible.extend(vis)
         scene_index.extend([i] * len(imgs))
         if progress is not None:
             progress(1)
-
-    if workers <= 1:
-        for i, job in enumerate(jobs):
-            collect(i, _render_scene(job))
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for i, result in enumerate(pool.map(_render_scene, jobs)):
-                collect(i, result)
     return KeypointSamples(np.stack(images), np.stack(keypoints), np.stack(visible),
                            np.array(scene_index), TARGETS[settings.target])
