@@ -24,9 +24,9 @@ Where the defaults come from (see ``../shared/reference/README.md`` section 2):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-import numpy as np
+from scenes.schema import range_errors
 
 
 class MillingParameterError(ValueError):
@@ -73,14 +73,7 @@ class MillingParams:
     }
 
     def __post_init__(self) -> None:
-        errors = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            lo, hi = self.RANGES[f.name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                errors.append(f"milling.{f.name}={value!r} must be a finite number in [{lo:g}, {hi:g}]")
-            elif not lo <= value <= hi:
-                errors.append(f"milling.{f.name}={value!r} is outside [{lo:g}, {hi:g}]")
+        errors = range_errors("milling", self, self.RANGES)
         if not errors and self.hardness_min > self.hardness_max:
             errors.append(f"milling.hardness_min={self.hardness_min!r} exceeds "
                           f"milling.hardness_max={self.hardness_max!r}")

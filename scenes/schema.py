@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,17 @@ class Reader:
             if key not in self.used:
                 self.errors.append(f"{self.name(key)} is not a known field "
                                    f"(known: {sorted(self.used)})")
+
+
+def range_errors(section: str, params: Any, ranges: dict[str, tuple[float, float]]) -> list[str]:
+    """Messages for every field of the dataclass ``params`` that is not a finite number within its
+    ``ranges[name] = (lo, hi)``, named ``section.name`` (empty when all are fine)."""
+    errors = []
+    for f in fields(params):
+        value = getattr(params, f.name)
+        lo, hi = ranges[f.name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            errors.append(f"{section}.{f.name}={value!r} must be a finite number in [{lo:g}, {hi:g}]")
+        elif not lo <= value <= hi:
+            errors.append(f"{section}.{f.name}={value!r} is outside [{lo:g}, {hi:g}]")
+    return errors

@@ -5,9 +5,11 @@ its mm-valued fields, defaults and bounds from ``SkullParams`` so the two cannot
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
+
+from scenes.schema import range_errors
 
 
 class SkullParameterError(ValueError):
@@ -49,14 +51,7 @@ class SkullParams:
 
     def validate(self) -> None:
         """Raise SkullParameterError listing every field outside its range."""
-        errors = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            lo, hi = self.RANGES[f.name]
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
-                errors.append(f"skull.{f.name}={value!r} must be a finite number in [{lo:g}, {hi:g}]")
-            elif not lo <= value <= hi:
-                errors.append(f"skull.{f.name}={value!r} is outside [{lo:g}, {hi:g}]")
+        errors = range_errors("skull", self, self.RANGES)
         if not errors and self.thickness_min_m > self.thickness_max_m:
             errors.append(f"skull.thickness_min_m={self.thickness_min_m!r} exceeds "
                           f"skull.thickness_max_m={self.thickness_max_m!r}")
