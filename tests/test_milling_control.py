@@ -90,24 +90,31 @@ def rig():
     hw.close()
 
 
-@settings(max_examples=8, deadline=None)
-@given(st.lists(st.floats(-0.3e-3, 0.3e-3), min_size=N, max_size=N), st.floats(-3e-3, 1e-3))
-def test_controller_never_commands_below_the_floor(rig, floor_offsets, target_h):
-    """Whatever the target (often far below the floor), every command keeps the burr above it."""
+def _circle_over_floor(rig, floor: VirtualFloor, target_height, periods: int):
+    """From 1 mm above point 0, step the controller around the 2 mm circle at 3 mm/s towards
+    ``target_height(theta)`` for ``periods``; returns it and each command's floor clearance (m)."""
     hw, pc, fr, R = rig
-    floor = VirtualFloor(fr, THETA, 0.4e-3 + np.asarray(floor_offsets))
     pc.move_to(make_transform(R, fr.point(0.0, 2e-3, 1.0e-3)), timeout_s=30)
     mc = MillingMotionController(hw, floor, R)
     mc.q_cmd = pc.q_cmd.copy()
     theta, omega = 0.0, 3e-3 / 2e-3
     clearances = []
     try:
-        for _ in range(60):
+        for _ in range(periods):
             theta += omega * hw.period_s
-            mc.step(fr.point(theta, 2e-3, target_h), np.zeros(3))
+            mc.step(fr.point(theta, 2e-3, target_height(theta)), np.zeros(3))
             clearances.append(floor.clearance(hw.robot.tool_position(mc.q_cmd)))
     finally:
-        pc.q_cmd = mc.q_cmd.copy()
+        pc.q_cmd = mc.q_cmd.copy()      # the next test's PoseController starts from the last command
+    return mc, clearances
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.floats(-0.3e-3, 0.3e-3), min_size=N, max_size=N), st.floats(-3e-3, 1e-3))
+def test_controller_never_commands_below_the_floor(rig, floor_offsets, target_h):
+    """Whatever the target (often far below the floor), every command keeps the burr above it."""
+    floor = VirtualFloor(rig[2], THETA, 0.4e-3 + np.asarray(floor_offsets))
+    _, clearances = _circle_over_floor(rig, floor, lambda theta: target_h, 60)
     assert min(clearances) >= -1e-9
 
 
@@ -116,18 +123,7 @@ def test_controller_rides_an_uneven_floor(rig):
     the burr follows it around the circle, never below it."""
     hw, pc, fr, R = rig
     floor = VirtualFloor(fr, THETA, 0.4e-3 + 0.2e-3 * np.sin(3 * THETA))
-    pc.move_to(make_transform(R, fr.point(0.0, 2e-3, 1.0e-3)), timeout_s=30)
-    mc = MillingMotionController(hw, floor, R)
-    mc.q_cmd = pc.q_cmd.copy()
-    theta, omega = 0.0, 3e-3 / 2e-3
-    clearances = []
-    try:
-        for _ in range(150):
-            theta += omega * hw.period_s
-            mc.step(fr.point(theta, 2e-3, float(floor.height_at(theta))), np.zeros(3))
-            clearances.append(floor.clearance(hw.robot.tool_position(mc.q_cmd)))
-    finally:
-        pc.q_cmd = mc.q_cmd.copy()
+    mc, clearances = _circle_over_floor(rig, floor, lambda theta: float(floor.height_at(theta)), 150)
     assert min(clearances) >= -1e-9
     assert np.median(clearances[-50:]) < 5e-6   # on the floor (up to ~25 um over its peaks, where the slope flips)
     assert fr.angle_of(hw.robot.tool_position(mc.q_cmd)) > 4.0              # travelled ~4.5 rad
