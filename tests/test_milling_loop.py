@@ -52,22 +52,16 @@ def test_whole_window_with_perfect_perception():
         hw.close()
 
 
-def test_stops_on_timeout_and_switches_the_drill_off():
+@pytest.mark.parametrize("dropout, settings_kw, reason, limit_s", [
+    (0.0, {"timeout_s": 5.0}, StopReason.TIMEOUT, 5.0),
+    (1.0, {"perception_timeout_s": 1.0}, StopReason.PERCEPTION_LOST, 1.0),   # no reading ever arrives
+])
+def test_stops_on_its_limits_and_switches_the_drill_off(dropout, settings_kw, reason, limit_s):
     hw, pc, traj = _session()
     try:
-        rep = mill_window(hw, pc, traj, _oracle(hw), MillingSettings(timeout_s=5.0))
-        assert rep.stop_reason is StopReason.TIMEOUT
-        assert 5.0 <= rep.duration_s < 5.5 and not hw.drill_state().on
-    finally:
-        hw.close()
-
-
-def test_stops_when_perception_is_lost():
-    hw, pc, traj = _session()
-    try:
-        rep = mill_window(hw, pc, traj, _oracle(hw, dropout=1.0), MillingSettings(perception_timeout_s=1.0))
-        assert rep.stop_reason is StopReason.PERCEPTION_LOST
-        assert 1.0 <= rep.duration_s < 1.5 and not hw.drill_state().on
+        rep = mill_window(hw, pc, traj, _oracle(hw, dropout=dropout), MillingSettings(**settings_kw))
+        assert rep.stop_reason is reason
+        assert limit_s <= rep.duration_s < limit_s + 0.5 and not hw.drill_state().on
     finally:
         hw.close()
 
