@@ -40,7 +40,7 @@ from controllers.motion.milling_control import (MillingControlParams, MillingMot
 from controllers.motion.pose_control import PoseController
 from controllers.planning import DamperParams, MillingPlanner, StopMonitor, StopReason
 from controllers.surface_fit import FittedTrajectory
-from hw_bridge.interface import HardwareError
+from hw_bridge.interface import HardwareError, Lifecycle
 from scenes.frames import apply, make_transform
 
 INITIALISATIONS = ("fitted", "equal_height")
@@ -221,10 +221,13 @@ def mill_window(hw, pc: PoseController, traj: FittedTrajectory, sensor: Completi
 
 def _stop(hw, pc: PoseController, mc: MillingMotionController, frame: WindowFrame, settings: MillingSettings,
           reason: StopReason, fault: str | None) -> str:
-    """Drill off at once; then retract along the axis (skipped after a safety fault: hold)."""
-    hw.set_drill(False, 0.0)
+    """Drill off at once; then retract along the axis (skipped after a safety fault: hold; the
+    safety layer has already switched the drill off and deactivated the interface)."""
     if reason is StopReason.SAFETY_FAULT:
+        if hw.state is Lifecycle.ACTIVE:
+            hw.set_drill(False, 0.0)
         return f"safety fault: {fault}; drill off, holding position"
+    hw.set_drill(False, 0.0)
     q = hw.read().position
     T = hw.robot.fk(q)
     T[:3, 3] = T[:3, 3] + settings.retract_m * frame.axis_r

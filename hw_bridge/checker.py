@@ -4,14 +4,20 @@
 ``factory()`` and raises ``AssertionError`` naming the first broken rule. The contract test
 suite parametrizes over backends and checks, so a new backend passes the same rules.
 Every check leaves the robot where it was: motions are one rate-limited period.
+
+``FAULT_CHECKS`` are the safety layer's fault cases (connection dropped mid-run, delayed or
+frozen joint states, NaN from the robot). They need a ``FaultInjector`` for the backend (the
+twin's world, the CoppeliaSim test server or the SAS twin driver provides one) and check that
+the fault stops the run: ``SafetyStop`` within ``FAULT_REACTION_S``, the interface inactive,
+the drill off, the robot holding, and a clean re-activation once the fault is gone.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
-from hw_bridge.interface import CommandRejected, Hardware, Lifecycle, LifecycleError
+from hw_bridge.interface import CommandRejected, Hardware, Lifecycle, LifecycleError, SafetyStop
 
 
 def _expect(exc_type, fn, what: str) -> str:
@@ -59,6 +65,7 @@ def check_joint_state(hw: Hardware) -> None:
 
 
 def check_rejects_bad_commands(hw: Hardware) -> None:
+    """Every bad command is refused, stops the run safely (inactive, drill off) and says why."""
     hw.configure()
     hw.activate()
     q = hw.read().position
@@ -67,9 +74,15 @@ def check_rejects_bad_commands(hw: Hardware) -> None:
                      (np.where(np.arange(n) == 0, hw.limits.position_max[0] + 0.01, q), "above limit"),
                      (np.where(np.arange(n) == n - 1, hw.limits.position_min[-1] - 0.01, q), "below limit"),
                      (q + 10 * hw.limits.velocity_max * hw.period_s, "too fast")]:
+        hw.set_drill(True, 1000.0)
         msg = _expect(CommandRejected, lambda: hw.write(bad), f"write({why})")
         assert msg, f"rejection of {why} has no message"
+        assert hw.state is Lifecycle.INACTIVE, f"write({why}) was refused but the run did not stop ({hw.state})"
+        assert hw.fault and "rejected" in hw.fault, f"write({why}): the stop does not say why ({hw.fault!r})"
+        assert not hw.drill_state().on, f"write({why}): the drill is still on after the safety stop"
+        hw.activate()
     for _ in range(3):
+        hw.write(q)
         hw.advance()
     moved = np.abs(hw.read().position - q)
     assert np.all(moved < 1e-4), f"robot moved after rejected commands: {moved}"
@@ -121,7 +134,11 @@ def check_drill(hw: Hardware) -> None:
     st = hw.drill_state()
     assert st.on and st.speed_rpm == 10000.0, f"drill state {st}"
     _expect(CommandRejected, lambda: hw.set_drill(True, float("nan")), "set_drill(nan)")
+    assert hw.state is Lifecycle.INACTIVE and not hw.drill_state().on, "set_drill(nan) did not stop the run"
+    hw.activate()
     _expect(CommandRejected, lambda: hw.set_drill(True, -1.0), "set_drill(-1)")
+    hw.activate()
+    hw.set_drill(True, 10000.0)
     hw.deactivate()
     assert not hw.drill_state().on, "deactivate() must stop the drill"
     hw.close()
@@ -131,6 +148,84 @@ CHECKS: dict[str, Callable[[Hardware], None]] = {
     f.__name__.removeprefix("check_"): f
     for f in (check_lifecycle, check_joint_state, check_rejects_bad_commands, check_velocity_limits,
               check_stereo, check_drill)
+}
+
+
+class FaultInjector(Protocol):
+    """Provokes a fault in what a backend's robot sends (kinds: the keys of ``FAULT_CHECKS``)."""
+
+    def inject(self, kind: str) -> None: ...
+    def clear(self) -> None: ...
+
+
+#: the longest a fault may go unnoticed by a running controller loop (s of the backend clock)
+FAULT_REACTION_S = 2.0
+
+
+def _run_until_stopped(hw: Hardware, q: np.ndarray, limit_s: float) -> tuple[str, float]:
+    """Hold ``q`` as a controller would (read, write, advance) until a SafetyStop; its reason and delay."""
+    t0 = hw.now()
+    while hw.now() - t0 < limit_s:
+        try:
+            hw.read()
+            hw.write(q)
+            hw.advance()
+        except SafetyStop as exc:
+            return str(exc), hw.now() - t0
+    raise AssertionError(f"no safety stop within {limit_s} s of the fault")
+
+
+def _check_fault(hw: Hardware, faults: FaultInjector, kind: str, keywords: tuple[str, ...]) -> None:
+    hw.configure()
+    hw.activate()
+    q = hw.read().position
+    hw.set_drill(True, 1000.0)
+    for _ in range(5):
+        hw.write(q)
+        hw.advance()
+    faults.inject(kind)
+    try:
+        reason, _ = _run_until_stopped(hw, q, FAULT_REACTION_S)
+    finally:
+        faults.clear()
+    assert hw.state is Lifecycle.INACTIVE, f"{kind}: the run was not stopped ({hw.state})"
+    assert any(k in reason for k in keywords), f"{kind}: the stop says {reason!r}, expected one of {keywords}"
+    _expect(LifecycleError, lambda: hw.write(q), f"{kind}: write() after the safety stop")
+    t_end = hw.now() + 0.3
+    while hw.now() < t_end:        # let the robot settle on the held command, states fresh again
+        hw.advance()
+    assert not hw.drill_state().on, f"{kind}: the drill is still on after the safety stop"
+    held = hw.read().position
+    for _ in range(5):
+        hw.advance()
+    drift = float(np.max(np.abs(hw.read().position - held)))
+    assert drift < 1e-4, f"{kind}: the robot kept moving after the safety stop ({drift:.2e})"
+    hw.activate()                   # the fault is gone: the run can be resumed deliberately
+    hw.write(hw.read().position)
+    hw.advance()
+    hw.close()
+
+
+def check_fault_nan_joint_states(hw: Hardware, faults: FaultInjector) -> None:
+    _check_fault(hw, faults, "nan_joint_states", ("non-finite",))
+
+
+def check_fault_freeze_joint_states(hw: Hardware, faults: FaultInjector) -> None:
+    _check_fault(hw, faults, "freeze_joint_states", ("stale",))
+
+
+def check_fault_delay_joint_states(hw: Hardware, faults: FaultInjector) -> None:
+    _check_fault(hw, faults, "delay_joint_states", ("stale",))
+
+
+def check_fault_disconnect(hw: Hardware, faults: FaultInjector) -> None:
+    _check_fault(hw, faults, "disconnect", ("connection lost", "stale"))
+
+
+FAULT_CHECKS: dict[str, Callable[[Hardware, FaultInjector], None]] = {
+    f.__name__.removeprefix("check_fault_"): f
+    for f in (check_fault_nan_joint_states, check_fault_freeze_joint_states, check_fault_delay_joint_states,
+              check_fault_disconnect)
 }
 
 

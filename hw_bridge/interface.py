@@ -6,10 +6,24 @@ with timestamps, and a small lifecycle:
     UNCONFIGURED --configure()--> INACTIVE --activate()--> ACTIVE
     ACTIVE --deactivate()--> INACTIVE;  any --close()--> FINALIZED
 
-Reading is allowed once configured; commands (joint targets, drill) only while ACTIVE. Each
-joint command is checked before it reaches the robot (``hw_bridge.commands``): shape, finite
-values, position limits, and the step from the previous command within the velocity limits
-over one period. A rejected command raises ``CommandRejected`` and nothing moves.
+Reading is allowed once configured; commands (joint targets, drill) only while ACTIVE.
+
+The safety layer lives here, so every backend gets it (rules in ``hw_bridge.safety``):
+- each joint command is checked before it reaches the robot (``hw_bridge.commands``: shape,
+  finite values, position limits, the step from the previous command within the velocity
+  limits over one period) and the tool must stay inside the workspace box around the skull;
+- while ACTIVE, a watchdog checks joint states (finite, not older than a configured age),
+  stereo frames (not too old) and, on real-time backends, the controller's deadline; a
+  backend's ``ConnectionLost`` counts as a violation too;
+- a violation stops safely: drill off, the last accepted command sent again (hold), the
+  interface deactivated; ``SafetyStop`` (``CommandRejected`` for a refused command) says why;
+  the rejected command itself is never sent;
+- a robot that really moves (``moves_real_robot``) gets commands only when armed (``--arm`` and
+  ``safety.armed = true``); otherwise every command is logged as "would send" (a dry run).
+
+A ``recorder`` (``hw_bridge.recording.Recorder``) sees everything that crosses the interface:
+joint states at every period, commands, grabbed frames, drill commands, safety events and the
+controllers' decisions (``publish_decision``).
 
 Units: SI everywhere (rad, m, s); drill speed in rpm (the name says so). Timestamps are the
 backend's clock in seconds (simulated time on the twin).
@@ -17,12 +31,16 @@ backend's clock in seconds (simulated time on the twin).
 from __future__ import annotations
 
 import enum
+import logging
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from hw_bridge.commands import check_joint_command
+from hw_bridge.safety import Watchdog, WorkspaceBox, arming_decision
 from scenes.robot_description import RobotDescription
 from scenes.spec import SceneSpec
 
@@ -42,8 +60,20 @@ class LifecycleError(HardwareError):
     """A call that the current lifecycle state does not allow."""
 
 
-class CommandRejected(HardwareError):
-    """A command failed validation; it was not sent and nothing moved."""
+class SafetyStop(HardwareError):
+    """The safety layer stopped the run (drill off, holding, deactivated); ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CommandRejected(SafetyStop):
+    """A command failed validation; it was not sent, and the run stopped safely."""
+
+
+class ConnectionLost(HardwareError):
+    """Raised by a backend when its robot or simulator stops answering."""
 
 
 @dataclass(frozen=True)
@@ -76,57 +106,121 @@ class DrillState:
     speed_rpm: float
 
 
+class Recorder(Protocol):
+    """What ``Hardware`` tells a recorder (implemented by ``hw_bridge.recording.McapRecorder``)."""
+
+    def on_tick(self, now_s: float, state: JointState) -> None: ...
+    def on_command(self, now_s: float, q: np.ndarray, sent: bool) -> None: ...
+    def on_frame(self, now_s: float, frame: StereoFrame) -> None: ...
+    def on_drill(self, now_s: float, on: bool, speed_rpm: float, sent: bool) -> None: ...
+    def on_event(self, now_s: float, kind: str, message: str) -> None: ...
+    def on_decision(self, now_s: float, topic: str, payload: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+log = logging.getLogger("micromill.hw_bridge")
+
+
 class Hardware(ABC):
     """One robot + stereo camera + drill, as the controllers see them."""
 
     #: registry name of the backend
     name: str = ""
+    #: True when commands move something real or external (CoppeliaSim, SmartArmStack): it then
+    #: needs arming; the embedded twin and replay set False
+    moves_real_robot: bool = True
+    #: True when the backend's clock is wall time (advance() sleeps): the deadline watchdog applies
+    realtime: bool = False
 
-    def __init__(self, scene: SceneSpec, seed: int = 0):
+    def __init__(self, scene: SceneSpec, seed: int = 0, *, armed: bool = False, recorder: Recorder | None = None):
         self.scene = scene
         self.seed = seed
         self.robot = RobotDescription(scene.robot.description_path)
         self.limits = JointLimits(self.robot.q_min.copy(), self.robot.q_max.copy(),
                                   np.minimum(-self.robot.qd_min, self.robot.qd_max))
         self.period_s = scene.control_period_s
+        #: False: a dry run (commands are logged, not sent); see hw_bridge.safety.arming_decision
+        self.armed = arming_decision(self.moves_real_robot, armed, scene.safety, scene.source)
+        self.recorder = recorder
+        #: why the safety layer last stopped the run (None: it has not)
+        self.fault: str | None = None
+        #: commands a dry run did not send
+        self.dry_run_commands = 0
+        self._workspace = WorkspaceBox(scene.safety, scene.T_s_to_r)
+        self._watchdog = Watchdog(scene.safety)
         self._state = Lifecycle.UNCONFIGURED
         self._last_command: np.ndarray | None = None
+        self._active_since_s = 0.0
+        self._last_advance_wall: float | None = None
+        self._last_frame_index: int | None = None
+        self._stop_pending = False            # a safe stop that could not be sent yet
 
     # ---- lifecycle ---------------------------------------------------------------------
     @property
     def state(self) -> Lifecycle:
         return self._state
 
+    @property
+    def has_cameras(self) -> bool:
+        """False when this backend is configured without stereo cameras (grab_stereo gives None)."""
+        return True
+
     def _require(self, *allowed: Lifecycle, action: str) -> None:
         if self._state not in allowed:
             raise LifecycleError(f"{self.name}: cannot {action} while {self._state.value}; "
-                                 f"allowed in: {', '.join(s.value for s in allowed)}")
+                                 f"allowed in: {', '.join(s.value for s in allowed)}"
+                                 + (f" (stopped by the safety layer: {self.fault})" if self.fault else ""))
 
     def configure(self) -> None:
         self._require(Lifecycle.UNCONFIGURED, action="configure")
-        self._on_configure()
+        self._guarded(self._on_configure)
         self._state = Lifecycle.INACTIVE
+        if self.recorder is not None:
+            self.recorder.on_tick(self.now(), self._guarded(self._read))
 
     def activate(self) -> None:
+        """Start accepting commands (clears an earlier safety stop; the robot holds where it is)."""
         self._require(Lifecycle.INACTIVE, action="activate")
-        self._on_activate()
-        self._last_command = self.read().position.copy()
+        self._send_safe_stop()
+        if self._stop_pending:
+            raise SafetyStop(f"{self.name}: not activated: the last safe stop has not reached the robot yet")
+        self._guarded(self._on_activate)
+        state = self._guarded(self._read)
+        problem = self._watchdog.joint_state_problem(state.position, state.velocity, state.stamp_s, self.now())
+        if problem is not None:
+            raise SafetyStop(f"{self.name}: not activated: {problem}")
+        self._last_command = state.position.copy()
+        self._active_since_s = self.now()
+        self._last_advance_wall = None
+        self.fault = None
         self._state = Lifecycle.ACTIVE
+        if not self.armed:
+            log.warning("%s: DRY RUN: not armed (needs --arm and safety.armed = true); commands are logged, "
+                        "not sent", self.name)
+        self._event("activated", "armed" if self.armed else "dry run")
 
     def deactivate(self) -> None:
         self._require(Lifecycle.ACTIVE, action="deactivate")
         self.set_drill(False, 0.0)
-        self._on_deactivate()
+        self._guarded(self._on_deactivate)
         self._state = Lifecycle.INACTIVE
+        self._event("deactivated", "")
 
     def close(self) -> None:
         """Release everything. Safe to call more than once and from any state."""
         if self._state is Lifecycle.FINALIZED:
             return
-        if self._state is Lifecycle.ACTIVE:
-            self.deactivate()
-        self._on_close()
-        self._state = Lifecycle.FINALIZED
+        try:
+            if self._state is Lifecycle.ACTIVE:
+                try:
+                    self.deactivate()
+                except SafetyStop:
+                    pass                      # already stopped safely; the reason is in self.fault
+            self._on_close()
+        finally:
+            self._state = Lifecycle.FINALIZED
+            if self.recorder is not None:
+                self.recorder.close()
 
     def __enter__(self) -> "Hardware":
         return self
@@ -134,33 +228,131 @@ class Hardware(ABC):
     def __exit__(self, *exc) -> None:
         self.close()
 
+    # ---- the safety layer ----------------------------------------------------------------
+    def _guarded(self, fn, *args):
+        """Call a backend hook; a lost connection while active becomes a safe stop."""
+        try:
+            return fn(*args)
+        except ConnectionLost as exc:
+            if self._state is Lifecycle.ACTIVE:
+                raise self._safe_stop(f"connection lost: {exc}") from exc
+            raise
+
+    def _safe_stop(self, reason: str) -> SafetyStop:
+        """Drill off, hold the last accepted command, deactivate; return the error to raise."""
+        if self._state is Lifecycle.ACTIVE:
+            self._stop_pending = self.armed
+            self._send_safe_stop()
+            self._state = Lifecycle.INACTIVE
+        self.fault = reason
+        log.error("%s: SAFETY STOP: %s (drill off, holding position, deactivated)", self.name, reason)
+        self._event("safety_stop", reason)
+        return SafetyStop(f"{self.name}: safety stop: {reason}")
+
+    def _send_safe_stop(self) -> None:
+        """Drill off and hold; if the robot cannot be reached, retried on every later read/advance."""
+        if not self._stop_pending:
+            return
+        try:
+            self._set_drill(False, 0.0)
+            self._write(self._last_command)
+            self._stop_pending = False
+        except HardwareError as exc:           # e.g. the connection is gone: retried later
+            log.error("%s: safe stop not delivered yet (%s); retrying", self.name, exc)
+
+    def _event(self, kind: str, message: str) -> None:
+        if self.recorder is not None:
+            self.recorder.on_event(self.now(), kind, message)
+
     # ---- I/O ---------------------------------------------------------------------------
     def read(self) -> JointState:
-        """Latest joint state delivered by the robot."""
+        """Latest joint state delivered by the robot (watchdog-checked while active)."""
         self._require(Lifecycle.INACTIVE, Lifecycle.ACTIVE, action="read joint states")
-        return self._read()
+        self._send_safe_stop()
+        state = self._guarded(self._read)
+        if self._state is Lifecycle.ACTIVE:
+            problem = self._watchdog.joint_state_problem(state.position, state.velocity, state.stamp_s, self.now())
+            if problem is not None:
+                raise self._safe_stop(problem)
+        return state
 
     def write(self, q_target: np.ndarray) -> None:
-        """Send a joint position target (validated; raises CommandRejected, nothing moves)."""
+        """Send a joint position target. A command that breaks a rule is not sent: the run stops
+        safely and ``CommandRejected`` says why."""
         self._require(Lifecycle.ACTIVE, action="write commands")
-        q = check_joint_command(q_target, self.limits, self._last_command, self.period_s)
-        self._write(q)
+        try:
+            q = check_joint_command(q_target, self.limits, self._last_command, self.period_s)
+        except CommandRejected as exc:
+            self._safe_stop(f"command rejected: {exc}")
+            raise CommandRejected(f"{self.name}: command rejected (safety stop): {exc}") from None
+        problem = self._workspace.violation(self.robot.tool_position(q))
+        if problem is not None:
+            self._safe_stop(f"command rejected: {problem}")
+            raise CommandRejected(f"{self.name}: command rejected (safety stop): {problem}")
+        if self.armed:
+            self._guarded(self._write, q)
+        else:
+            self.dry_run_commands += 1
+            log.debug("%s: DRY RUN: would send q=%s", self.name, np.array2string(q, precision=6))
         self._last_command = q
+        if self.recorder is not None:
+            self.recorder.on_command(self.now(), q, self.armed)
 
     def grab_stereo(self) -> StereoFrame | None:
-        """Newest available stereo pair, or None before the cameras delivered one."""
+        """Newest available stereo pair, or None before the cameras delivered one (or without cameras)."""
         self._require(Lifecycle.INACTIVE, Lifecycle.ACTIVE, action="grab images")
-        return self._grab_stereo()
+        if not self.has_cameras:
+            return None
+        frame = self._guarded(self._grab_stereo)
+        if self._state is Lifecycle.ACTIVE:
+            problem = self._watchdog.image_problem(None if frame is None else frame.stamp_s, self.now(),
+                                                   self._active_since_s)
+            if problem is not None:
+                raise self._safe_stop(problem)
+        if frame is not None and self.recorder is not None and frame.index != self._last_frame_index:
+            self.recorder.on_frame(self.now(), frame)
+        if frame is not None:
+            self._last_frame_index = frame.index
+        return frame
 
     def set_drill(self, on: bool, speed_rpm: float) -> None:
         """Switch the drill (speed in rpm, 0..drill.max_speed_rpm of the scene)."""
         self._require(Lifecycle.ACTIVE, action="command the drill")
         vmax = self.scene.drill.max_speed_rpm
+        problem = None
         if not isinstance(on, bool):
-            raise CommandRejected(f"drill on={on!r} must be a bool")
-        if not np.isfinite(speed_rpm) or not 0.0 <= speed_rpm <= vmax:
-            raise CommandRejected(f"drill speed_rpm={speed_rpm!r} must be finite and within [0, {vmax:g}]")
-        self._set_drill(on, float(speed_rpm) if on else 0.0)
+            problem = f"drill on={on!r} must be a bool"
+        elif not np.isfinite(speed_rpm) or not 0.0 <= speed_rpm <= vmax:
+            problem = f"drill speed_rpm={speed_rpm!r} must be finite and within [0, {vmax:g}]"
+        if problem is not None:
+            self._safe_stop(f"command rejected: {problem}")
+            raise CommandRejected(f"{self.name}: command rejected (safety stop): {problem}")
+        speed = float(speed_rpm) if on else 0.0
+        if self.armed:
+            self._guarded(self._set_drill, on, speed)
+        else:
+            log.info("%s: DRY RUN: would switch the drill %s (%g rpm)", self.name, "on" if on else "off", speed)
+        if self.recorder is not None:
+            self.recorder.on_drill(self.now(), on, speed, self.armed)
+
+    def advance(self) -> None:
+        """Wait for the next control period (the twin steps its world; hardware sleeps).
+        On real-time backends, a controller slower than ``safety.control_deadline_s`` stops the run."""
+        self._require(Lifecycle.INACTIVE, Lifecycle.ACTIVE, action="advance")
+        if self.realtime and self._state is Lifecycle.ACTIVE and self._last_advance_wall is not None:
+            problem = self._watchdog.deadline_problem(time.monotonic() - self._last_advance_wall)
+            if problem is not None:
+                raise self._safe_stop(problem)
+        self._send_safe_stop()
+        self._guarded(self._advance)
+        self._last_advance_wall = time.monotonic()
+        if self.recorder is not None:
+            self.recorder.on_tick(self.now(), self._guarded(self._read))
+
+    def publish_decision(self, topic: str, **payload: Any) -> None:
+        """What a controller decided (e.g. ``milling/stop``), for the recording; plain JSON values."""
+        if self.recorder is not None:
+            self.recorder.on_decision(self.now(), topic, payload)
 
     @abstractmethod
     def drill_state(self) -> DrillState: ...
@@ -168,10 +360,6 @@ class Hardware(ABC):
     @abstractmethod
     def now(self) -> float:
         """Backend clock (s)."""
-
-    @abstractmethod
-    def advance(self) -> None:
-        """Wait for the next control period (the twin steps its world; hardware sleeps)."""
 
     # ---- backend hooks -----------------------------------------------------------------
     def _on_configure(self) -> None: ...
@@ -190,3 +378,6 @@ class Hardware(ABC):
 
     @abstractmethod
     def _set_drill(self, on: bool, speed_rpm: float) -> None: ...
+
+    @abstractmethod
+    def _advance(self) -> None: ...

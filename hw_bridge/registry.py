@@ -48,9 +48,13 @@ def get_backend(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def make_hardware(name: str, scene: SceneSpec, seed: int = 0):
-    """Construct (not configure) the hardware interface of backend ``name``."""
-    return get_backend(name)(scene, seed)
+def make_hardware(name: str, scene: SceneSpec, seed: int = 0, *, armed: bool = False, recorder=None):
+    """Construct (not configure) the hardware interface of backend ``name``.
+
+    ``armed``: the ``--arm`` flag (a robot that really moves also needs ``safety.armed`` in the
+    scene; see ``hw_bridge.safety``); ``recorder``: a ``hw_bridge.recording.McapRecorder`` or None.
+    """
+    return get_backend(name)(scene, seed, armed=armed, recorder=recorder)
 
 
 register("twin", "hw_bridge.backends.twin:TwinHardware",

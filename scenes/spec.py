@@ -6,7 +6,8 @@ every field and reports all problems at once (``ConfigError``); ``overrides`` (d
 e.g. ``{"skull.seed": 3}``) let scenario suites vary any field before validation.
 Sensors declare their rate, delay and noise in ``SensorsSpec`` and nowhere else. The
 ``[milling]`` table (bone-removal model, ``scenes.milling_params``) is optional: a scene
-without it gets ``MillingParams``' defaults; its burr radius is the drill's.
+without it gets ``MillingParams``' defaults; its burr radius is the drill's. So do ``[safety]``
+and ``[backends.*]`` (``scenes.hw_config``): the hardware side's settings, all optional.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from scenes.frames import make_transform
+from scenes.hw_config import BackendsSpec, SafetySpec, read_backends, read_safety
 from scenes.milling_params import MillingParams
 from scenes.schema import ConfigError, Reader, load_toml
 from scenes.skull_params import SkullParams
@@ -138,6 +140,8 @@ class SceneSpec:
     calibration_origin_r: np.ndarray
     calibration_setpoints_r: np.ndarray   # (k, 3) offsets from the origin (m), paper's {R} setpoints
     milling: MillingParams                # bone-removal model (burr radius = the drill's)
+    safety: SafetySpec                    # what hw_bridge's safety layer enforces (scenes.hw_config)
+    backends: BackendsSpec                # per-backend settings ([backends.*] tables)
 
     @property
     def T_s_to_r(self) -> np.ndarray:
@@ -282,12 +286,15 @@ def scene_from_dict(raw: dict, source: str = "<dict>", overrides: dict[str, Any]
     else:
         setpoints = np.array(sp, dtype=float) * MM
     cal.finish()
+    safety = read_safety(top, errors)
+    backends = read_backends(top, errors)
     top.finish()
 
     if errors:
         raise ConfigError(source, errors)
     return SceneSpec(source, robot, drill, T_holder, skull, mscs, lighting,
-                     SensorsSpec(joint_states, cameras), period, origin, setpoints, MillingParams(**milling))
+                     SensorsSpec(joint_states, cameras), period, origin, setpoints, MillingParams(**milling),
+                     safety, backends)
 
 
 def load_scene(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> SceneSpec:

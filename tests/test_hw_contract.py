@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from hw_bridge.checker import CHECKS, check_hardware
+from hw_bridge.checker import CHECKS, FAULT_CHECKS, check_hardware
 from hw_bridge.registry import UnknownBackendError, backend_names, get_backend, make_hardware
 
 BACKENDS = backend_names()
@@ -17,6 +17,15 @@ def test_contract(backend, check, scene):
     hw = make_hardware(backend, scene, seed=0)
     try:
         CHECKS[check](hw)
+    finally:
+        hw.close()
+
+
+@pytest.mark.parametrize("fault", sorted(FAULT_CHECKS))
+def test_fault_stops_the_run(fault, scene):
+    hw = make_hardware("twin", scene, seed=0)
+    try:
+        FAULT_CHECKS[fault](hw, hw)          # the twin backend is its own fault injector
     finally:
         hw.close()
 

@@ -26,6 +26,7 @@ from scenes.robot_description import RobotDescription
 from scenes.spec import SceneSpec
 from twin.arm import SimArm
 from twin.cameras import CameraModel, cameras_from_spec
+from twin.faults import SensorFaults
 from twin.milling import NO_CONTACT, BoneMill, MillContact
 from twin.render import DrillGeometry, Lighting, SensorNoise, StereoImages, StereoRenderer
 from twin.skull import Skull, SkullParams
@@ -72,6 +73,8 @@ class TwinWorld:
         self.arm = SimArm(self.robot, scene.robot.home_q, self.period_s, scene.robot.servo_time_constant_s)
         self.drill_on = False
         self.drill_speed_rpm = 0.0
+        self.faults = SensorFaults()          # injected sensor faults (safety tests; twin.faults)
+        self._frozen_sample: JointSample | None = None
         self.mill = BoneMill(self.skull, scene.milling)
         self.last_contact: MillContact = NO_CONTACT
         T_r_to_s = invert(self.T_s_to_r)
@@ -98,7 +101,7 @@ class TwinWorld:
             noise = self._joint_rng.normal(0.0, js.noise_std, q.shape) if js.noise_std > 0 else 0.0
             self._joint_samples.append(JointSample(t, q + noise, qd))
             self._next_joint_sample_s += 1.0 / js.rate_hz
-            keep = js.delay_s + 2.0 / js.rate_hz
+            keep = js.delay_s + self.faults.joint_state_extra_delay_s + 2.0 / js.rate_hz
             while len(self._joint_samples) > 2 and self._joint_samples[1].stamp_s < t - keep:
                 self._joint_samples.popleft()
 
@@ -132,8 +135,21 @@ class TwinWorld:
         self._record()
 
     def latest_joint_sample(self) -> JointSample:
-        """The newest joint-state sample delivered by now (sampled at least ``delay_s`` ago)."""
-        cutoff = self.time_s - self.scene.sensors.joint_states.delay_s + 1e-12
+        """The newest joint-state sample delivered by now (sampled at least ``delay_s`` ago),
+        altered by the injected ``faults`` (frozen, extra delay, NaN)."""
+        if self.faults.freeze_joint_states:
+            if self._frozen_sample is None:
+                self._frozen_sample = self._delivered_sample()
+            return self._frozen_sample
+        self._frozen_sample = None
+        sample = self._delivered_sample()
+        if self.faults.nan_joint_states:
+            sample = JointSample(sample.stamp_s, np.full_like(sample.position, np.nan), sample.velocity)
+        return sample
+
+    def _delivered_sample(self) -> JointSample:
+        delay = self.scene.sensors.joint_states.delay_s + self.faults.joint_state_extra_delay_s
+        cutoff = self.time_s - delay + 1e-12
         available = [s for s in self._joint_samples if s.stamp_s <= cutoff]
         return available[-1] if available else self._joint_samples[0]
 
@@ -147,7 +163,10 @@ class TwinWorld:
         return q
 
     def latest_frame(self) -> CameraFrame | None:
-        """The newest camera frame available by now, or None before the first one arrives."""
+        """The newest camera frame available by now, or None before the first one arrives
+        (the last one again while ``faults.freeze_frames``)."""
+        if self.faults.freeze_frames:
+            return self._last_frame
         cs = self.scene.sensors.cameras
         k = int(np.floor((self.time_s - cs.delay_s) * cs.rate_hz + 1e-9))
         if k < 0:
