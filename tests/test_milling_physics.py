@@ -180,8 +180,8 @@ def test_one_step_removes_at_most_rate_times_dt(x, y, depth, dt, rpm):
     removed = before - sk.outer_z
     assert np.all(removed <= v * dt * (1 + 1e-5) + 1e-10)
     assert c.removed_volume_m3 == pytest.approx(removed.sum(dtype=np.float64) * sk.grid.cell ** 2, rel=1e-4)
-    if depth > 5e-6:
-        assert c.in_contact and removed.max() > 0.9 * float(v.min()) * dt
+    if depth > 5e-6:     # the cut is limited by the rate and by how deep the burr reaches
+        assert c.in_contact and removed.max() > 0.9 * min(float(v.min()) * dt, depth)
 
 
 def test_no_contact_fast_path_changes_nothing():
