@@ -1,0 +1,190 @@
+"""The ``coppeliasim`` backend against the twin-backed test server (``twin.coppeliasim_server``),
+through the official ZeroMQ client: timeouts and reconnection, scene population, dry runs and
+the wire protocol itself. The hardware contract and its fault cases run on this backend in
+tests/test_hw_contract.py."""
+import math
+import socket
+import sys
+import time
+import uuid
+
+import cbor2
+import numpy as np
+import pytest
+import zmq
+from scipy.spatial.transform import Rotation
+
+from hw_bridge.interface import ConnectionLost, HardwareError
+from hw_bridge.registry import make_hardware
+from scenes.coppeliasim_assembly import SKULL_ALIAS, skull_mesh
+from scenes.spec import load_scene
+from twin.cameras import cameras_from_spec
+from twin.coppeliasim_server import start_test_server
+
+
+@pytest.fixture(scope="module")
+def server():
+    with start_test_server(None, {}, seed=0) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def cop_scene(server):
+    return load_scene(None, server.scene_overrides)
+
+
+@pytest.fixture
+def hw_factory(cop_scene):
+    made = []
+
+    def make(scene=cop_scene, armed=True):
+        made.append(make_hardware("coppeliasim", scene, seed=0, armed=armed))
+        return made[-1]
+
+    yield make
+    for hw in made:
+        hw.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_server_fails_within_the_timeout_and_says_how_to_start_one():
+    port = _free_port()
+    scene = load_scene(None, {"backends.coppeliasim.port": port, "backends.coppeliasim.connect_timeout_s": 0.5,
+                              "backends.coppeliasim.host": "127.0.0.1"})
+    hw = make_hardware("coppeliasim", scene, armed=False)
+    t0 = time.monotonic()
+    with pytest.raises(HardwareError, match=f"no CoppeliaSim answered at tcp://127.0.0.1:{port} within 0.5 s") as exc:
+        hw.configure()
+    assert time.monotonic() - t0 < 3.0
+    assert f"coppeliaSim.sh -h -GzmqRemoteApi.rpcPort={port}" in str(exc.value)
+    hw.close()
+
+
+def test_a_missing_client_package_says_how_to_install_it(monkeypatch, cop_scene):
+    monkeypatch.setitem(sys.modules, "coppeliasim_zmqremoteapi_client", None)      # import fails
+    hw = make_hardware("coppeliasim", cop_scene, armed=True)
+    with pytest.raises(HardwareError, match=r'pip install -e "\.\[coppeliasim\]"'):
+        hw.configure()
+    hw.close()
+
+
+def test_a_silent_simulator_raises_connection_lost_then_the_backend_reconnects(hw_factory, server, cop_scene):
+    hw = hw_factory()
+    hw.configure()
+    server.inject("disconnect")
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ConnectionLost, match="did not answer"):
+            hw.read()
+    finally:
+        server.clear()
+    assert time.monotonic() - t0 < cop_scene.backends.coppeliasim.connect_timeout_s + 2.0
+    assert np.all(np.isfinite(hw.read().position))      # a fresh socket, the same client
+    hw.advance()
+
+
+def test_error_replies_surface_as_exceptions(server, hw_factory, cop_scene):
+    from coppeliasim_zmqremoteapi_client import RemoteAPIClient
+
+    client = RemoteAPIClient("127.0.0.1", server.rpc_port)
+    client.socket.setsockopt(zmq.RCVTIMEO, 5000)
+    with pytest.raises(Exception, match="No such function: sim.noSuchFunction"):
+        client.call("sim.noSuchFunction", [])
+    paths = list(cop_scene.backends.coppeliasim.joint_paths)
+    paths[3] = "/no_such_joint"
+    hw = hw_factory(load_scene(None, {**server.scene_overrides, "backends.coppeliasim.joint_paths": paths}))
+    with pytest.raises(HardwareError, match=r"'/no_such_joint' \(backends.coppeliasim.joint_paths\[3\]"):
+        hw.configure()
+
+
+def test_populate_creates_the_skull_mesh_and_the_mscs_sensors(server, hw_factory, cop_scene):
+    for _ in range(2):                        # configuring again replaces, never duplicates
+        hw = hw_factory()
+        hw.configure()
+        hw.close()
+    report = server.report()
+    skulls = [s for s in report["shapes"] if s["alias"] == SKULL_ALIAS]
+    assert len(skulls) == 1 and len(report["shapes"]) == 1
+    expected = skull_mesh(cop_scene).triangle_count
+    assert skulls[0]["triangle_count"] == expected and 1000 < expected < 20000
+    sensors = {s["alias"]: s for s in report["sensors"]}
+    assert sorted(sensors) == ["mscs_left", "mscs_right"]
+    for cam in cameras_from_spec(cop_scene.mscs):
+        s = sensors[f"mscs_{cam.name}"]
+        assert tuple(s["resolution"]) == (cam.width_px, cam.height_px)
+        assert s["options"] & 3 == 3                              # explicitly handled, perspective
+        assert math.isclose(s["view_angle_rad"], 2 * math.atan(cam.width_px / (2 * cam.fx_px)))
+        pose = np.array(s["pose_world"])
+        R = Rotation.from_quat(pose[3:]).as_matrix()
+        assert np.allclose(pose[:3], cam.centre_r)
+        assert np.allclose(R[:, 2], cam.T_cam_to_r[:3, 2]) and np.allclose(R[:, 0], -cam.T_cam_to_r[:3, 0])
+
+
+def test_the_drill_is_published_as_a_float_signal(server, hw_factory):
+    from coppeliasim_zmqremoteapi_client import RemoteAPIClient
+
+    hw = hw_factory()
+    hw.configure()
+    hw.activate()
+    hw.set_drill(True, 12000.0)
+    client = RemoteAPIClient("127.0.0.1", server.rpc_port)
+    client.socket.setsockopt(zmq.RCVTIMEO, 5000)
+    assert client.require("sim").getFloatSignal("micromill_drill_rpm") == 12000.0
+    hw.deactivate()                           # drill off
+    assert server.report()["signals"]["micromill_drill_rpm"] == 0.0
+
+
+def test_a_dry_run_never_moves_the_joints(server, hw_factory):
+    hw = hw_factory(armed=False)
+    hw.configure()
+    hw.activate()
+    before = server.report()
+    q0 = hw.read().position
+    step = np.zeros_like(q0)
+    step[4] = 0.5 * hw.limits.velocity_max[4] * hw.period_s
+    for k in range(1, 101):
+        hw.write(q0 + k * step)
+        hw.advance()
+    hw.set_drill(True, 1000.0)
+    after = server.report()
+    assert hw.dry_run_commands == 100
+    assert np.max(np.abs(hw.read().position - q0)) < 1e-4
+    assert after["calls"].get("sim.setJointTargetPosition", 0) == before["calls"].get("sim.setJointTargetPosition", 0)
+    assert after["calls"].get("sim.setFloatSignal", 0) == before["calls"].get("sim.setFloatSignal", 0)
+    assert not hw.drill_state().on
+
+
+def test_the_wire_protocol_reply_shapes(server):
+    ctx = zmq.Context.instance()
+    req = ctx.socket(zmq.REQ)
+    req.setsockopt(zmq.RCVTIMEO, 5000)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(f"tcp://127.0.0.1:{server.rpc_port}")
+    me = str(uuid.uuid4())
+
+    def ask(func, *args, **extra):
+        req.send(cbor2.dumps({"func": func, "args": list(args), "argsL": len(args), "uuid": me, **extra}))
+        return cbor2.loads(req.recv())
+
+    try:
+        assert ask("zmqRemoteApi.require", "sim", ver=2, lang="python", timeout=600) == {"ret": []}
+        info = ask("zmqRemoteApi.info", "sim")["ret"][0]
+        assert info["getJointPosition"] == {"func": {}} and info["step"] == {"func": {}}
+        assert info["handle_world"] == {"const": -1} and info["floatparam_simulation_time_step"] == {"const": 1}
+        t = ask("sim.getSimulationTime")
+        assert set(t) == {"ret"} and len(t["ret"]) == 1 and isinstance(t["ret"][0], float)
+        assert ask("sim.noSuch") == {"err": "No such function: sim.noSuch"}
+        assert set(ask("sim.getObject", "/nothing_here")) == {"err"}
+        assert ask("sim.getObject", "/nothing_here", {"noError": True}) == {"ret": [-1]}
+        assert ask("sim.step") == {"func": "_*wait*_", "args": []}
+        assert ask("_*executed*_") == {"ret": []}
+        req.send(cbor2.dumps({"func": "sim.getSimulationTime", "args": []}))        # no uuid: an old client
+        assert cbor2.loads(req.recv())["success"] is False
+        assert ask("_*end*_") == {}
+    finally:
+        req.close()
