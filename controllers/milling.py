@@ -181,42 +181,50 @@ def mill_window(hw, pc: PoseController, traj: FittedTrajectory, sensor: Completi
     fault: str | None = None
     reason: StopReason | None = None
     while reason is None:
-        now = hw.now()
-        if now - last_update >= settings.perception_period_s - 1e-9:
-            f = hw.grab_stereo() if sensor.uses_images else None
-            if not sensor.uses_images or (f is not None and f.index != last_index):
-                stamp = now if f is None else f.stamp_s
-                last_index = -1 if f is None else f.index
-                q_f = min(history, key=lambda h: abs(h[0] - stamp))[1] if history else hw.read().position
-                raw = np.asarray(sensor.estimate(f, probes_r, hw.robot.fk(q_f)), dtype=float)
-                c = filt.update(raw)
-                if np.any(np.isfinite(raw)):
-                    last_valid = now
-                planner.update(np.clip(c, 0.0, 1.0), now - last_update)
-                last_update = now
-                spline = planner.path()
-                log.t_s.append(now)
-                log.raw_completion.append(raw)
-                log.completion.append(c)
-                log.heights_m.append(planner.heights_m)
-                log.burr_r.append(hw.robot.tool_position(hw.read().position))
-                if progress is not None:
-                    progress(now - t0, int(planner.done.sum()), planner.n_points)
-        theta += omega * hw.period_s
-        h, dh = float(spline(theta)), float(spline.derivative(theta))
-        target = frame.point(theta, radius, h)
-        tangent = -np.sin(theta) * frame.e1_r + np.cos(theta) * frame.e2_r
-        velocity = omega * (radius * tangent + dh * frame.axis_r)
         try:
+            now = hw.now()
+            if now - last_update >= settings.perception_period_s - 1e-9:
+                f = hw.grab_stereo() if sensor.uses_images else None
+                if not sensor.uses_images or (f is not None and f.index != last_index):
+                    stamp = now if f is None else f.stamp_s
+                    last_index = -1 if f is None else f.index
+                    q_f = min(history, key=lambda h: abs(h[0] - stamp))[1] if history else hw.read().position
+                    raw = np.asarray(sensor.estimate(f, probes_r, hw.robot.fk(q_f)), dtype=float)
+                    c = filt.update(raw)
+                    if np.any(np.isfinite(raw)):
+                        last_valid = now
+                    planner.update(np.clip(c, 0.0, 1.0), now - last_update)
+                    last_update = now
+                    spline = planner.path()
+                    log.t_s.append(now)
+                    log.raw_completion.append(raw)
+                    log.completion.append(c)
+                    log.heights_m.append(planner.heights_m)
+                    log.burr_r.append(hw.robot.tool_position(hw.read().position))
+                    hw.publish_decision("milling/update", completion=_json_list(c),
+                                        heights_m=_json_list(planner.heights_m), done=planner.done.tolist())
+                    if progress is not None:
+                        progress(now - t0, int(planner.done.sum()), planner.n_points)
+            theta += omega * hw.period_s
+            h, dh = float(spline(theta)), float(spline.derivative(theta))
+            target = frame.point(theta, radius, h)
+            tangent = -np.sin(theta) * frame.e1_r + np.cos(theta) * frame.e2_r
+            velocity = omega * (radius * tangent + dh * frame.axis_r)
             q = mc.step(target, velocity)
             history.append((now, q))
-        except HardwareError as exc:
+        except HardwareError as exc:     # the safety layer stopped the robot: keep the report
             fault = f"{type(exc).__name__}: {exc}"
         reason = monitor.check(hw.now(), last_valid, planner.all_done, fault)
     stop_s = hw.now()
     message = _stop(hw, pc, mc, frame, settings, reason, fault)
+    hw.publish_decision("milling/stop", reason=reason.value, message=message, points_done=int(planner.done.sum()))
     return MillingReport(reason, message, t0, stop_s, frame, radius, theta_i, points_r, probes_r, floor_h, h_ini,
                          planner.heights_m, planner.done, mc.floor_clamps, log)
+
+
+def _json_list(a: np.ndarray) -> list:
+    """A float array as a JSON-able list (NaN, i.e. unknown, as None)."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(a, dtype=float)]
 
 
 def _stop(hw, pc: PoseController, mc: MillingMotionController, frame: WindowFrame, settings: MillingSettings,

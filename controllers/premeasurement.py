@@ -76,6 +76,9 @@ def calibrate_mscs(hw, pc: PoseController, detector: KeypointDetector, setpoints
         model = load_camera_model(settings.camera_model)
     obs = observe_many(hw, pc, detector, setpoints_r, R_tool_to_r, progress)
     cal, p_mi, skipped = landmark_calibration(obs, model)
+    hw.publish_decision("calibration/result", T_mi_to_r=cal.T_mi_to_r.tolist(), rms_m=float(cal.rms_m),
+                        inliers=[bool(i) for i in cal.inliers], skipped_setpoints=list(skipped),
+                        model_fit_rms_m=None if fit is None else float(fit.rms_m))
     return CalibrationOutcome(model, fit, cal, grid_obs, obs, p_mi, skipped_grid, skipped)
 
 
@@ -127,6 +130,7 @@ def fit_window_trajectory(hw, pc: PoseController, detector: KeypointDetector, mo
     missing = [f"{k.name} ({side})" for side, ks in (("left", kl), ("right", kr)) for k in ks if not k.found]
     if missing:
         out.failure = "not found: " + ", ".join(missing)
+        hw.publish_decision("surface_fit/result", failure=out.failure, keypoints_left_px={}, points_ini_r=None)
         return out
     by = {k.name: k.xy_px for k in kl}
     out.centre_left_px = trajectory_centre_px(by[names[0]], by[names[1]], settings.centre_ratio)
@@ -145,4 +149,7 @@ def fit_window_trajectory(hw, pc: PoseController, detector: KeypointDetector, mo
                                              out.centre_left_px, settings, w, h)
     except SurfaceFitError as exc:
         out.failure = f"surface fit: {exc}"
+    hw.publish_decision("surface_fit/result", failure=out.failure,
+                        keypoints_left_px={k.name: k.xy_px.tolist() for k in kl if k.found},
+                        points_ini_r=None if out.trajectory is None else out.trajectory.points_ini_r.tolist())
     return out

@@ -87,6 +87,29 @@ def test_stops_on_a_safety_fault_from_hw_bridge():
         hw.close()
 
 
+def test_a_watchdog_stop_mid_window_ends_the_loop_with_its_report():
+    """NaN joint states from the robot mid-run: hw_bridge stops safely (drill off, inactive);
+    mill_window returns its report with the reason instead of raising."""
+    hw, pc, traj = _session()
+    original = hw.advance
+    calls = {"n": 0}
+
+    def advance_then_fault():
+        calls["n"] += 1
+        if calls["n"] == 400:
+            hw.inject("nan_joint_states")
+        original()
+
+    hw.advance = advance_then_fault
+    try:
+        rep = mill_window(hw, pc, traj, _oracle(hw))
+        assert rep.stop_reason is StopReason.SAFETY_FAULT and "non-finite" in rep.message
+        assert hw.state.value == "inactive" and not hw.drill_state().on
+        assert len(rep.log.t_s) > 0          # what was measured before the stop is kept
+    finally:
+        hw.close()
+
+
 def test_bad_settings_are_refused_before_anything_moves():
     with pytest.raises(MillingSetupError, match="initialisation"):
         MillingSettings(initialisation="z0")

@@ -1,0 +1,249 @@
+"""The safety layer (hw_bridge.interface + hw_bridge.safety) on the twin: every violation stops
+the run (refused command not sent, drill off, robot holding, interface inactive, a reason);
+arming; the watchdog. The same rules run on every backend (they live in the base class);
+tests/test_coppeliasim_backend.py and tests/test_sas_backend.py run them over the wire."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hw_bridge.backends.twin import TwinHardware
+from hw_bridge.interface import CommandRejected, Lifecycle, LifecycleError, SafetyStop
+from hw_bridge.safety import ArmingError, WorkspaceBox
+from scenes.frames import apply, invert
+from scenes.spec import load_scene
+
+FAST = {"control.period_s": 0.01}
+
+
+def _active(overrides=None, cls=TwinHardware, **kwargs):
+    hw = cls(load_scene("default", {**FAST, **(overrides or {})}), 0, **kwargs)
+    hw.configure()
+    hw.activate()
+    return hw
+
+
+def _assert_stopped_safely(hw, q_before, words):
+    assert hw.state is Lifecycle.INACTIVE
+    assert hw.fault and all(w in hw.fault for w in words), hw.fault
+    with pytest.raises(LifecycleError, match="safety layer"):
+        hw.write(q_before)
+    for _ in range(20):
+        hw.advance()
+    assert not hw.drill_state().on
+    assert np.max(np.abs(hw.read().position - q_before)) < 1e-5      # held where it was
+
+
+def _bad_commands(hw, q):
+    n = q.size
+    lim = hw.limits
+    return {
+        "nan": np.where(np.arange(n) == 2, np.nan, q),
+        "inf": np.where(np.arange(n) == 5, -np.inf, q),
+        "shape": q[:5],
+        "above_limit": np.where(np.arange(n) == 1, lim.position_max[1] + 1e-3, q),
+        "below_limit": np.where(np.arange(n) == 1, lim.position_min[1] - 1e-3, q),
+        "too_fast": q + np.where(np.arange(n) == 3, 3 * lim.velocity_max[3] * hw.period_s, 0.0),
+    }
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "shape", "above_limit", "below_limit", "too_fast"])
+def test_every_bad_command_stops_the_run(kind):
+    hw = _active()
+    try:
+        hw.set_drill(True, 20000.0)
+        q = hw.read().position
+        with pytest.raises(CommandRejected):
+            hw.write(_bad_commands(hw, q)[kind])
+        _assert_stopped_safely(hw, q, ["rejected"])
+    finally:
+        hw.close()
+
+
+def test_leaving_the_workspace_box_stops_the_run_before_the_tool_leaves():
+    """Box top 0.2 mm above the home tool: rising at the stage's speed is refused at the edge."""
+    home_z_s = 2.98868e-3                                            # home burr centre in {S}, default scene
+    hw = _active({"safety.workspace_max_mm_s": [40.0, 40.0, home_z_s * 1e3 + 0.2]})
+    try:
+        T_r_to_s = invert(hw.scene.T_s_to_r)
+        hw.set_drill(True, 20000.0)
+        q = hw.read().position
+        step = np.zeros(8)
+        step[1] = -hw.limits.velocity_max[1] * hw.period_s           # the linear stage; which way is up?
+        z0 = apply(T_r_to_s, hw.robot.tool_position(q))[2]
+        if apply(T_r_to_s, hw.robot.tool_position(q + step))[2] < z0:
+            step = -step
+        with pytest.raises(CommandRejected, match="workspace box"):
+            for _ in range(1000):
+                q = q + step
+                hw.write(q)
+                hw.advance()
+        last_sent = q - step
+        z_last = apply(T_r_to_s, hw.robot.tool_position(last_sent))[2]
+        assert z_last <= hw.scene.safety.workspace_max_s[2]         # the refused command was never sent
+        for _ in range(30):
+            hw.advance()
+        z_now = apply(T_r_to_s, hw.robot.tool_position(hw.ground_truth.arm.state()[0]))[2]
+        assert z_now <= hw.scene.safety.workspace_max_s[2] + 1e-6
+        assert hw.state is Lifecycle.INACTIVE and not hw.drill_state().on and "workspace" in hw.fault
+    finally:
+        hw.close()
+
+
+def test_a_bad_drill_command_stops_the_run():
+    hw = _active()
+    try:
+        hw.set_drill(True, 20000.0)
+        q = hw.read().position
+        with pytest.raises(CommandRejected, match="speed_rpm"):
+            hw.set_drill(True, 1e9)
+        _assert_stopped_safely(hw, q, ["speed_rpm"])
+    finally:
+        hw.close()
+
+
+@pytest.mark.parametrize("fault, words", [("nan_joint_states", ["non-finite"]), ("freeze_joint_states", ["stale"]),
+                                          ("delay_joint_states", ["stale"]), ("disconnect", ["connection lost"])])
+def test_watchdog_on_joint_states(fault, words):
+    hw = _active()
+    try:
+        hw.set_drill(True, 20000.0)
+        q = hw.read().position
+        hw.inject(fault)
+        with pytest.raises(SafetyStop):
+            for _ in range(100):                     # 1 s: the stop must come well before
+                hw.read()
+                hw.write(q)
+                hw.advance()
+        assert hw.now() < 0.5
+        if fault == "disconnect":                    # the stop could not reach the robot yet: retried
+            with pytest.raises(SafetyStop, match="not reached the robot"):
+                hw.activate()
+        hw.clear()
+        _assert_stopped_safely(hw, q, words)
+        hw.activate()                                # a deliberate restart after the fault is gone
+        hw.write(hw.read().position)
+    finally:
+        hw.close()
+
+
+def test_watchdog_on_frozen_and_missing_frames():
+    hw = _active()
+    try:
+        t_end = hw.now() + 0.2
+        while hw.now() < t_end:
+            hw.write(hw.read().position)
+            hw.advance()
+        assert hw.grab_stereo() is not None
+        hw.inject("freeze_frames")
+        with pytest.raises(SafetyStop, match="stereo frames are stale"):
+            for _ in range(100):
+                hw.write(hw.read().position)
+                hw.advance()
+                hw.grab_stereo()
+    finally:
+        hw.close()
+    late = {"sensors.cameras.delay_s": 1.0}          # the first frame comes after max_image_age_s = 0.5 s
+    hw = _active(late)
+    try:
+        with pytest.raises(SafetyStop, match="no stereo frame"):
+            for _ in range(100):
+                hw.grab_stereo()
+                hw.write(hw.read().position)
+                hw.advance()
+    finally:
+        hw.close()
+
+
+class _RealtimeTwin(TwinHardware):
+    """The twin with the real-time rule switched on (the deadline applies to real-time backends)."""
+
+    realtime = True
+
+
+def test_missed_control_deadline_stops_a_realtime_backend():
+    hw = _active({"safety.control_deadline_s": 0.05}, cls=_RealtimeTwin)
+    try:
+        q = hw.read().position
+        for _ in range(5):                           # fast cycles are fine
+            hw.write(q)
+            hw.advance()
+        hw.write(q)
+        time.sleep(0.08)                             # a controller that took too long
+        with pytest.raises(SafetyStop, match="deadline"):
+            hw.advance()
+        assert hw.state is Lifecycle.INACTIVE
+    finally:
+        hw.close()
+    hw = _active({"safety.control_deadline_s": 0.05})  # the lockstep twin has no wall-clock deadline
+    try:
+        hw.write(hw.read().position)
+        time.sleep(0.08)
+        hw.advance()
+        assert hw.state is Lifecycle.ACTIVE
+    finally:
+        hw.close()
+
+
+class _PretendRealRobot(TwinHardware):
+    """The twin treated like a robot that really moves, so the arming rule applies."""
+
+    moves_real_robot = True
+
+
+def test_an_unarmed_real_robot_is_a_dry_run():
+    hw = _active({"safety.armed": True}, cls=_PretendRealRobot)          # config says yes, no --arm flag
+    try:
+        assert not hw.armed
+        q0 = hw.ground_truth.arm.state()[0]
+        q = hw.read().position
+        hw.set_drill(True, 20000.0)
+        for k in range(50):
+            q = q + np.where(np.arange(8) == 7, 0.5 * hw.limits.velocity_max[7] * hw.period_s, 0.0)
+            hw.write(q)
+            hw.advance()
+        assert hw.dry_run_commands == 50
+        assert np.max(np.abs(hw.ground_truth.arm.state()[0] - q0)) < 1e-9      # nothing moved
+        assert not hw.drill_state().on
+        with pytest.raises(CommandRejected):       # the rules still apply in a dry run
+            hw.write(np.full(8, np.nan))
+    finally:
+        hw.close()
+
+
+def test_arming_needs_the_flag_and_the_config():
+    scene = load_scene("default", FAST)
+    with pytest.raises(ArmingError, match="safety.armed"):
+        _PretendRealRobot(scene, 0, armed=True)
+    hw = _active({"safety.armed": True}, cls=_PretendRealRobot, armed=True)
+    try:
+        assert hw.armed
+        q = hw.read().position
+        q1 = q + np.where(np.arange(8) == 3, hw.limits.velocity_max[3] * hw.period_s, 0.0)
+        hw.write(q1)
+        for _ in range(20):
+            hw.write(q1)
+            hw.advance()
+        assert np.max(np.abs(hw.read().position - q1)) < 1e-5                  # armed: it moved
+    finally:
+        hw.close()
+    assert TwinHardware(scene, 0).armed          # the embedded twin needs no arming
+
+
+SCENE = load_scene("default")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-60.0, 60.0), min_size=3, max_size=3))
+def test_workspace_box_is_exactly_the_configured_box(p_mm_s):
+    scene = SCENE
+    box = WorkspaceBox(scene.safety, scene.T_s_to_r)
+    p_s = np.array(p_mm_s) * 1e-3
+    inside = bool(np.all(p_s >= scene.safety.workspace_min_s) and np.all(p_s <= scene.safety.workspace_max_s))
+    problem = box.violation(apply(scene.T_s_to_r, p_s))
+    assert (problem is None) == inside or np.min(np.abs(np.concatenate(
+        [p_s - scene.safety.workspace_min_s, p_s - scene.safety.workspace_max_s]))) < 1e-12
