@@ -6,6 +6,7 @@ never imported unless that backend is picked.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 
 from scenes.spec import SceneSpec
@@ -16,15 +17,16 @@ class BackendEntry:
     name: str
     target: str          # "module:Class"
     summary: str         # what it is and what it needs
+    requires: tuple[str, ...] = ()   # importable modules of its optional extra
 
 
 _REGISTRY: dict[str, BackendEntry] = {}
 
 
-def register(name: str, target: str, summary: str) -> None:
+def register(name: str, target: str, summary: str, requires: tuple[str, ...] = ()) -> None:
     if name in _REGISTRY:
         raise ValueError(f"backend {name!r} is already registered ({_REGISTRY[name].target})")
-    _REGISTRY[name] = BackendEntry(name, target, summary)
+    _REGISTRY[name] = BackendEntry(name, target, summary, requires)
 
 
 def backend_names() -> list[str]:
@@ -33,6 +35,12 @@ def backend_names() -> list[str]:
 
 def backends() -> list[BackendEntry]:
     return [_REGISTRY[n] for n in backend_names()]
+
+
+def backend_available(name: str) -> tuple[bool, str]:
+    """Whether the modules backend ``name`` needs are installed (found, not imported), and if not, which."""
+    missing = [m for m in _REGISTRY[name].requires if importlib.util.find_spec(m) is None]
+    return (not missing, f"missing {', '.join(missing)}" if missing else "")
 
 
 class UnknownBackendError(KeyError):
@@ -59,3 +67,16 @@ def make_hardware(name: str, scene: SceneSpec, seed: int = 0, *, armed: bool = F
 
 register("twin", "hw_bridge.backends.twin:TwinHardware",
          "embedded PyBullet twin of the arm, skull, MSCS cameras and drill (default); needs nothing extra")
+register("coppeliasim", "hw_bridge.backends.coppeliasim:CoppeliaSimHardware",
+         "a running CoppeliaSim over its ZeroMQ remote API, stepped in lockstep; needs the extra "
+         "`pip install -e .[coppeliasim]` and CoppeliaSim listening on [backends.coppeliasim] host:port; "
+         "moves only when armed (--arm and safety.armed)",
+         requires=("coppeliasim_zmqremoteapi_client", "cbor2", "zmq"))
+register("sas", "hw_bridge.backends.sas:SasHardware",
+         "the real arm through a SmartArmStack robot driver over ROS 2 ([backends.sas] prefix and domain), "
+         "MSCS cameras from OpenCV devices or image topics, a manual drill; needs the extra "
+         "`pip install -e .[ros]`; moves only when armed (--arm and safety.armed)",
+         requires=("rclpy", "std_msgs", "sensor_msgs"))
+register("replay", "hw_bridge.backends.replay:ReplayHardware",
+         "feeds a recorded run (MCAP, [backends.replay] recording) back through the controllers offline; "
+         "needs nothing extra (mcap is a core dependency)")

@@ -23,8 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.jobs import JOBS
+from scenarios.jobs import JOBS, check_job_backend
 from scenarios.suite import Suite
+from scenes.schema import ConfigError
+
+#: backends whose cases may run in parallel processes (each case builds its own world)
+SHARED_NOTHING_BACKENDS = ("twin",)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,25 @@ class CaseContext:
     job_parameters: dict[str, Any]
     artifacts_dir: str
     save_artifacts: bool
+    armed: bool = False                  # the run's --arm flag (a robot that really moves also needs safety.armed)
+    record_dir: str = ""                 # where each hardware session writes its MCAP recording ("" = none)
+    record_image_scale: float = 1.0
+
+
+def case_hardware(ctx: CaseContext, scene, seed: int | None = None, tag: str = ""):
+    """The case's hardware interface (``ctx.backend``, armed as the run asked), recording to
+    ``<record_dir>/case<index><tag>.mcap`` when the run records."""
+    from hw_bridge.registry import make_hardware
+
+    seed = ctx.seed if seed is None else seed
+    recorder = None
+    if ctx.record_dir:
+        from hw_bridge.recording import McapRecorder, RunMetadata
+
+        meta = RunMetadata.for_run(f"job:{ctx.suite_name}", {"case": ctx.index, "job_parameters": ctx.job_parameters},
+                                   ctx.backend, seed, scene, ctx.scene_overrides)
+        recorder = McapRecorder(Path(ctx.record_dir) / f"case{ctx.index:03d}{tag}.mcap", meta, ctx.record_image_scale)
+    return make_hardware(ctx.backend, scene, seed, armed=ctx.armed, recorder=recorder)
 
 
 @dataclass
@@ -62,7 +85,9 @@ class CaseResult:
     wall_s: float
 
 
-def make_cases(suite: Suite, n_cases: int, seed: int, out_dir: Path, n_artifact_cases: int = 3) -> list[CaseContext]:
+def make_cases(suite: Suite, n_cases: int, seed: int, out_dir: Path, n_artifact_cases: int = 3,
+               backend: str | None = None, armed: bool = False, record: bool = False,
+               record_image_scale: float = 1.0) -> list[CaseContext]:
     cases = []
     for i in range(n_cases):
         rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
@@ -70,8 +95,9 @@ def make_cases(suite: Suite, n_cases: int, seed: int, out_dir: Path, n_artifact_
         scene = {k: d.sample(rng) for k, d in suite.scene_parameters.items()}
         job = dict(JOBS[suite.job].parameters)
         job.update({k: d.sample(rng) for k, d in suite.job_parameters.items()})
-        cases.append(CaseContext(suite.name, i, case_seed, str(suite.scene_path), suite.backend, scene, job,
-                                 str(out_dir / "artifacts"), i < n_artifact_cases))
+        cases.append(CaseContext(suite.name, i, case_seed, str(suite.scene_path), backend or suite.backend, scene, job,
+                                 str(out_dir / "artifacts"), i < n_artifact_cases, armed,
+                                 str(out_dir / "recordings") if record else "", record_image_scale))
     return cases
 
 
@@ -153,16 +179,27 @@ def _clean(x):
 
 
 def run_suite(suite: Suite, out_dir: Path, workers: int = 1, n_cases: int | None = None,
-              seed: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the suite and write its outputs; returns the summary."""
+              seed: int | None = None, progress: bool = True, backend: str | None = None, armed: bool = False,
+              record: bool = False, record_image_scale: float = 1.0) -> dict[str, Any]:
+    """Run the suite and write its outputs; returns the summary.
+
+    ``backend`` overrides the suite's (checked against the job's backends first, ConfigError);
+    a backend that drives one real robot runs with one worker. ``armed``: the ``--arm`` flag.
+    ``record``: one MCAP file per hardware session under ``<out_dir>/recordings``."""
     from tqdm import tqdm
 
+    backend = backend or suite.backend
+    check_job_backend(suite.job, backend, suite.source)
+    if backend not in SHARED_NOTHING_BACKENDS and workers > 1:
+        raise ConfigError(suite.source, [f"--workers={workers}: backend {backend!r} drives one robot or simulator; "
+                                         f"use --workers 1"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "artifacts").mkdir(exist_ok=True)
     n_cases = suite.cases if n_cases is None else n_cases
     seed = suite.seed if seed is None else seed
-    cases = make_cases(suite, n_cases, seed, out_dir)
+    cases = make_cases(suite, n_cases, seed, out_dir, backend=backend, armed=armed, record=record,
+                       record_image_scale=record_image_scale)
     results: list[CaseResult] = []
     log = (out_dir / "cases.jsonl").open("w")
     bar = tqdm(total=len(cases), desc=suite.name, unit="case", disable=not progress)
@@ -189,7 +226,7 @@ def run_suite(suite: Suite, out_dir: Path, workers: int = 1, n_cases: int | None
         log.close()
         results.sort(key=lambda r: r.index)
         summary = summarize(suite, results)
-        doc = {"summary": summary, "suite": {"source": suite.source, "seed": seed, "backend": suite.backend,
+        doc = {"summary": summary, "suite": {"source": suite.source, "seed": seed, "backend": backend, "armed": armed,
                                              "job": suite.job, "scene": str(suite.scene_path)},
                "cases": [asdict(r) for r in results]}
         (out_dir / "results.json").write_text(json.dumps(_clean(doc), indent=1, default=_json_default))

@@ -166,6 +166,8 @@ def suite_from_dict(raw: Any, source: str = "<dict>") -> Suite:
                 load_scene(scene_path, overrides)
             except ConfigError as exc:
                 errors.extend(f"parameters.scene: {e}" for e in exc.errors if e not in errors)
+    if job in JOBS and backend and backend not in JOBS[job].backends:
+        errors.append(f"suite.backend={backend!r}: job {job!r} runs on {', '.join(JOBS[job].backends)} only")
     if job in JOBS:
         allowed = JOBS[job].parameters
         for key in dists["job"]:

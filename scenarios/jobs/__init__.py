@@ -1,7 +1,9 @@
 """Jobs: what one scenario case runs. Registered by name, imported lazily.
 
 A job is ``run_case(ctx: CaseContext) -> CaseOutput``; it declares its parameters (which
-``[parameters.job]`` may sample) and the metrics it reports (which ``[metrics]`` may name).
+``[parameters.job]`` may sample), the metrics it reports (which ``[metrics]`` may name) and the
+backends it can run on: jobs scored against the twin's ground truth run on the twin only;
+``hw_check`` runs on any backend that drives a robot.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ class JobEntry:
     target: str                       # "module:function"
     parameters: dict[str, float]      # name -> default value
     metrics: tuple[str, ...]
+    backends: tuple[str, ...] = ("twin",)   # jobs scored with the twin's ground truth run on it only
 
     def load(self):
         module, fn = self.target.split(":")
@@ -46,4 +49,20 @@ JOBS: dict[str, JobEntry] = {
         ("success", "detachable", "breached", "breaches", "complete", "milling_time_min", "idle_time_s",
          "contact_time_sd_s", "max_bridge_um", "peak_force_n", "max_deflection_um", "perception_mae",
          "realtime_factor", "floor_clamps", "fit_height_error_rms_mm")),
+    "hw_check": JobEntry(
+        "scenarios.jobs.hw_check:run_case",
+        {"offset_x_mm": 0.0, "offset_y_mm": 0.0, "offset_z_mm": 2.0},
+        ("contract_checks_passed", "reach_error_m", "move_duration_s", "joint_state_age_max_s", "frame_age_s"),
+        backends=("twin", "coppeliasim", "sas")),
 }
+
+
+def check_job_backend(job: str, backend: str, source: str) -> None:
+    """ConfigError unless ``job`` can run on ``backend`` (named with what is allowed)."""
+    from scenes.schema import ConfigError
+
+    allowed = JOBS[job].backends
+    if backend not in allowed:
+        raise ConfigError(source, [f"backend={backend!r}: job {job!r} runs on {', '.join(allowed)} only"
+                                   + (" (it is scored against the twin's ground truth)" if allowed == ("twin",)
+                                      else "")])

@@ -28,12 +28,11 @@ from controllers.auto_calibration import observe_tip
 from controllers.calibration import fit_rigid
 from controllers.perception.keypoint_detector import load_detector
 from controllers.premeasurement import calibrate_mscs
-from hw_bridge.registry import make_hardware
 from scenes.frames import apply
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import (NoisyKeypoints, label_axes_3d_mm, new_figure, open_session, rms,
                                                   save_figure, settings_from_job, true_tip_projections)
-from scenarios.runner import CaseContext, CaseOutput
+from scenarios.runner import CaseContext, CaseOutput, case_hardware
 
 # Validation box around the calibration setpoints' centre (mm): the paper's 20 x 30 x 10 mm
 # reconstruction space, less the margin the tilted shank and the image border need, and
@@ -84,7 +83,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     detector = NoisyKeypoints(load_detector("drill_tip", expected_target="drill_tip"), float(p["keypoint_noise_px"]),
                               np.random.default_rng([ctx.seed, 1]))
     settings = settings_from_job(p)
-    hw = make_hardware(ctx.backend, scene, ctx.seed)
+    hw = case_hardware(ctx, scene)
     try:
         s = open_session(hw)
         gt = hw.ground_truth

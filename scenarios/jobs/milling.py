@@ -43,11 +43,10 @@ from controllers.planning import StopReason
 from controllers.premeasurement import calibrate_mscs, fit_window_trajectory
 from controllers.reconstruction import estimate_camera_model
 from controllers.surface_fit import FittedTrajectory
-from hw_bridge.registry import make_hardware
 from scenes.frames import apply, invert
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import new_figure, open_session, save_figure, settings_from_job
-from scenarios.runner import CaseContext, CaseOutput
+from scenarios.runner import CaseContext, CaseOutput, case_hardware
 from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel, true_cross_section_completion
 
 NAN = float("nan")
@@ -196,7 +195,7 @@ def _rig_calibration(ctx: CaseContext, tip, settings):
     key = (str(ctx.scene_path), tuple(sorted((k, repr(v)) for k, v in rig.items())), settings.camera_model, seed)
     if key not in _calibrations:
         scene = load_scene(ctx.scene_path, rig)
-        hw = make_hardware(ctx.backend, scene, seed)
+        hw = case_hardware(ctx, scene, seed, tag="_rig")
         try:
             s = open_session(hw)
             _calibrations[key] = calibrate_mscs(hw, s.pc, tip, s.setpoints_r, s.R_tool_to_r, settings)
@@ -221,7 +220,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     wall0 = time.perf_counter()
     cal = _rig_calibration(ctx, tip, settings)
     wall_cal = time.perf_counter() - wall0
-    hw = make_hardware(ctx.backend, scene, ctx.seed)
+    hw = case_hardware(ctx, scene)
     try:
         s = open_session(hw)
         gt = hw.ground_truth

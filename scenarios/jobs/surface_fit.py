@@ -24,12 +24,11 @@ import numpy as np
 
 from controllers.perception.keypoint_detector import load_detector
 from controllers.premeasurement import calibrate_mscs, fit_window_trajectory
-from hw_bridge.registry import make_hardware
 from scenes.frames import apply, invert
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import (NoisyKeypoints, label_axes_3d_mm, new_figure, open_session, rms,
                                                   save_figure, settings_from_job)
-from scenarios.runner import CaseContext, CaseOutput
+from scenarios.runner import CaseContext, CaseOutput, case_hardware
 
 NAN = float("nan")
 
@@ -78,7 +77,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     cranial = NoisyKeypoints(load_detector("cranial", expected_target="cranial"), noise,
                              np.random.default_rng([ctx.seed, 2]))
     settings = settings_from_job(p)
-    hw = make_hardware(ctx.backend, scene, ctx.seed)
+    hw = case_hardware(ctx, scene)
     try:
         s = open_session(hw)
         gt = hw.ground_truth

@@ -22,10 +22,9 @@ import cv2
 import numpy as np
 
 from controllers.motion.pose_control import PoseController
-from hw_bridge.registry import make_hardware
 from scenes.frames import make_transform
 from scenes.spec import load_scene
-from scenarios.runner import CaseContext, CaseOutput
+from scenarios.runner import CaseContext, CaseOutput, case_hardware
 from twin.render import LABEL_BURR, LABEL_SHAFT
 
 
@@ -38,7 +37,7 @@ def _burr_centroid(labels: np.ndarray) -> tuple[np.ndarray | None, int]:
 
 def run_case(ctx: CaseContext) -> CaseOutput:
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
-    hw = make_hardware(ctx.backend, scene, ctx.seed)
+    hw = case_hardware(ctx, scene)
     try:
         hw.configure()
         hw.activate()
