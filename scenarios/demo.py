@@ -14,6 +14,11 @@
 The controllers run at 50 Hz (``control.period_s = 0.02`` for this run; the scene's default is
 the robot driver's 1 kHz), which is what makes a whole window take about a minute of wall time.
 
+The same pipeline runs on any backend (``--backend coppeliasim|sas``; a robot that really moves
+needs ``--arm`` and ``safety.armed = true``, else it is a dry run), can stop after a stage
+(``--until calibration|fit``), and can be recorded (``--record run.mcap``) and replayed offline
+(``micromill replay run.mcap``: ``run_demo`` on the ``replay`` backend).
+
 Writes to the output folder: ``camera_model.toml`` (the estimated model), ``calibration.png``
 (residuals per grid point and per setpoint), ``trajectory.png`` (keypoints and trajectory on
 the left image), ``milling.png`` (c_i(t), h_i(t) and the final groove), ``milled.png`` (the
@@ -35,9 +40,10 @@ from controllers.perception.completion_detector import load_estimator
 from controllers.perception.keypoint_detector import load_detector
 from controllers.premeasurement import PremeasurementSettings, calibrate_mscs, fit_window_trajectory
 from controllers.reconstruction import save_camera_model
+from hw_bridge.interface import Hardware, HardwareError
 from hw_bridge.registry import make_hardware
 from scenes.frames import apply, invert
-from scenes.spec import load_scene
+from scenes.spec import SceneSpec, load_scene
 from scenarios.jobs.milling import milling_figure, score_milling
 from scenarios.jobs.premeasurement_common import new_figure, open_session, save_figure
 
@@ -69,16 +75,35 @@ def _mark(img: np.ndarray, xy, colour, label: str | None = None) -> None:
         cv2.putText(img, label, (p[0] + 8, p[1] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
 
 
-def run_demo(out_dir: Path, scene_path: str | None = None, seed: int = 0, backend: str = "twin") -> dict:
+STAGES = ("calibration", "fit", "mill")
+
+
+def demo_scene(scene_path: str | None = None) -> tuple[SceneSpec, dict]:
+    """The demo's scene (the file, at the demo's 50 Hz control rate) and the overrides applied."""
+    overrides = {"control.period_s": DEMO_CONTROL_PERIOD_S}
+    return load_scene(scene_path, overrides), overrides
+
+
+def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twin", *, armed: bool = False,
+             recorder=None, until: str = "mill", hw: Hardware | None = None) -> dict:
+    """Run the pipeline through stage ``until`` (``STAGES``) on ``backend`` (or on the given,
+    unconfigured ``hw``; it is closed at the end); write the outputs and return the summary. A
+    hardware stop (a safety stop, the end of a replayed recording) ends the run early: what was
+    computed before it is kept and ``stopped_by`` says why."""
+    if until not in STAGES:
+        raise ValueError(f"until={until!r}: allowed {', '.join(STAGES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    scene = load_scene(scene_path, {"control.period_s": DEMO_CONTROL_PERIOD_S})
     tip = load_detector("drill_tip", expected_target="drill_tip")
     cranial = load_detector("cranial", expected_target="cranial")
     completion = load_estimator()
     settings = PremeasurementSettings()
-    hw = make_hardware(backend, scene, seed)
+    if hw is None:
+        hw = make_hardware(backend, scene, seed, armed=armed, recorder=recorder)
+    backend = hw.name
     t_wall = time.perf_counter()
+    cal = surf = milling = truth = s = None
+    stopped_by = None
     try:
         s = open_session(hw)
         n_stops = int(np.prod(settings.grid_points_per_axis)) + len(s.setpoints_r)
@@ -88,18 +113,19 @@ def run_demo(out_dir: Path, scene_path: str | None = None, seed: int = 0, backen
                           {"estimated_by": "micromill demo (rig characterisation on a 3x3x3 tip grid)",
                            "rms_mm": cal.model_fit.rms_m * 1e3, "points": cal.model_fit.n_points})
         _calibration_plot(out_dir / "calibration.png", cal)
-        print("fitting the trajectory ...")
-        park = s.setpoints_r.mean(axis=0) + np.array(settings.park_offset_r_m)
-        surf = fit_window_trajectory(hw, s.pc, cranial, cal.model, cal.calibration.T_mi_to_r, park, s.R_tool_to_r,
-                                     settings, tip_detector=tip)
-        milling = None
+        if until != "calibration":
+            print("fitting the trajectory ...")
+            park = s.setpoints_r.mean(axis=0) + np.array(settings.park_offset_r_m)
+            surf = fit_window_trajectory(hw, s.pc, cranial, cal.model, cal.calibration.T_mi_to_r, park,
+                                         s.R_tool_to_r, settings, tip_detector=tip)
+            _trajectory_image(out_dir / "trajectory.png", surf, cal)
         gt = getattr(hw, "ground_truth", None)        # twin only: scoring against the true skull and bone
-        if gt is not None and surf.trajectory is not None:
+        if gt is not None and surf is not None and surf.trajectory is not None:
             p_s = apply(invert(gt.T_s_to_r), surf.trajectory.points_fit_r)   # before milling changes the surface
             dz = p_s[:, 2] - gt.skull.outer_height(p_s[:, 0], p_s[:, 1])
-            fit_truth = {"height_error_rms_mm": round(float(np.sqrt(np.mean(dz ** 2))) * 1e3, 4),
-                         "height_error_max_mm": round(float(np.abs(dz).max()) * 1e3, 4)}
-        if surf.trajectory is not None:
+            truth = {"height_error_rms_mm": round(float(np.sqrt(np.mean(dz ** 2))) * 1e3, 4),
+                     "height_error_max_mm": round(float(np.abs(dz).max()) * 1e3, 4)}
+        if until == "mill" and surf.trajectory is not None:
             traj = surf.trajectory
             model = surf.local_fit.model if surf.local_fit is not None else cal.model
             sensor = CameraCompletionSensor(completion, model, traj.T_mi_to_r, apply(traj.T_mi_to_r, traj.centre_mi),
@@ -113,19 +139,56 @@ def run_demo(out_dir: Path, scene_path: str | None = None, seed: int = 0, backen
             last = hw.grab_stereo()
             if last is not None:
                 cv2.imwrite(str(out_dir / "milled.png"), last.left)
-        sim_s = hw.now()
-        truth = None
-        if gt is not None and surf.trajectory is not None:
-            truth = dict(fit_truth)
-            outcome = score_milling(gt, milling)
-            truth["milling"] = {k: round(float(v), 4) for k, v in outcome.items()}
-            milling_figure(out_dir / "milling.png", gt, milling,
-                           f"{milling.stop_reason.value} after {milling.duration_s / 60:.2f} simulated min; "
-                           f"success {bool(outcome['success'])}")
+            if gt is not None:
+                outcome = score_milling(gt, milling)
+                truth["milling"] = {k: round(float(v), 4) for k, v in outcome.items()}
+                milling_figure(out_dir / "milling.png", gt, milling,
+                               f"{milling.stop_reason.value} after {milling.duration_s / 60:.2f} simulated min; "
+                               f"success {bool(outcome['success'])}")
+    except HardwareError as exc:
+        stopped_by = f"{type(exc).__name__}: {exc}"
     finally:
+        sim_s = hw.now()
         hw.close()
 
-    left = surf.left.copy()      # the image the trajectory was fitted on, with what was found
+    finished = {"calibration": cal is not None, "fit": surf is not None and surf.trajectory is not None,
+                "mill": milling is not None and milling.stop_reason.value == "complete"}
+    summary = {
+        "scene": scene.source, "backend": backend, "seed": seed, "until": until, "armed": hw.armed,
+        "dry_run_commands": hw.dry_run_commands, "stopped_by": stopped_by, "safety_fault": hw.fault,
+        "simulated_time_s": round(sim_s, 3), "wall_time_s": round(time.perf_counter() - t_wall, 3),
+        "camera_model": None if cal is None else {k: v for k, v in vars(cal.model).items()},
+        "characterisation_rms_mm": None if cal is None else round(cal.model_fit.rms_m * 1e3, 4),
+        "calibration": None if cal is None else {
+            "residuals_mm": (cal.calibration.residuals_m * 1e3).round(4).tolist(),
+            "inliers": cal.calibration.inliers.tolist(), "rms_mm": round(cal.calibration.rms_m * 1e3, 4),
+            "expected_error_at_centre_mm": round(float(cal.calibration.expected_error_m(
+                s.setpoints_r.mean(axis=0))) * 1e3, 4),
+            "skipped_setpoints": cal.skipped + [f"grid {i}" for i in cal.skipped_grid]},
+        "trajectory": None if surf is None or surf.trajectory is None else {
+            "centre_left_px": surf.centre_left_px.round(2).tolist(),
+            "points_ini_r_mm": (surf.trajectory.points_ini_r * 1e3).round(4).tolist(),
+            "normals_r": surf.trajectory.normals_r.round(5).tolist()},
+        "trajectory_failure": None if surf is None else surf.failure,
+        "milling": None if milling is None else {
+            "stop_reason": milling.stop_reason.value, "message": milling.message,
+            "milling_time_s": round(milling.duration_s, 3), "points_done": int(milling.done.sum()),
+            "points": int(milling.done.size)},
+        "ground_truth_twin_only": truth,
+        # ok: the pipeline ran to the controller's own stop (every point read through; with an
+        # earlier --until, that stage finished). Whether the window is good is the twin's judgement
+        # (ground truth, never known to the controller): `window_success`; the milling suite
+        # measures its rate.
+        "ok": stopped_by is None and finished[until],
+        "window_success": None if truth is None or "milling" not in truth else bool(truth["milling"]["success"]),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _trajectory_image(path: Path, surf, cal) -> None:
+    """The image the trajectory was fitted on, with the keypoints, the centre and the trajectory."""
+    left = surf.left.copy()
     for k in surf.keypoints_left:
         if k.found:
             _mark(left, k.xy_px, (0, 0, 255) if k.name == "bregma" else (0, 255, 0), k.name)
@@ -135,49 +198,27 @@ def run_demo(out_dir: Path, scene_path: str | None = None, seed: int = 0, backen
         model = surf.local_fit.model if surf.local_fit is not None else cal.model
         uv, _ = model.project(surf.trajectory.points_fit_mi)
         cv2.polylines(left, [np.round(uv).astype(np.int32).reshape(-1, 1, 2)], True, (255, 255, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(str(out_dir / "trajectory.png"), left)
-
-    summary = {
-        "scene": scene.source, "backend": backend, "seed": seed,
-        "simulated_time_s": round(sim_s, 3), "wall_time_s": round(time.perf_counter() - t_wall, 3),
-        "camera_model": {k: v for k, v in vars(cal.model).items()},
-        "characterisation_rms_mm": round(cal.model_fit.rms_m * 1e3, 4),
-        "calibration": {"residuals_mm": (cal.calibration.residuals_m * 1e3).round(4).tolist(),
-                        "inliers": cal.calibration.inliers.tolist(), "rms_mm": round(cal.calibration.rms_m * 1e3, 4),
-                        "expected_error_at_centre_mm": round(float(cal.calibration.expected_error_m(
-                            s.setpoints_r.mean(axis=0))) * 1e3, 4),
-                        "skipped_setpoints": cal.skipped + [f"grid {i}" for i in cal.skipped_grid]},
-        "trajectory": None if surf.trajectory is None else {
-            "centre_left_px": surf.centre_left_px.round(2).tolist(),
-            "points_ini_r_mm": (surf.trajectory.points_ini_r * 1e3).round(4).tolist(),
-            "normals_r": surf.trajectory.normals_r.round(5).tolist()},
-        "trajectory_failure": surf.failure,
-        "milling": None if milling is None else {
-            "stop_reason": milling.stop_reason.value, "message": milling.message,
-            "milling_time_s": round(milling.duration_s, 3), "points_done": int(milling.done.sum()),
-            "points": int(milling.done.size)},
-        "ground_truth_twin_only": truth,
-        # ok: the pipeline ran to the controller's own stop (every point read through). Whether the
-        # window is good is the twin's judgement (ground truth, never known to the controller):
-        # `window_success`; the milling suite measures its rate.
-        "ok": milling is not None and milling.stop_reason.value == "complete",
-        "window_success": None if truth is None else bool(truth["milling"]["success"]),
-    }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    cv2.imwrite(str(path), left)
 
 
 def format_summary(summary: dict) -> str:
     cal = summary["calibration"]
-    lines = [f"rig characterisation RMS {summary['characterisation_rms_mm']:.3f} mm; "
+    lines = []
+    if not summary["armed"]:
+        lines.append(f"DRY RUN: not armed; {summary['dry_run_commands']} commands logged, none sent")
+    if summary["stopped_by"]:
+        lines.append(f"STOPPED: {summary['stopped_by']}")
+    if cal is None:
+        return "\n".join(lines + ["calibration: not finished"])
+    lines += [f"rig characterisation RMS {summary['characterisation_rms_mm']:.3f} mm; "
              f"landmark calibration RMS {cal['rms_mm']:.3f} mm over {sum(cal['inliers'])} setpoints "
              f"(expected error at the centre {cal['expected_error_at_centre_mm']:.3f} mm)"]
     lines += [f"  setpoint {i + 1}: residual {r:.3f} mm{'' if ok else ' (rejected)'}"
               for i, (r, ok) in enumerate(zip(cal["residuals_mm"], cal["inliers"]))]
     if summary["trajectory"] is not None:
         lines.append(f"trajectory: 32 points around centre pixel {summary['trajectory']['centre_left_px']}")
-    else:
-        lines.append(f"trajectory: NONE ({summary['trajectory_failure']})")
+    elif summary["until"] != "calibration":
+        lines.append(f"trajectory: NONE ({summary['trajectory_failure'] or 'not reached'})")
     if summary["ground_truth_twin_only"]:
         t = summary["ground_truth_twin_only"]
         lines.append(f"ground truth (twin only): fitted height error RMS {t['height_error_rms_mm']:.3f} mm, "
@@ -186,7 +227,7 @@ def format_summary(summary: dict) -> str:
         m = summary["milling"]
         lines.append(f"milling: {m['message']}; {m['points_done']}/{m['points']} points through in "
                      f"{m['milling_time_s']:.1f} s simulated")
-        if summary["ground_truth_twin_only"]:
+        if summary["window_success"] is not None:
             g = summary["ground_truth_twin_only"]["milling"]
             lines.append(f"ground truth (twin only): flap detachable {bool(g['detachable'])}, membrane breaches "
                          f"{int(g['breaches'])}, thickest bridge {g['max_bridge_um']:.0f} um -> "

@@ -106,3 +106,43 @@ def test_demo(tmp_path):
     assert 0.3 < summary["milling"]["milling_time_s"] / 60 < 3.0
     for name in ("camera_model.toml", "calibration.png", "trajectory.png", "milling.png", "milled.png"):
         assert (tmp_path / name).exists()
+
+
+def test_demo_stage_is_recorded_and_replays_exactly(tmp_path, capsys):
+    """A recorded run (calibration only, to stay fast) replays offline through the same controllers:
+    the same commands and decisions; the replay's own outputs are written."""
+    rec = tmp_path / "cal.mcap"
+    assert main(["demo", "--until", "calibration", "--out", str(tmp_path / "run"), "--record", str(rec)]) == 0
+    recorded = json.loads((tmp_path / "run" / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["replay", str(rec), "--out", str(tmp_path / "replay")]) == 0
+    out = capsys.readouterr().out
+    assert "max |dq| = 0 " in out and "decided exactly as recorded" in out
+    replayed = json.loads((tmp_path / "replay" / "summary.json").read_text())
+    assert replayed["backend"] == "replay" and replayed["calibration"] == recorded["calibration"]
+
+
+def test_a_job_scored_by_the_twin_is_refused_on_another_backend(tmp_path, capsys):
+    assert main(["run", "scenarios/milling.toml", "--backend", "sas", "--out", str(tmp_path)]) == 2
+    assert "backend='sas': job 'milling' runs on twin only" in capsys.readouterr().err
+    assert main(["run", "scenarios/hw_check.toml", "--backend", "gazebo", "--out", str(tmp_path)]) == 2
+    assert main(["run", "scenarios/hw_check.toml", "--backend", "sas", "--workers", "2", "--out", str(tmp_path)]) == 2
+    assert "use --workers 1" in capsys.readouterr().err
+
+
+def test_arm_without_the_scene_allowing_it_is_refused(tmp_path, capsys):
+    assert main(["demo", "--backend", "coppeliasim", "--arm", "--out", str(tmp_path)]) == 2
+    assert "safety.armed = false" in capsys.readouterr().err
+
+
+def test_replay_of_a_file_that_is_not_a_recording(tmp_path, capsys):
+    bad = tmp_path / "x.mcap"
+    bad.write_text("hello")
+    assert main(["replay", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
+
+
+def test_hw_check_suite_on_the_twin(tmp_path):
+    assert main(["run", "scenarios/hw_check.toml", "--out", str(tmp_path), "--no-progress"]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["summary"]["metrics"]["contract_checks_passed"]["value"] == 1.0
