@@ -90,14 +90,15 @@ def check_rejects_bad_commands(hw: Hardware) -> None:
 
 
 def check_velocity_limits(hw: Hardware) -> None:
-    """A rate-limited command stream is accepted and the robot never exceeds its limits."""
+    """A rate-limited command stream (50 ms at full speed, whatever the period) is accepted and the
+    robot never exceeds its limits."""
     hw.configure()
     hw.activate()
     q0 = hw.read().position
     direction = np.where(q0 < (hw.limits.position_min + hw.limits.position_max) / 2, 1.0, -1.0)
     q_cmd = q0.copy()
     worst = 0.0
-    for _ in range(50):
+    for _ in range(int(round(0.05 / hw.period_s))):
         q_cmd = q_cmd + direction * hw.limits.velocity_max * hw.period_s
         hw.write(q_cmd)
         hw.advance()

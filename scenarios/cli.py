@@ -1,13 +1,23 @@
 """The ``micromill`` command.
 
-    micromill demo [--out DIR] [--scene FILE] [--seed N]
-    micromill run SUITE.toml [--workers N] [--out DIR] [--cases N] [--seed S] [--no-progress]
+    micromill demo [--out DIR] [--scene FILE] [--seed N] [--backend B] [--arm] [--until STAGE]
+                   [--record FILE.mcap] [--record-image-scale S]
+    micromill run SUITE.toml [--backend B] [--arm] [--workers N] [--out DIR] [--cases N] [--seed S]
+                  [--record] [--record-image-scale S] [--no-progress]
+    micromill replay FILE.mcap [--out DIR]
     micromill backends
+    micromill sas-twin --prefix /arm1 [--scene FILE] [--overrides JSON] [--seed N] [--domain N] [--image-rate-hz R]
     micromill train keypoints --target drill_tip|cranial [--out DIR] [--seed N] [--workers N] [--budget-min M]
     micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M]
 
-Exit codes: 0 success; 1 a suite threshold failed or a case errored; 2 invalid input
-(bad scene or suite file, unknown backend), reported with every offending field.
+Exit codes: 0 success; 1 a suite threshold failed or a case errored (demo: the pipeline did
+not reach its own stop; replay: the controllers decided differently from the recording);
+2 invalid input (bad scene or suite file, unknown backend, --arm without safety.armed, a bad
+recording), reported with every offending field.
+
+``--arm`` is one half of arming a robot that really moves (CoppeliaSim, SmartArmStack); the
+other is ``safety.armed = true`` in the scene. Without both, such a run is a dry run: commands
+are checked and logged, never sent. The embedded twin needs no arming.
 """
 from __future__ import annotations
 
@@ -16,13 +26,55 @@ import sys
 from pathlib import Path
 
 
+def _recorder(path: str | None, image_scale: float, program: str, arguments: dict, backend: str, seed: int,
+              scene, overrides: dict):
+    if path is None:
+        return None
+    from hw_bridge.recording import McapRecorder, RunMetadata
+
+    return McapRecorder(Path(path), RunMetadata.for_run(program, arguments, backend, seed, scene, overrides),
+                        image_scale)
+
+
 def _cmd_demo(args) -> int:
+    from hw_bridge.registry import get_backend
+    from scenarios.demo import demo_scene, format_summary, run_demo
+
+    get_backend(args.backend)                 # an unknown name fails here, before anything is built
+    scene, overrides = demo_scene(args.scene)
+    recorder = _recorder(args.record, args.record_image_scale, "demo", {"until": args.until}, args.backend,
+                         args.seed, scene, overrides)
+    summary = run_demo(Path(args.out), scene, args.seed, args.backend, armed=args.arm, recorder=recorder,
+                       until=args.until)
+    print(format_summary(summary))
+    print(f"plots, camera_model.toml and summary.json in {args.out}"
+          + (f"; recording in {args.record}" if args.record else ""))
+    return 0 if summary["ok"] else 1     # 1: the pipeline did not reach its own stop (see the summary)
+
+
+def _cmd_replay(args) -> int:
+    from hw_bridge.recording import load_recording, scene_from_recording
+    from hw_bridge.registry import make_hardware
+    from scenarios.replay_view import describe_recording, describe_replay
+
+    rec = load_recording(args.file)
+    print(describe_recording(rec))
+    meta = rec.metadata
+    if meta.program != "demo":
+        print(f"program {meta.program!r} is scored against the twin's ground truth and is not re-run offline; "
+              f"the recorded decisions are shown above")
+        return 0
+    scene = scene_from_recording(rec, replay=True)
+    hw = make_hardware("replay", scene, meta.seed)
     from scenarios.demo import format_summary, run_demo
 
-    summary = run_demo(Path(args.out), args.scene, args.seed)
+    out = Path(args.out) if args.out else Path("runs") / f"replay_{Path(args.file).stem}"
+    summary = run_demo(out, scene, meta.seed, until=meta.arguments.get("until", "mill"), hw=hw)
     print(format_summary(summary))
-    print(f"plots, camera_model.toml and summary.json in {args.out}")
-    return 0 if summary["ok"] else 1     # 1: the pipeline did not reach its own stop (see the summary)
+    report = hw.report()
+    print(describe_replay(report, rec, hw.replayed_decisions))
+    print(f"outputs of the replayed run in {out}")
+    return 1 if report.diverged else 0
 
 
 def _cmd_run(args) -> int:
@@ -33,7 +85,8 @@ def _cmd_run(args) -> int:
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else Path("runs") / suite.name
     summary = run_suite(suite, out, workers=args.workers, n_cases=args.cases, seed=args.seed,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, backend=args.backend, armed=args.arm, record=args.record,
+                        record_image_scale=args.record_image_scale)
     print(summary_table(summary))
     print(f"results.json and report.md in {out}")
     return 0 if summary["passed"] else 1
@@ -61,12 +114,48 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_sas_twin(args) -> int:
+    import json
+
+    from scenes.schema import ConfigError
+    from twin.sas_driver import run_sas_twin
+
+    try:
+        overrides = json.loads(args.overrides)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("micromill sas-twin", [f"--overrides is not valid JSON: {exc}"]) from None
+    if not isinstance(overrides, dict):
+        raise ConfigError("micromill sas-twin", [(f"--overrides={args.overrides!r} must be a JSON object of "
+                                                  f"dotted scene keys, e.g. '{{\"control.period_s\": 0.01}}'")])
+    return run_sas_twin(args.scene, overrides, args.seed, args.prefix, args.domain, args.image_rate_hz)
+
+
 def _cmd_backends(args) -> int:
-    from hw_bridge.registry import backends
+    from hw_bridge.registry import backend_available, backends
 
     for b in backends():
-        print(f"{b.name:<12} {b.summary}")
+        ok, why = backend_available(b.name)
+        print(f"{b.name:<12} {'available' if ok else 'NOT AVAILABLE: ' + why}\n             {b.summary}")
     return 0
+
+
+def _backend_arguments(p: argparse.ArgumentParser, default: str | None, text: str) -> None:
+    p.add_argument("--backend", default=default, help=f"{text}; see `micromill backends`")
+    p.add_argument("--arm", action="store_true",
+                   help="move a robot that really moves (also needs safety.armed = true in the scene); "
+                        "without it such a run is a dry run")
+
+
+def _image_scale_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--record-image-scale", type=_scale, default=1.0, metavar="S",
+                   help="downscale recorded images by S in (0, 1] (default 1: lossless, exact replay)")
+
+
+def _scale(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -91,7 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--scene", default=None, help="scene TOML (default scenes/default.toml)")
     p.add_argument("--seed", type=_seed, default=0)
+    _backend_arguments(p, "twin", "the pipeline's backend (default twin)")
+    p.add_argument("--until", choices=["calibration", "fit", "mill"], default="mill",
+                   help="stop after this stage (default mill: the whole window)")
+    p.add_argument("--record", default=None, metavar="FILE.mcap", help="record the run into one MCAP file")
+    _image_scale_argument(p)
     p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("replay", help="feed a recorded run back through the controllers and compare")
+    p.add_argument("file", help="an MCAP file written with --record")
+    p.add_argument("--out", default=None, help="output folder of the replayed run (default runs/replay_<name>)")
+    p.set_defaults(func=_cmd_replay)
     p = sub.add_parser("run", help="run a scenario suite")
     p.add_argument("suite", help="suite TOML file, e.g. scenarios/twin_smoke.toml")
     p.add_argument("--workers", type=_positive, default=1, help="processes (default 1)")
@@ -99,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", type=_positive, default=None, help="override the number of cases")
     p.add_argument("--seed", type=_seed, default=None, help="override the suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _backend_arguments(p, None, "override the suite's backend")
+    p.add_argument("--record", action="store_true", help="record every hardware session (OUT/recordings/*.mcap)")
+    _image_scale_argument(p)
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("train", help="train a network from twin renders")
     train_sub = p.add_subparsers(dest="what", required=True, metavar="{keypoints,completion}")
@@ -115,19 +216,27 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--epochs", type=_positive, default=None, help="override the (planned) epochs per network")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("sas-twin", help="a SmartArmStack robot driver over ROS 2, backed by the twin (runs until "
+                       "Ctrl-C; for the sas backend)")
+    p.add_argument("--prefix", required=True, help="the driver's topic prefix, e.g. /arm1")
+    p.add_argument("--scene", default=None, help="scene TOML (default scenes/default.toml)")
+    p.add_argument("--overrides", default="{}", help="scene overrides, a JSON object of dotted keys")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--domain", type=_seed, default=0, help="ROS domain id, 0..232 (default 0)")
+    p.add_argument("--image-rate-hz", type=float, default=5.0, help="MSCS images per second (default 5; 0: none)")
+    p.set_defaults(func=_cmd_sas_twin)
     p = sub.add_parser("backends", help="list hardware backends")
     p.set_defaults(func=_cmd_backends)
     args = parser.parse_args(argv)
 
+    from hw_bridge.recording import RecordingError
     from hw_bridge.registry import UnknownBackendError
+    from hw_bridge.safety import ArmingError
     from scenes.schema import ConfigError
 
     try:
         return args.func(args)
-    except ConfigError as exc:
-        print(f"micromill: {exc}", file=sys.stderr)
-        return 2
-    except UnknownBackendError as exc:
+    except (ConfigError, UnknownBackendError, ArmingError, RecordingError) as exc:
         print(f"micromill: {exc}", file=sys.stderr)
         return 2
 

@@ -43,6 +43,8 @@ def peer(request):
 
 def _make(peer):
     name, p = peer
+    if hasattr(p, "home"):
+        p.home()                   # a long-lived peer: every check starts from the home pose
     return make_hardware(name, load_scene(None, p.scene_overrides), seed=0, armed=name != "twin")
 
 
