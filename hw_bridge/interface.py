@@ -15,7 +15,7 @@ The safety layer lives here, so every backend gets it (rules in ``hw_bridge.safe
 - while ACTIVE, a watchdog checks joint states (finite, not older than a configured age),
   stereo frames (not too old) and, on real-time backends, the controller's deadline; a
   backend's ``ConnectionLost`` counts as a violation too;
-- a violation stops safely: drill off, the last accepted command sent again (hold), the
+- a violation stops safely: the last accepted command sent again (hold), the drill off, the
   interface deactivated; ``SafetyStop`` (``CommandRejected`` for a refused command) says why;
   the rejected command itself is never sent;
 - a robot that really moves (``moves_real_robot``) gets commands only when armed (``--arm`` and
@@ -239,7 +239,7 @@ class Hardware(ABC):
             raise
 
     def _safe_stop(self, reason: str) -> SafetyStop:
-        """Drill off, hold the last accepted command, deactivate; return the error to raise."""
+        """Hold the last accepted command, drill off, deactivate; return the error to raise."""
         if self._state is Lifecycle.ACTIVE:
             self._stop_pending = self.armed
             self._send_safe_stop()
@@ -250,12 +250,13 @@ class Hardware(ABC):
         return SafetyStop(f"{self.name}: safety stop: {reason}")
 
     def _send_safe_stop(self) -> None:
-        """Drill off and hold; if the robot cannot be reached, retried on every later read/advance."""
+        """Hold, then drill off (a manual drill may wait for the operator); if the robot cannot be
+        reached, retried on every later read/advance."""
         if not self._stop_pending:
             return
         try:
-            self._set_drill(False, 0.0)
             self._write(self._last_command)
+            self._set_drill(False, 0.0)
             self._stop_pending = False
         except HardwareError as exc:           # e.g. the connection is gone: retried later
             log.error("%s: safe stop not delivered yet (%s); retrying", self.name, exc)

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from hw_bridge.checker import CHECKS
 from scenarios.cli import main
 from scenarios.jobs import JOBS, JobEntry
 from scenarios.runner import CaseOutput, make_cases, run_suite
@@ -142,7 +143,14 @@ def test_replay_of_a_file_that_is_not_a_recording(tmp_path, capsys):
     assert str(bad) in capsys.readouterr().err
 
 
-def test_hw_check_suite_on_the_twin(tmp_path):
-    assert main(["run", "scenarios/hw_check.toml", "--out", str(tmp_path), "--no-progress"]) == 0
+def test_hw_check_suite_on_the_twin_recorded(tmp_path, capsys):
+    assert main(["run", "scenarios/hw_check.toml", "--out", str(tmp_path), "--no-progress", "--record",
+                 "--record-image-scale", "0.25"]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["summary"]["metrics"]["contract_checks_passed"]["value"] == 1.0
+    files = sorted(p.name for p in (tmp_path / "recordings").iterdir())
+    assert files == sorted(["case000_move.mcap"] + [f"case000_{c}.mcap" for c in CHECKS])
+    capsys.readouterr()
+    assert main(["replay", str(tmp_path / "recordings" / "case000_move.mcap")]) == 0
+    out = capsys.readouterr().out
+    assert "program 'job:hw_check'" in out and "(downscaled)" in out and "not re-run" in out
