@@ -1,4 +1,4 @@
-"""The hardware interface every backend implements (twin, and later CoppeliaSim, SmartArmStack).
+"""The hardware interface every backend implements (twin, CoppeliaSim, SmartArmStack, replay).
 
 Modelled on ros2_control's hardware interface: ``read()`` / ``write()`` at a fixed period
 with timestamps, and a small lifecycle:
@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hw_bridge.commands import check_joint_command
-from hw_bridge.safety import Watchdog, WorkspaceBox, arming_decision
+from hw_bridge.safety import ArmingError, Watchdog, WorkspaceBox, arming_decision
 from scenes.robot_description import RobotDescription
 from scenes.spec import SceneSpec
 
@@ -139,8 +139,13 @@ class Hardware(ABC):
         self.limits = JointLimits(self.robot.q_min.copy(), self.robot.q_max.copy(),
                                   np.minimum(-self.robot.qd_min, self.robot.qd_max))
         self.period_s = scene.control_period_s
-        #: False: a dry run (commands are logged, not sent); see hw_bridge.safety.arming_decision
-        self.armed = arming_decision(self.moves_real_robot, armed, scene.safety, scene.source)
+        try:
+            #: False: a dry run (commands are logged, not sent); see hw_bridge.safety.arming_decision
+            self.armed = arming_decision(self.moves_real_robot, armed, scene.safety, scene.source)
+        except ArmingError:
+            if recorder is not None:
+                recorder.close()
+            raise
         self.recorder = recorder
         #: why the safety layer last stopped the run (None: it has not)
         self.fault: str | None = None
@@ -242,8 +247,10 @@ class Hardware(ABC):
         """Hold the last accepted command, drill off, deactivate; return the error to raise."""
         if self._state is Lifecycle.ACTIVE:
             self._stop_pending = self.armed
-            self._send_safe_stop()
-            self._state = Lifecycle.INACTIVE
+            try:
+                self._send_safe_stop()
+            finally:                          # whatever the robot or the operator did, commands end here
+                self._state = Lifecycle.INACTIVE
         self.fault = reason
         log.error("%s: SAFETY STOP: %s (drill off, holding position, deactivated)", self.name, reason)
         self._event("safety_stop", reason)
@@ -331,6 +338,7 @@ class Hardware(ABC):
         speed = float(speed_rpm) if on else 0.0
         if self.armed:
             self._guarded(self._set_drill, on, speed)
+            self._last_advance_wall = None    # a manual drill waits for the operator: not controller time
         else:
             log.info("%s: DRY RUN: would switch the drill %s (%g rpm)", self.name, "on" if on else "off", speed)
         if self.recorder is not None:
@@ -351,7 +359,8 @@ class Hardware(ABC):
             self.recorder.on_tick(self.now(), self._guarded(self._read))
 
     def publish_decision(self, topic: str, **payload: Any) -> None:
-        """What a controller decided (e.g. ``milling/stop``), for the recording; plain JSON values."""
+        """What a controller decided (e.g. ``milling/stop``), for the recording: JSON values or numpy
+        arrays (``hw_bridge.recording.to_json_value``; NaN becomes null)."""
         if self.recorder is not None:
             self.recorder.on_decision(self.now(), topic, payload)
 

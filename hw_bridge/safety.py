@@ -63,9 +63,12 @@ class Watchdog:
         if np.any(bad):
             return f"the robot sent non-finite joint states at joints {np.flatnonzero(bad).tolist()}"
         age = now_s - stamp_s
-        if not np.isfinite(stamp_s) or age > self.spec.max_joint_state_age_s:
-            return (f"joint states are stale: the newest is {age:.3f} s old "
-                    f"(safety.max_joint_state_age_s = {self.spec.max_joint_state_age_s:g} s)")
+        limit = self.spec.max_joint_state_age_s
+        if not np.isfinite(stamp_s) or age > limit:
+            return f"joint states are stale: the newest is {age:.3f} s old (safety.max_joint_state_age_s = {limit:g} s)"
+        if age < -limit:              # a clock offset would hide staleness by as much
+            return (f"joint states are stamped {-age:.3f} s in the future: the robot's clock and this "
+                    f"computer's disagree by more than safety.max_joint_state_age_s = {limit:g} s")
         return None
 
     def image_problem(self, stamp_s: float | None, now_s: float, active_since_s: float) -> str | None:
@@ -78,6 +81,9 @@ class Watchdog:
         age = now_s - stamp_s
         if age > limit:
             return f"stereo frames are stale: the newest is {age:.3f} s old (safety.max_image_age_s = {limit:g} s)"
+        if age < -limit:
+            return (f"stereo frames are stamped {-age:.3f} s in the future: the cameras' clock and this "
+                    f"computer's disagree by more than safety.max_image_age_s = {limit:g} s")
         return None
 
     def deadline_problem(self, cycle_wall_s: float) -> str | None:

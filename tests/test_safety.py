@@ -247,3 +247,65 @@ def test_workspace_box_is_exactly_the_configured_box(p_mm_s):
     problem = box.violation(apply(scene.T_s_to_r, p_s))
     assert (problem is None) == inside or np.min(np.abs(np.concatenate(
         [p_s - scene.safety.workspace_min_s, p_s - scene.safety.workspace_max_s]))) < 1e-12
+
+
+class _FutureStamps(TwinHardware):
+    """Joint states stamped 1 s ahead of the backend clock (a robot whose clock runs ahead)."""
+
+    def _read(self):
+        s = super()._read()
+        return type(s)(s.stamp_s + 1.0, s.position, s.velocity)
+
+
+def test_states_from_the_future_are_refused():
+    hw = _FutureStamps(load_scene("default", FAST), 0)
+    try:
+        hw.configure()
+        with pytest.raises(SafetyStop, match="in the future"):
+            hw.activate()
+    finally:
+        hw.close()
+
+
+class _OperatorDrill(_RealtimeTwin):
+    """A real-time backend whose drill waits 0.2 s for an operator (like hw_bridge.drill.ManualDrill)."""
+
+    def _set_drill(self, on, speed_rpm):
+        time.sleep(0.2)
+        super()._set_drill(on, speed_rpm)
+
+
+def test_waiting_for_the_operator_is_not_a_missed_deadline():
+    hw = _active({"safety.control_deadline_s": 0.1}, cls=_OperatorDrill)
+    try:
+        q = hw.read().position
+        hw.write(q)
+        hw.advance()
+        hw.set_drill(True, 20000.0)              # 0.2 s with the operator
+        hw.write(q)
+        hw.advance()                             # not counted against the 0.1 s deadline
+        assert hw.state is Lifecycle.ACTIVE and hw.drill_state().on
+    finally:
+        hw.close()
+
+
+class _InterruptedDrill(TwinHardware):
+    """The operator interrupts (Ctrl-C) while the safe stop asks for the drill to go off."""
+
+    def _set_drill(self, on, speed_rpm):
+        if not on and self.state is Lifecycle.ACTIVE and self.fault is None:
+            raise KeyboardInterrupt
+        super()._set_drill(on, speed_rpm)
+
+
+def test_a_safe_stop_interrupted_by_the_operator_still_ends_commanding():
+    hw = _active(cls=_InterruptedDrill)
+    try:
+        q = hw.read().position
+        with pytest.raises(KeyboardInterrupt):
+            hw.write(np.full(8, np.nan))
+        assert hw.state is Lifecycle.INACTIVE
+        with pytest.raises(LifecycleError):
+            hw.write(q)
+    finally:
+        hw.close()
