@@ -40,8 +40,10 @@ import base64
 import importlib.metadata
 import json
 import math
+import queue
 import re
 import struct
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -294,6 +296,11 @@ class McapRecorder:
         self._writer.add_metadata(METADATA_NAME, metadata.to_record())
         self._tick = -1
         self._closed = False
+        # One writer thread: messages are written in call order, images encoded off the control loop.
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer_error: Exception | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"recorder {self.path.name}", daemon=True)
+        self._thread.start()
 
     def _channel(self, topic: str, title: str) -> int:
         if topic not in self._channels:
@@ -302,17 +309,35 @@ class McapRecorder:
         return self._channels[topic]
 
     def _log(self, topic: str, now_s: float, message: dict, title: str | None = None) -> None:
+        """Queue one message for the writer thread (checked here, written there, in call order)."""
         if self._closed:
             raise RecordingError(f"{self.path}: the recorder is closed")
+        self._raise_writer_error()
         t_ns = round(now_s * 1e9)
         if t_ns < 0:
             raise RecordingError(f"{self.path}: backend clock now_s={now_s!r} is negative; MCAP log times are "
                                  f"unsigned ns")
+        self._queue.put(lambda: self._write(topic, t_ns, message, title))
+
+    def _write(self, topic: str, t_ns: int, message: dict, title: str | None) -> None:
         channel = self._channel(topic, title or CHANNELS[topic])
         data = json.dumps(message, allow_nan=False, separators=(",", ":")).encode()
         self._writer.add_message(channel, log_time=t_ns, data=data, publish_time=t_ns,
                                  sequence=self._sequence[topic])
         self._sequence[topic] += 1
+
+    def _drain(self) -> None:
+        """The writer thread: runs queued jobs in order until the sentinel None."""
+        while (job := self._queue.get()) is not None:
+            if self._writer_error is None:
+                try:
+                    job()
+                except Exception as exc:  # noqa: BLE001 - reported to the recording thread on its next call
+                    self._writer_error = exc
+
+    def _raise_writer_error(self) -> None:
+        if self._writer_error is not None:
+            raise RecordingError(f"{self.path}: writing the recording failed: {self._writer_error}")
 
     def _head(self, now_s: float) -> dict:
         return {"tick": self._tick, "now_s": float(now_s)}
@@ -341,30 +366,43 @@ class McapRecorder:
                   "micromill.Decision")
 
     def on_frame(self, now_s: float, frame: StereoFrame) -> None:
+        """Copies the images and returns; the PNG encoding runs on the writer thread (OpenCV releases
+        the GIL), so a control loop does not wait ~80 ms per pair."""
         what = f"{self.path}: frame {frame.index}"
         if frame.left.shape != frame.right.shape:
             raise RecordingError(f"{what}: left {frame.left.shape} and right {frame.right.shape} images differ in size")
+        if self._closed:
+            raise RecordingError(f"{self.path}: the recorder is closed")
+        self._raise_writer_error()
+        head, images = self._head(now_s), (frame.left.copy(), frame.right.copy())
+        t_ns = round(now_s * 1e9)
+        self._queue.put(lambda: self._write_frame(t_ns, head, frame.index, frame.stamp_s, images, what))
+
+    def _write_frame(self, t_ns: int, head: dict, index: int, stamp_s: float, images, what: str) -> None:
         pngs = {side: _encode_png(image, self.image_scale, f"{what} {side} image")
-                for side, image in (("left", frame.left), ("right", frame.right))}
-        h, w = frame.left.shape[:2]
-        self._log("/mscs/frames", now_s, {**self._head(now_s), "index": int(frame.index),
-                                          "stamp_s": float(frame.stamp_s), "width": w, "height": h,
-                                          "scale": self.image_scale})
-        sec, nsec = divmod(max(round(frame.stamp_s * 1e9), 0), 1_000_000_000)
+                for side, image in zip(("left", "right"), images)}
+        h, w = images[0].shape[:2]
+        self._write("/mscs/frames", t_ns, {**head, "index": int(index), "stamp_s": float(stamp_s), "width": w,
+                                           "height": h, "scale": self.image_scale}, None)
+        sec, nsec = divmod(max(round(stamp_s * 1e9), 0), 1_000_000_000)
         for side, png in pngs.items():
-            self._log(f"/mscs/{side}/compressed", now_s,
-                      {"timestamp": {"sec": sec, "nsec": nsec}, "frame_id": f"mscs_{side}", "format": "png",
-                       "data": base64.b64encode(png).decode("ascii")})
+            self._write(f"/mscs/{side}/compressed", t_ns,
+                        {"timestamp": {"sec": sec, "nsec": nsec}, "frame_id": f"mscs_{side}", "format": "png",
+                         "data": base64.b64encode(png).decode("ascii")}, None)
 
     def close(self) -> None:
-        """Finish the file (summary, index, footer). Safe to call more than once."""
+        """Write what is queued, then finish the file (summary, index, footer). Safe to call more
+        than once; raises RecordingError if a queued message could not be written."""
         if self._closed:
             return
         self._closed = True
+        self._queue.put(None)
+        self._thread.join()
         try:
             self._writer.finish()
         finally:
             self._file.close()
+        self._raise_writer_error()
 
 
 # ---- reader ----------------------------------------------------------------------------------
