@@ -40,8 +40,11 @@ def _cmd_demo(args) -> int:
     from hw_bridge.registry import get_backend
     from scenarios.demo import demo_scene, format_summary, run_demo
 
-    get_backend(args.backend)                 # an unknown name fails here, before anything is built
+    from hw_bridge.safety import arming_decision
+
     scene, overrides = demo_scene(args.scene)
+    # An unknown backend or a half-armed run fails here, before anything is built or recorded.
+    arming_decision(get_backend(args.backend).moves_real_robot, args.arm, scene.safety, scene.source)
     recorder = _recorder(args.record, args.record_image_scale, "demo", {"until": args.until}, args.backend,
                          args.seed, scene, overrides)
     summary = run_demo(Path(args.out), scene, args.seed, args.backend, armed=args.arm, recorder=recorder,
@@ -61,8 +64,9 @@ def _cmd_replay(args) -> int:
     print(describe_recording(rec))
     meta = rec.metadata
     if meta.program != "demo":
-        print(f"program {meta.program!r} is scored against the twin's ground truth and is not re-run offline; "
-              f"the recorded decisions are shown above")
+        print(f"program {meta.program!r} is not re-run offline (only `micromill demo` recordings are: suite jobs "
+              f"build several sessions and most are scored with the twin's ground truth); the recording is "
+              f"shown above")
         return 0
     scene = scene_from_recording(rec, replay=True)
     hw = make_hardware("replay", scene, meta.seed)

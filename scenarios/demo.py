@@ -92,12 +92,6 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
     computed before it is kept and ``stopped_by`` says why."""
     if until not in STAGES:
         raise ValueError(f"until={until!r}: allowed {', '.join(STAGES)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tip = load_detector("drill_tip", expected_target="drill_tip")
-    cranial = load_detector("cranial", expected_target="cranial")
-    completion = load_estimator()
-    settings = PremeasurementSettings()
     if hw is None:
         hw = make_hardware(backend, scene, seed, armed=armed, recorder=recorder)
     backend = hw.name
@@ -105,6 +99,12 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
     cal = surf = milling = truth = s = None
     stopped_by = None
     try:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tip = load_detector("drill_tip", expected_target="drill_tip")
+        cranial = load_detector("cranial", expected_target="cranial")
+        completion = load_estimator()
+        settings = PremeasurementSettings()
         s = open_session(hw)
         n_stops = int(np.prod(settings.grid_points_per_axis)) + len(s.setpoints_r)
         with tqdm(total=n_stops, desc="calibration", unit="stop") as bar:

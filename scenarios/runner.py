@@ -62,7 +62,12 @@ def case_hardware(ctx: CaseContext, scene, seed: int | None = None, tag: str = "
         meta = RunMetadata.for_run(f"job:{ctx.suite_name}", {"case": ctx.index, "job_parameters": ctx.job_parameters},
                                    ctx.backend, seed, scene, ctx.scene_overrides)
         recorder = McapRecorder(Path(ctx.record_dir) / f"case{ctx.index:03d}{tag}.mcap", meta, ctx.record_image_scale)
-    return make_hardware(ctx.backend, scene, seed, armed=ctx.armed, recorder=recorder)
+    try:
+        return make_hardware(ctx.backend, scene, seed, armed=ctx.armed, recorder=recorder)
+    except BaseException:
+        if recorder is not None:
+            recorder.close()
+        raise
 
 
 @dataclass
@@ -99,6 +104,19 @@ def make_cases(suite: Suite, n_cases: int, seed: int, out_dir: Path, n_artifact_
                                  str(out_dir / "artifacts"), i < n_artifact_cases, armed,
                                  str(out_dir / "recordings") if record else "", record_image_scale))
     return cases
+
+
+def _check_arming(cases: list[CaseContext], backend: str, armed: bool) -> None:
+    """A half-armed run (--arm, but a case's scene has safety.armed = false) is refused before any
+    case starts (ArmingError)."""
+    from hw_bridge.registry import get_backend
+    from hw_bridge.safety import arming_decision
+    from scenes.spec import load_scene
+
+    moves = get_backend(backend).moves_real_robot
+    for ctx in cases:
+        scene = load_scene(ctx.scene_path, ctx.scene_overrides)
+        arming_decision(moves, armed, scene.safety, f"{scene.source} (case {ctx.index})")
 
 
 def run_case(job_name: str, ctx: CaseContext) -> CaseResult:
@@ -200,6 +218,7 @@ def run_suite(suite: Suite, out_dir: Path, workers: int = 1, n_cases: int | None
     seed = suite.seed if seed is None else seed
     cases = make_cases(suite, n_cases, seed, out_dir, backend=backend, armed=armed, record=record,
                        record_image_scale=record_image_scale)
+    _check_arming(cases, backend, armed)
     results: list[CaseResult] = []
     log = (out_dir / "cases.jsonl").open("w")
     bar = tqdm(total=len(cases), desc=suite.name, unit="case", disable=not progress)

@@ -127,6 +127,7 @@ def test_a_job_scored_by_the_twin_is_refused_on_another_backend(tmp_path, capsys
     assert main(["run", "scenarios/milling.toml", "--backend", "sas", "--out", str(tmp_path)]) == 2
     assert "backend='sas': job 'milling' runs on twin only" in capsys.readouterr().err
     assert main(["run", "scenarios/hw_check.toml", "--backend", "gazebo", "--out", str(tmp_path)]) == 2
+    assert "backend='gazebo': job 'hw_check' runs on twin, coppeliasim, sas only" in capsys.readouterr().err
     assert main(["run", "scenarios/hw_check.toml", "--backend", "sas", "--workers", "2", "--out", str(tmp_path)]) == 2
     assert "use --workers 1" in capsys.readouterr().err
 
@@ -134,6 +135,9 @@ def test_a_job_scored_by_the_twin_is_refused_on_another_backend(tmp_path, capsys
 def test_arm_without_the_scene_allowing_it_is_refused(tmp_path, capsys):
     assert main(["demo", "--backend", "coppeliasim", "--arm", "--out", str(tmp_path)]) == 2
     assert "safety.armed = false" in capsys.readouterr().err
+    assert main(["run", "scenarios/hw_check.toml", "--backend", "sas", "--arm", "--out", str(tmp_path)]) == 2
+    assert "safety.armed = false" in capsys.readouterr().err
+    assert not (tmp_path / "cases.jsonl").exists()          # refused before any case started
 
 
 def test_replay_of_a_file_that_is_not_a_recording(tmp_path, capsys):
