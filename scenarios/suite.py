@@ -38,7 +38,7 @@ import numpy as np
 from hw_bridge.registry import backend_names
 from scenes.schema import ConfigError, Reader, load_toml
 from scenes.spec import SCENES_DIR, load_scene
-from scenarios.jobs import JOBS
+from scenarios.jobs import JOBS, job_backend_problem
 
 AGGREGATES = ("mean", "median", "max", "min", "p95", "proportion")
 
@@ -166,8 +166,8 @@ def suite_from_dict(raw: Any, source: str = "<dict>") -> Suite:
                 load_scene(scene_path, overrides)
             except ConfigError as exc:
                 errors.extend(f"parameters.scene: {e}" for e in exc.errors if e not in errors)
-    if job in JOBS and backend and backend not in JOBS[job].backends:
-        errors.append(f"suite.backend={backend!r}: job {job!r} runs on {', '.join(JOBS[job].backends)} only")
+    if job in JOBS and backend and (problem := job_backend_problem(job, backend, "suite.backend")):
+        errors.append(problem)
     if job in JOBS:
         allowed = JOBS[job].parameters
         for key in dists["job"]:

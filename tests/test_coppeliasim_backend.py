@@ -188,3 +188,30 @@ def test_the_wire_protocol_reply_shapes(server):
         assert ask("_*end*_") == {}
     finally:
         req.close()
+
+
+def _hw_check_suite(server, armed_in_scene: bool):
+    from scenarios.suite import suite_from_dict
+    from scenes.schema import load_toml
+
+    raw = load_toml("scenarios/hw_check.toml")
+    raw["suite"]["backend"] = "coppeliasim"
+    overrides = {**server.scene_overrides, "safety.armed": armed_in_scene}
+    raw["parameters"]["scene"] = {k: {"choices": [v]} for k, v in overrides.items()}
+    return suite_from_dict(raw, "hw_check (coppeliasim)")
+
+
+def test_hw_check_suite_armed_and_as_a_dry_run(server, tmp_path):
+    """The any-backend suite through the test server: armed it moves and passes everything; unarmed
+    (a dry run) it runs the checks that need no motion and moves nothing."""
+    from scenarios.runner import run_suite
+
+    armed = run_suite(_hw_check_suite(server, True), tmp_path / "armed", progress=False, armed=True)
+    assert armed["passed"] and armed["metrics"]["contract_checks_passed"]["value"] == 1.0
+    assert armed["metrics"]["reach_error_m"]["value"] <= 2e-5
+    sent = server.report()["calls"].get("sim.setJointTargetPosition", 0)
+    assert sent > 0
+    dry = run_suite(_hw_check_suite(server, True), tmp_path / "dry", progress=False, armed=False)
+    assert dry["metrics"]["contract_checks_passed"]["value"] == 1.0
+    assert math.isnan(dry["metrics"]["reach_error_m"]["value"]) and not dry["passed"]   # nothing moved, nothing reached
+    assert server.report()["calls"].get("sim.setJointTargetPosition", 0) == sent        # no command was sent

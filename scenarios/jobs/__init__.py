@@ -57,12 +57,19 @@ JOBS: dict[str, JobEntry] = {
 }
 
 
+def job_backend_problem(job: str, backend: str, field: str = "backend") -> str | None:
+    """None when ``job`` can run on ``backend``; else a message naming ``field`` and what is allowed."""
+    allowed = JOBS[job].backends
+    if backend in allowed:
+        return None
+    return (f"{field}={backend!r}: job {job!r} runs on {', '.join(allowed)} only"
+            + (" (it is scored against the twin's ground truth)" if allowed == ("twin",) else ""))
+
+
 def check_job_backend(job: str, backend: str, source: str) -> None:
-    """ConfigError unless ``job`` can run on ``backend`` (named with what is allowed)."""
+    """ConfigError unless ``job`` can run on ``backend``."""
     from scenes.schema import ConfigError
 
-    allowed = JOBS[job].backends
-    if backend not in allowed:
-        raise ConfigError(source, [f"backend={backend!r}: job {job!r} runs on {', '.join(allowed)} only"
-                                   + (" (it is scored against the twin's ground truth)" if allowed == ("twin",)
-                                      else "")])
+    problem = job_backend_problem(job, backend)
+    if problem is not None:
+        raise ConfigError(source, [problem])
