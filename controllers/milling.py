@@ -201,8 +201,8 @@ def mill_window(hw, pc: PoseController, traj: FittedTrajectory, sensor: Completi
                     log.completion.append(c)
                     log.heights_m.append(planner.heights_m)
                     log.burr_r.append(hw.robot.tool_position(hw.read().position))
-                    hw.publish_decision("milling/update", completion=_json_list(c),
-                                        heights_m=_json_list(planner.heights_m), done=planner.done.tolist())
+                    hw.publish_decision("milling/update", completion=c, heights_m=planner.heights_m,
+                                        done=planner.done)
                     if progress is not None:
                         progress(now - t0, int(planner.done.sum()), planner.n_points)
             theta += omega * hw.period_s
@@ -220,11 +220,6 @@ def mill_window(hw, pc: PoseController, traj: FittedTrajectory, sensor: Completi
     hw.publish_decision("milling/stop", reason=reason.value, message=message, points_done=int(planner.done.sum()))
     return MillingReport(reason, message, t0, stop_s, frame, radius, theta_i, points_r, probes_r, floor_h, h_ini,
                          planner.heights_m, planner.done, mc.floor_clamps, log)
-
-
-def _json_list(a: np.ndarray) -> list:
-    """A float array as a JSON-able list (NaN, i.e. unknown, as None)."""
-    return [float(v) if np.isfinite(v) else None for v in np.asarray(a, dtype=float)]
 
 
 def _stop(hw, pc: PoseController, mc: MillingMotionController, frame: WindowFrame, settings: MillingSettings,

@@ -127,6 +127,9 @@ class OpenCVStereoCamera(StereoSource):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+            if self._thread.is_alive():     # stuck in a capture call: releasing under it could crash
+                log.warning("stereo camera reader did not stop within 2 s; the devices are left to the process exit")
+                return
         for cap in self._caps:
             cap.release()
         self._caps = []
@@ -157,8 +160,11 @@ class ImageTopicStereoCamera(StereoSource):
     def __init__(self, node, left_topic: str, right_topic: str, max_skew_s: float = 0.005, history: int = 4):
         """``node``: an rclpy node whose executor is spinning; ``max_skew_s`` (s): the most a left and a
         right header stamp may differ to count as one pair; ``history``: images kept per side."""
-        from rclpy.qos import QoSProfile
         from sensor_msgs.msg import Image
+
+        from hw_bridge.backends.sas import sas_qos, stamp_to_s     # here: that module imports this one
+
+        self._stamp_to_s = stamp_to_s
 
         self._node = node
         self._topics = (left_topic, right_topic)
@@ -166,11 +172,11 @@ class ImageTopicStereoCamera(StereoSource):
         self._lock = threading.Lock()
         self._buffers: tuple[deque, deque] = (deque(maxlen=history), deque(maxlen=history))
         self._last: StereoFrame | None = None
-        self._subs = [node.create_subscription(Image, topic, lambda m, b=buf: self._on_image(b, m), QoSProfile(depth=1))
+        self._subs = [node.create_subscription(Image, topic, lambda m, b=buf: self._on_image(b, m), sas_qos())
                       for topic, buf in zip(self._topics, self._buffers)]
 
     def _on_image(self, buffer: deque, msg) -> None:
-        t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        t = self._stamp_to_s(msg.header.stamp)
         with self._lock:
             buffer.append((t, msg))
 

@@ -100,10 +100,22 @@ def read_safety(top: Reader, errors: list[str]) -> SafetySpec:
     return spec
 
 
+#: ROS 2 domain ids (ROS_DOMAIN_ID)
+ROS_DOMAIN_IDS = (0, 232)
+
+
+def ros_name_problem(field: str, value: str) -> str | None:
+    """None when ``value`` is a ROS 2 topic or prefix ("/a/b"); else a message naming ``field``."""
+    if isinstance(value, str) and _ROS_NAME.match(value):
+        return None
+    return f"{field}={value!r} is not a ROS 2 name (\"/a/b\": letters, digits and _)"
+
+
 def _ros_name(r: Reader, key: str, default: str, errors: list[str]) -> str:
     value = r.string(key, default=default)
-    if not _ROS_NAME.match(value):
-        errors.append(f"{r.name(key)}={value!r} is not a ROS 2 name (\"/a/b\": letters, digits and _)")
+    problem = ros_name_problem(r.name(key), value)
+    if problem is not None:
+        errors.append(problem)
     return value
 
 
@@ -141,7 +153,7 @@ def read_backends(top: Reader, errors: list[str]) -> BackendsSpec:
     cam.finish()
     sas = SasSpec(
         prefix=_ros_name(s, "prefix", "/arm1", errors),
-        ros_domain_id=s.integer("ros_domain_id", 0, 232, 0),
+        ros_domain_id=s.integer("ros_domain_id", *ROS_DOMAIN_IDS, 0),
         enable_timeout_s=s.number("enable_timeout_s", 0.1, 600.0, 5.0),
         limits_tolerance=s.number("limits_tolerance", 0.0, 0.1, 1e-6),
         drill=s.string("drill", ("manual", "none"), "manual"),

@@ -66,6 +66,7 @@ import numpy as np
 import zmq
 
 from scenes.spec import SceneSpec, load_scene
+from twin.peer_process import PEER_PREEXEC
 from twin.render import StereoImages
 from twin.world import TwinWorld
 
@@ -526,7 +527,7 @@ def start_test_server(scene_path: str | None, overrides: dict, seed: int, *, cal
     if scene_path is not None:
         cmd += ["--scene", str(scene_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=PEER_PREEXEC)
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_pump_lines, args=(proc.stdout, lines), daemon=True).start()
     deadline = time.monotonic() + ready_timeout_s

@@ -41,13 +41,11 @@ gone; images stop too) until ``"clear"`` re-creates them; ``"freeze_frames"`` st
 """
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import logging
 import os
 import queue
-import re
 import signal
 import subprocess
 import sys
@@ -62,8 +60,10 @@ from typing import Any
 import numpy as np
 
 from hw_bridge.backends.sas import RosSession, SasTopics, require_ros, s_to_stamp, sas_qos
+from scenes.hw_config import ROS_DOMAIN_IDS, ros_name_problem
 from scenes.schema import ConfigError
 from scenes.spec import SceneSpec, load_scene
+from twin.peer_process import PEER_PREEXEC
 from twin.skull import CellBox, Skull, SkullParams
 from twin.world import TwinWorld, make_stereo_renderer
 
@@ -78,7 +78,6 @@ log = logging.getLogger("micromill.sas_twin")
 
 #: more than this far behind its schedule (s), the driver drops the backlog instead of catching up
 MAX_CATCH_UP_S = 0.5
-_ROS_NAME = re.compile(r"^(/[A-Za-z_][A-Za-z0-9_]*)+$")
 
 
 def fault_topics(prefix: str) -> tuple[str, str]:
@@ -266,11 +265,14 @@ class SasTwinDriver:
                 log.error("sas-twin: test request %r: %s", request, exc)
             self._ack.publish(String(data=answer))
 
+    def _ros_time_of(self, t_monotonic_s: float) -> float:
+        """The ROS time (s) of an instant of the monotonic clock (converted now: the clocks cannot drift)."""
+        return self._ros.node.get_clock().now().nanoseconds * 1e-9 - (time.monotonic() - t_monotonic_s)
+
     def _publish_state(self, t0: float) -> None:
         sample = self.world.latest_joint_sample()
         msg = JointState()
-        ros_now = self._ros.node.get_clock().now().nanoseconds * 1e-9
-        s_to_stamp(ros_now - (time.monotonic() - (t0 + sample.stamp_s)), msg.header.stamp)
+        s_to_stamp(self._ros_time_of(t0 + sample.stamp_s), msg.header.stamp)
         msg.position = sample.position.tolist()
         msg.velocity = sample.velocity.tolist()
         ep = self._endpoints
@@ -320,9 +322,7 @@ class SasTwinDriver:
 
     def _render_request(self, index: int, t0: float) -> RenderRequest:
         w = self.world
-        ros_now = self._ros.node.get_clock().now().nanoseconds * 1e-9
-        stamp = ros_now - (time.monotonic() - (t0 + w.time_s))
-        return RenderRequest(index, stamp, w.robot.fk(w.arm.state()[0]), self._skull_patch())
+        return RenderRequest(index, self._ros_time_of(t0 + w.time_s), w.robot.fk(w.arm.state()[0]), self._skull_patch())
 
     def close(self) -> None:
         if self._images is not None:
@@ -333,11 +333,10 @@ class SasTwinDriver:
 
 def check_driver_args(prefix: str, domain_id: int, image_rate_hz: float) -> list[str]:
     """Problems with the driver's arguments (empty: fine)."""
-    problems = []
-    if not _ROS_NAME.match(prefix):
-        problems.append(f"--prefix={prefix!r} is not a ROS 2 name (\"/a/b\": letters, digits and _)")
-    if not 0 <= domain_id <= 232:
-        problems.append(f"--domain={domain_id} must be a ROS domain id in 0..232")
+    problems = [p for p in [ros_name_problem("--prefix", prefix)] if p is not None]
+    lo, hi = ROS_DOMAIN_IDS
+    if not lo <= domain_id <= hi:
+        problems.append(f"--domain={domain_id} must be a ROS domain id in {lo}..{hi}")
     if not (np.isfinite(image_rate_hz) and 0.0 <= image_rate_hz <= 100.0):
         problems.append(f"--image-rate-hz={image_rate_hz} must be within [0, 100] (0: no images)")
     return problems
@@ -486,13 +485,6 @@ class SasTwinProcess:
 START_TIMEOUT_S = 120.0
 
 
-def _terminate_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM it when the test process dies, so no driver is left over.
-    (Linux sends it when the *thread* that started the child ends: call start_sas_twin from a thread that
-    outlives the driver, e.g. the main thread.)"""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)        # 1 = PR_SET_PDEATHSIG
-
-
 def start_sas_twin(scene_path: str | None, overrides: dict[str, Any], seed: int, prefix: str = "/arm1",
                    image_rate_hz: float = 5.0) -> SasTwinProcess:
     """Start ``micromill sas-twin`` in a subprocess and wait until its joint states arrive.
@@ -522,7 +514,7 @@ def start_sas_twin(scene_path: str | None, overrides: dict[str, Any], seed: int,
     with os.fdopen(fd, "w") as stderr:
         process = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
                                    stdout=stderr, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                   preexec_fn=_terminate_with_parent if sys.platform == "linux" else None)
+                                   preexec_fn=PEER_PREEXEC)
     scene_overrides = {**overrides, "backends.sas.prefix": prefix, "backends.sas.ros_domain_id": domain_id,
                        "safety.armed": True, "backends.sas.drill": "none",
                        "safety.max_joint_state_age_s": 0.25, "safety.control_deadline_s": 0.25,

@@ -167,7 +167,6 @@ class ReplayHardware(Hardware):
         self._frame_cache: tuple[int, StereoFrame] | None = None
         self._drill = DrillState(False, 0.0)
         #: the last joint target that reached the (replayed, motionless) robot, safe-stop holds included
-        self.commanded_q: np.ndarray | None = None
         #: decisions published during the replay
         self.replayed_decisions: list[Decision] = []
         self._commands = _Matcher(self.recording.commands.tick.tolist())
@@ -207,7 +206,7 @@ class ReplayHardware(Hardware):
         return self._frame_cache[1]
 
     def _write(self, q_target: np.ndarray) -> None:
-        self.commanded_q = np.array(q_target, dtype=float)
+        """Nothing moves in a replay; ``write`` compares the accepted command with the recording."""
 
     def _set_drill(self, on: bool, speed_rpm: float) -> None:
         self._drill = DrillState(on, speed_rpm)

@@ -149,6 +149,9 @@ class RosSession:
         if not self.context.ok():
             return
         self.stop_spinning()
+        if self._thread is not None and self._thread.is_alive():
+            log.warning("ROS executor thread did not stop within 2 s; its node is left to the process exit")
+            return
         self.node.destroy_node()
         self.context.try_shutdown()
 
