@@ -387,7 +387,8 @@ class Hardware(ABC):
     def _grab_stereo(self) -> StereoFrame | None: ...
 
     @abstractmethod
-    def _set_drill(self, on: bool, speed_rpm: float) -> None: ...
+    def _set_drill(self, on: bool, speed_rpm: float) -> None:
+        """Switch the drill; ``speed_rpm`` is already checked, and 0 whenever ``on`` is False."""
 
     @abstractmethod
     def _advance(self) -> None: ...

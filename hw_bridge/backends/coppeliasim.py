@@ -248,8 +248,8 @@ class CoppeliaSimHardware(Hardware):
         self._steps += 1
 
     def _set_drill(self, on: bool, speed_rpm: float) -> None:
-        self._link.call("setFloatSignal", DRILL_SIGNAL, float(speed_rpm) if on else 0.0)
-        self._drill = DrillState(on, float(speed_rpm) if on else 0.0)
+        self._link.call("setFloatSignal", DRILL_SIGNAL, speed_rpm)
+        self._drill = DrillState(on, speed_rpm)
 
     def drill_state(self) -> DrillState:
         return self._drill

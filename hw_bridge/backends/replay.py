@@ -224,7 +224,7 @@ class ReplayHardware(Hardware):
 
     def set_drill(self, on: bool, speed_rpm: float) -> None:
         super().set_drill(on, speed_rpm)
-        speed = float(speed_rpm) if on else 0.0
+        speed = self._drill.speed_rpm          # as the base class passed it on (0 when off)
         i = self._drills.match(self._tick)
         if i is not None:
             rec = self.recording.drill[i]
