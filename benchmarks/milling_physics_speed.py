@@ -21,14 +21,7 @@ import time
 
 import numpy as np
 
-
-def _median_us(fn, n: int) -> float:
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return 1e6 * float(np.median(ts))
+from benchmarks.timing import median_s
 
 
 def _circle_s(skull, centre, radius, n, step_m, depth_m, burr_radius_m) -> np.ndarray:
@@ -71,7 +64,7 @@ def main(argv=None) -> None:
         def one():
             k = next(it)
             contact.append(mill.step(dt * (k + 1), points[k], points[k + 1], True, 38000.0, dt).in_contact)
-        return _median_us(one, len(points) - 1), float(np.mean(contact))
+        return 1e6 * median_s(one, len(points) - 1), float(np.mean(contact))
 
     mill_shallow_us, shallow_contact = mill_pass(path)
     # a 0.27 mm deep groove on a 1 mm circle (clear of the first), milled 30 um deeper
@@ -80,12 +73,12 @@ def main(argv=None) -> None:
         carve_sphere(skull, p, rb)
     mill_deep_us, deep_contact = mill_pass(groove - [0.0, 0.0, 30e-6])
     above = path[0] + [0.0, 0.0, 1e-3]
-    mill_free_us = _median_us(lambda: mill.step(1.0, above, above + [step_m, 0.0, 0.0], True, 38000.0, dt),
+    mill_free_us = 1e6 * median_s(lambda: mill.step(1.0, above, above + [step_m, 0.0, 0.0], True, 38000.0, dt),
                               args.steps)
 
     # ---- TwinWorld.step ----------------------------------------------------------------------
     world = TwinWorld(scene, seed=0)
-    world_free_us = _median_us(world.step, args.steps)
+    world_free_us = 1e6 * median_s(world.step, args.steps)
     path_w = _circle_s(world.skull, centre, 2e-3, args.steps + args.frames + 1, step_m, 30e-6, rb)
     qs = [world.joints_placing_burr_at(path_w[0], scene.robot.home_q)]
     for p in path_w[1:]:
@@ -100,7 +93,7 @@ def main(argv=None) -> None:
         world.step()
         world_contact.append(world.last_contact.in_contact)
 
-    world_contact_us = _median_us(world_step, args.steps)
+    world_contact_us = 1e6 * median_s(world_step, args.steps)
 
     # ---- stereo frame after a small cut ------------------------------------------------------------
     rng = np.random.default_rng(0)
@@ -117,7 +110,7 @@ def main(argv=None) -> None:
     renderer.render(world.robot.fk(world.arm.state()[0]), rng)
     inc_ms = 1e3 * float(np.median([frame_after_cut() for _ in range(args.frames)]))
     T_now = world.robot.fk(world.arm.state()[0])
-    same_ms = 1e-3 * _median_us(lambda: renderer.render(T_now, rng), args.frames)
+    same_ms = 1e3 * median_s(lambda: renderer.render(T_now, rng), args.frames)
 
     def frame_full():
         world.skull.mark_changed()

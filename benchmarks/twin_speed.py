@@ -16,14 +16,7 @@ import time
 
 import numpy as np
 
-
-def _median_ms(fn, n: int) -> float:
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(ts))
+from benchmarks.timing import median_s
 
 
 def main(argv=None) -> None:
@@ -46,13 +39,13 @@ def main(argv=None) -> None:
     poses = [robot.fk(q_home + rng.normal(0, 0.002, 8) * [0, 0, 1, 1, 1, 1, 1, 1]) for _ in range(args.repeats)]
     world.renderer.render(poses[0], rng)
     it = iter(poses * 3)
-    warm = _median_ms(lambda: world.renderer.render(next(it), rng), args.repeats)
+    warm = 1e3 * median_s(lambda: world.renderer.render(next(it), rng), args.repeats)
 
     def cold():
         world.skull.mark_changed()
         world.renderer.render(poses[0], rng)
 
-    cold_ms = _median_ms(cold, max(5, args.repeats // 5))
+    cold_ms = 1e3 * median_s(cold, max(5, args.repeats // 5))
 
     arm = world.arm
     n = 5000
