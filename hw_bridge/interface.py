@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hw_bridge.commands import check_joint_command
-from hw_bridge.safety import ArmingError, Watchdog, WorkspaceBox, arming_decision
+from hw_bridge.safety import Watchdog, WorkspaceBox, arming_decision
 from scenes.robot_description import RobotDescription
 from scenes.spec import SceneSpec
 
@@ -139,13 +139,8 @@ class Hardware(ABC):
         self.limits = JointLimits(self.robot.q_min.copy(), self.robot.q_max.copy(),
                                   np.minimum(-self.robot.qd_min, self.robot.qd_max))
         self.period_s = scene.control_period_s
-        try:
-            #: False: a dry run (commands are logged, not sent); see hw_bridge.safety.arming_decision
-            self.armed = arming_decision(self.moves_real_robot, armed, scene.safety, scene.source)
-        except ArmingError:
-            if recorder is not None:
-                recorder.close()
-            raise
+        #: False: a dry run (commands are logged, not sent); see hw_bridge.safety.arming_decision
+        self.armed = arming_decision(self.moves_real_robot, armed, scene.safety, scene.source)
         self.recorder = recorder
         #: why the safety layer last stopped the run (None: it has not)
         self.fault: str | None = None

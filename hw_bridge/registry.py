@@ -60,9 +60,15 @@ def make_hardware(name: str, scene: SceneSpec, seed: int = 0, *, armed: bool = F
     """Construct (not configure) the hardware interface of backend ``name``.
 
     ``armed``: the ``--arm`` flag (a robot that really moves also needs ``safety.armed`` in the
-    scene; see ``hw_bridge.safety``); ``recorder``: a ``hw_bridge.recording.McapRecorder`` or None.
+    scene; see ``hw_bridge.safety``); ``recorder``: a ``hw_bridge.recording.McapRecorder`` or None,
+    closed here if the backend cannot be built (so no half-written file is left open).
     """
-    return get_backend(name)(scene, seed, armed=armed, recorder=recorder)
+    try:
+        return get_backend(name)(scene, seed, armed=armed, recorder=recorder)
+    except BaseException:
+        if recorder is not None:
+            recorder.close()
+        raise
 
 
 register("twin", "hw_bridge.backends.twin:TwinHardware",

@@ -62,12 +62,7 @@ def case_hardware(ctx: CaseContext, scene, seed: int | None = None, tag: str = "
         meta = RunMetadata.for_run(f"job:{ctx.suite_name}", {"case": ctx.index, "job_parameters": ctx.job_parameters},
                                    ctx.backend, seed, scene, ctx.scene_overrides)
         recorder = McapRecorder(Path(ctx.record_dir) / f"case{ctx.index:03d}{tag}.mcap", meta, ctx.record_image_scale)
-    try:
-        return make_hardware(ctx.backend, scene, seed, armed=ctx.armed, recorder=recorder)
-    except BaseException:
-        if recorder is not None:
-            recorder.close()
-        raise
+    return make_hardware(ctx.backend, scene, seed, armed=ctx.armed, recorder=recorder)
 
 
 @dataclass

@@ -341,3 +341,15 @@ def test_non_finite_values_come_back_as_nan_and_overrides_are_reapplied(tmp_path
     r = McapRecorder(tmp_path / "o.mcap", meta)
     r.close()
     assert scene_from_recording(load_recording(tmp_path / "o.mcap")).skull.params["seed"] == 3
+
+
+def test_a_backend_that_cannot_be_built_leaves_a_finished_file(tmp_path):
+    """make_hardware closes the recorder when construction fails (here: replay without a recording),
+    so the file is a complete MCAP with its summary, not a truncated one."""
+    scene = load_scene(DEFAULT_SCENE)
+    path = tmp_path / "x.mcap"
+    recorder = McapRecorder(path, RunMetadata.for_run("test", {}, "replay", 0, scene))
+    with pytest.raises(HardwareError, match="backends.replay.recording"):
+        make_hardware("replay", scene, recorder=recorder)
+    with open(path, "rb") as f:
+        assert make_reader(f).get_summary() is not None
