@@ -23,6 +23,8 @@ import numpy as np
 
 from controllers.motion.pose_control import PoseController
 from hw_bridge.checker import CHECKS
+from hw_bridge.registry import get_backend
+from hw_bridge.safety import arming_decision
 from scenes.frames import make_transform
 from scenes.spec import load_scene
 from scenarios.runner import CaseContext, CaseOutput, case_hardware
@@ -35,20 +37,18 @@ DRY_RUN_CHECKS = ("lifecycle", "joint_state", "rejects_bad_commands", "stereo")
 
 def run_case(ctx: CaseContext) -> CaseOutput:
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
+    dry_run = not arming_decision(get_backend(ctx.backend).moves_real_robot, ctx.armed, scene.safety, scene.source)
+    checks = DRY_RUN_CHECKS if dry_run else tuple(CHECKS)
     failures = {}
-    dry_run = False
-    for name, check in CHECKS.items():
+    for name in checks:
         hw = case_hardware(ctx, scene, tag=f"_{name}")
-        dry_run = not hw.armed
         try:
-            if dry_run and name not in DRY_RUN_CHECKS:
-                continue
-            check(hw)
+            CHECKS[name](hw)
         except AssertionError as exc:
             failures[name] = str(exc)
         finally:
             hw.close()
-    n_checks = len(DRY_RUN_CHECKS) if dry_run else len(CHECKS)
+    n_checks = len(checks)
     if dry_run:
         return CaseOutput(
             metrics={"contract_checks_passed": 1.0 - len(failures) / n_checks, "reach_error_m": math.nan,
