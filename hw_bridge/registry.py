@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 
+from hw_bridge.safety import arming_decision
 from scenes.spec import SceneSpec
 
 
@@ -54,6 +55,13 @@ def get_backend(name: str):
         raise UnknownBackendError(f"unknown backend {name!r}; valid backends: {', '.join(backend_names())}")
     module, cls = _REGISTRY[name].target.split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def backend_armed(name: str, armed_flag: bool, scene: SceneSpec, source: str | None = None) -> bool:
+    """Whether backend ``name`` would send commands for this run (``hw_bridge.safety.arming_decision``,
+    decided before anything is built); ArmingError, naming ``source`` (default: the scene file), on a
+    half-armed request."""
+    return arming_decision(get_backend(name).moves_real_robot, armed_flag, scene.safety, source or scene.source)
 
 
 def make_hardware(name: str, scene: SceneSpec, seed: int = 0, *, armed: bool = False, recorder=None):

@@ -37,14 +37,12 @@ def _recorder(path: str | None, image_scale: float, program: str, arguments: dic
 
 
 def _cmd_demo(args) -> int:
-    from hw_bridge.registry import get_backend
+    from hw_bridge.registry import backend_armed
     from scenarios.demo import demo_scene, format_summary, run_demo
-
-    from hw_bridge.safety import arming_decision
 
     scene, overrides = demo_scene(args.scene)
     # An unknown backend or a half-armed run fails here, before anything is built or recorded.
-    arming_decision(get_backend(args.backend).moves_real_robot, args.arm, scene.safety, scene.source)
+    backend_armed(args.backend, args.arm, scene)
     recorder = _recorder(args.record, args.record_image_scale, "demo", {"until": args.until}, args.backend,
                          args.seed, scene, overrides)
     summary = run_demo(Path(args.out), scene, args.seed, args.backend, armed=args.arm, recorder=recorder,

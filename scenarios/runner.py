@@ -104,14 +104,12 @@ def make_cases(suite: Suite, n_cases: int, seed: int, out_dir: Path, n_artifact_
 def _check_arming(cases: list[CaseContext], backend: str, armed: bool) -> None:
     """A half-armed run (--arm, but a case's scene has safety.armed = false) is refused before any
     case starts (ArmingError)."""
-    from hw_bridge.registry import get_backend
-    from hw_bridge.safety import arming_decision
+    from hw_bridge.registry import backend_armed
     from scenes.spec import load_scene
 
-    moves = get_backend(backend).moves_real_robot
     for ctx in cases:
         scene = load_scene(ctx.scene_path, ctx.scene_overrides)
-        arming_decision(moves, armed, scene.safety, f"{scene.source} (case {ctx.index})")
+        backend_armed(backend, armed, scene, f"{scene.source} (case {ctx.index})")
 
 
 def run_case(job_name: str, ctx: CaseContext) -> CaseResult:

@@ -23,8 +23,7 @@ import numpy as np
 
 from controllers.motion.pose_control import PoseController
 from hw_bridge.checker import CHECKS
-from hw_bridge.registry import get_backend
-from hw_bridge.safety import arming_decision
+from hw_bridge.registry import backend_armed
 from scenes.frames import make_transform
 from scenes.spec import load_scene
 from scenarios.runner import CaseContext, CaseOutput, case_hardware
@@ -37,7 +36,7 @@ DRY_RUN_CHECKS = ("lifecycle", "joint_state", "rejects_bad_commands", "stereo")
 
 def run_case(ctx: CaseContext) -> CaseOutput:
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
-    dry_run = not arming_decision(get_backend(ctx.backend).moves_real_robot, ctx.armed, scene.safety, scene.source)
+    dry_run = not backend_armed(ctx.backend, ctx.armed, scene)
     checks = DRY_RUN_CHECKS if dry_run else tuple(CHECKS)
     failures = {}
     for name in checks:
