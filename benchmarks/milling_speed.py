@@ -24,24 +24,23 @@ import numpy as np
 def _run(kind: str, seed: int) -> dict:
     from controllers.completion_sensing import CameraCompletionSensor
     from controllers.milling import MillingSettings, mill_window
-    from controllers.motion.pose_control import PoseController
     from controllers.perception.completion_detector import load_estimator
+    from controllers.pipeline import open_session
     from hw_bridge.registry import make_hardware
     from scenes.spec import load_scene
-    from scenarios.jobs.milling import ideal_camera, ideal_trajectory, score_milling
+    from scenarios.scoring import ideal_camera, ideal_trajectory, score_milling
     from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
 
     hw = make_hardware("twin", load_scene("default", {"control.period_s": 0.02, "skull.seed": seed}), seed)
-    hw.configure()
-    hw.activate()
     try:
+        session = open_session(hw)
         gt = hw.ground_truth
         traj = ideal_trajectory(gt)
         if kind == "oracle":
             sensor = OracleCompletionSensor(gt, OracleErrorModel(mae=0.0), np.random.default_rng(seed))
         else:
             model, T = ideal_camera(gt, traj)
-            sensor = CameraCompletionSensor(load_estimator(), model, T, traj.centre_mi, hw.scene.drill)
+            sensor = CameraCompletionSensor(load_estimator(), model, T, traj.centre_mi, hw.rig.drill)
         mill_steps, percepts = [], []
         step0, est0 = gt.mill.step, sensor.estimate
 
@@ -58,7 +57,6 @@ def _run(kind: str, seed: int) -> dict:
             return out
 
         gt.mill.step, sensor.estimate = timed_step, timed_estimate
-        pc = PoseController(hw)
         t_wall = time.perf_counter()
         t_sim = hw.now()
         grab0 = hw.grab_stereo
@@ -71,7 +69,7 @@ def _run(kind: str, seed: int) -> dict:
             return out
 
         hw.grab_stereo = timed_grab
-        rep = mill_window(hw, pc, traj, sensor, MillingSettings())
+        rep = mill_window(session.loop, session.pc, traj, sensor, MillingSettings())
         wall = time.perf_counter() - t_wall
         sim = hw.now() - t_sim
         m = score_milling(gt, rep)

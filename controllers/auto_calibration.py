@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controllers.calibration import LandmarkCalibration, calibrate
+from controllers.control_loop import ControlLoop
 from controllers.motion.pose_control import PoseController
 from controllers.perception.keypoint_detector import KeypointDetector
 from controllers.reconstruction import CameraModelFit, OrthoStereoModel, estimate_camera_model
@@ -42,35 +43,36 @@ class TipObservation:
         return self.uv_left_px is not None and self.uv_right_px is not None
 
 
-def wait_for_frame_after(hw, pc: PoseController, t_s: float, timeout_s: float = 1.0):
+def wait_for_frame_after(loop: ControlLoop, t_s: float, timeout_s: float = 1.0):
     """Hold position until a stereo frame exposed after ``t_s`` arrives (or raise TimeoutError)."""
-    deadline = hw.now() + timeout_s
+    deadline = loop.now() + timeout_s
     while True:
-        frame = hw.grab_stereo()
+        frame = loop.hw.grab_stereo()
         if frame is not None and frame.stamp_s > t_s:
             return frame
-        if hw.now() > deadline:
+        if loop.now() > deadline:
             raise TimeoutError(f"no camera frame exposed after t={t_s:.3f} s within {timeout_s} s")
-        pc.hold(hw.period_s)
+        loop.hold(loop.period_s)
 
 
-def observe_tip(hw, pc: PoseController, detector: KeypointDetector, p_r: np.ndarray, R_tool_to_r: np.ndarray,
-                settle_s: float = 0.02) -> TipObservation:
+def observe_tip(loop: ControlLoop, pc: PoseController, detector: KeypointDetector, p_r: np.ndarray,
+                R_tool_to_r: np.ndarray, settle_s: float = 0.02) -> TipObservation:
     """Move the tip to ``p_r`` (m, {R}) with orientation ``R_tool_to_r``, wait for a frame exposed
     after it settled, and detect the tip in both images."""
-    move = pc.move_to(make_transform(R_tool_to_r, p_r))
-    pc.hold(settle_s)
-    frame = wait_for_frame_after(hw, pc, hw.now())
+    move = pc.move_to(loop, make_transform(R_tool_to_r, p_r))
+    loop.hold(settle_s)
+    frame = wait_for_frame_after(loop, loop.now())
     left, right = (detector.detect(img)[0] for img in (frame.left, frame.right))
     return TipObservation(np.asarray(p_r, float), left.xy_px if left.found else None,
                           right.xy_px if right.found else None, (left.confidence, right.confidence),
                           frame.stamp_s, move.reached)
 
 
-def observe_many(hw, pc, detector, setpoints_r, R_tool_to_r, progress=None) -> list[TipObservation]:
+def observe_many(loop: ControlLoop, pc: PoseController, detector: KeypointDetector, setpoints_r: np.ndarray,
+                 R_tool_to_r: np.ndarray, progress=None) -> list[TipObservation]:
     out = []
     for p in setpoints_r:
-        out.append(observe_tip(hw, pc, detector, p, R_tool_to_r))
+        out.append(observe_tip(loop, pc, detector, p, R_tool_to_r))
         if progress is not None:
             progress(1)
     return out

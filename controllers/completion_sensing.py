@@ -4,7 +4,7 @@
 in {R} and the tool pose at the frame's exposure, the levels c_i in [0, 1] (NaN where the
 point cannot be seen). ``CameraCompletionSensor`` is the real one: it projects the points into
 the left image through the calibration (T_mi_to_r) and the stereo camera model, marks points
-hidden behind the drill (burr, neck and shank silhouettes, from the scene's drill geometry and
+hidden behind the drill (burr, neck and shank silhouettes, from the rig's drill geometry and
 the tool pose) and runs the completion CNN. A sim-only oracle with the same interface lives in
 ``twin/completion_oracle.py``.
 
@@ -44,7 +44,7 @@ class CameraCompletionSensor:
         self.model = model
         self.T_r_to_mi = invert(T_mi_to_r)
         self.centre_r = np.asarray(centre_r, float)
-        self.drill = drill            # scene DrillSpec: burr/neck/shank radii and lengths (m)
+        self.drill = drill            # the rig's DrillGeometry: burr/neck/shank radii and lengths (m)
         self.margin_px = occlusion_margin_px
         self.px_per_m = 1.0 / abs(float(model.prx_m_per_px))
 

@@ -28,13 +28,13 @@ Controllers only: joint states, images and timestamps come from ``hw``; no groun
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from controllers.completion_sensing import CompletionFilter, CompletionSensor
+from controllers.control_loop import ControlLoop
 from controllers.motion.milling_control import (MillingControlParams, MillingMotionController, VirtualFloor,
                                                 WindowFrame)
 from controllers.motion.pose_control import PoseController
@@ -143,11 +143,11 @@ def plan_geometry(traj: FittedTrajectory, settings: MillingSettings, burr_radius
     return frame, radius, h_ini, floor, w_fit[:, 2]
 
 
-def mill_window(hw, pc: PoseController, traj: FittedTrajectory, sensor: CompletionSensor,
+def mill_window(loop: ControlLoop, pc: PoseController, traj: FittedTrajectory, sensor: CompletionSensor,
                 settings: MillingSettings = MillingSettings(),
                 progress: Callable[[float, int, int], None] | None = None) -> MillingReport:
-    """Mill the window on ``traj`` until every point is through (or another stop). ``hw`` active."""
-    drill = hw.scene.drill
+    """Mill the window on ``traj`` until every point is through (or another stop); ``loop.hw`` active."""
+    hw, drill = loop.hw, loop.rig.drill
     if settings.drill_speed_rpm > drill.max_speed_rpm:
         raise MillingSetupError(f"MillingSettings.drill_speed_rpm={settings.drill_speed_rpm!r}: the drill's "
                                 f"maximum is {drill.max_speed_rpm:g} rpm")
@@ -160,21 +160,20 @@ def mill_window(hw, pc: PoseController, traj: FittedTrajectory, sensor: Completi
     offsets = np.linspace(-settings.cross_section_half_width_m, settings.cross_section_half_width_m,
                           settings.cross_section_probes)
     probes_r = np.array([[frame.point(t, radius + o, h) for o in offsets] for t, h in zip(theta_i, h_surface)])
-    R_tool = hw.robot.fk(hw.read().position)[:3, :3]
+    robot = loop.rig.robot
+    R_tool = robot.fk(loop.state.position)[:3, :3]
 
     # Approach: above point 0, drill still off.
     start = frame.point(0.0, radius, planner.heights_m[0] + settings.approach_clearance_m)
-    moved = pc.move_to(make_transform(R_tool, start), timeout_s=60.0)
+    moved = pc.move_to(loop, make_transform(R_tool, start), timeout_s=60.0)
     if not moved.reached:
         raise MillingSetupError(f"could not reach the start above point 0 (error {moved.position_error_m*1e3:.3f} mm)")
-    mc = MillingMotionController(hw, floor, R_tool, settings.control)
-    mc.q_cmd = pc.q_cmd.copy()
+    mc = MillingMotionController(loop.rig, floor, R_tool, settings.control)
     filt = CompletionFilter(planner.n_points, settings.filter_window)
     log = MillingLog()
     hw.set_drill(True, settings.drill_speed_rpm)
     t0 = hw.now()
     monitor = StopMonitor(settings.timeout_s, settings.perception_timeout_s, start_s=t0)
-    history: deque[tuple[float, np.ndarray]] = deque(maxlen=int(2.0 / hw.period_s) + 2)
     omega = settings.traverse_speed_m_s / radius
     theta, last_update, last_valid, last_index = 0.0, t0, None, -1
     spline = planner.path()
@@ -186,10 +185,9 @@ def mill_window(hw, pc: PoseController, traj: FittedTrajectory, sensor: Completi
             if now - last_update >= settings.perception_period_s - 1e-9:
                 f = hw.grab_stereo() if sensor.uses_images else None
                 if not sensor.uses_images or (f is not None and f.index != last_index):
-                    stamp = now if f is None else f.stamp_s
+                    stamp = loop.state.stamp_s if f is None else f.stamp_s
                     last_index = -1 if f is None else f.index
-                    q_f = min(history, key=lambda h: abs(h[0] - stamp))[1] if history else hw.read().position
-                    raw = np.asarray(sensor.estimate(f, probes_r, hw.robot.fk(q_f)), dtype=float)
+                    raw = np.asarray(sensor.estimate(f, probes_r, robot.fk(loop.q_at(stamp))), dtype=float)
                     c = filt.update(raw)
                     if np.any(np.isfinite(raw)):
                         last_valid = now
@@ -200,41 +198,39 @@ def mill_window(hw, pc: PoseController, traj: FittedTrajectory, sensor: Completi
                     log.raw_completion.append(raw)
                     log.completion.append(c)
                     log.heights_m.append(planner.heights_m)
-                    log.burr_r.append(hw.robot.tool_position(hw.read().position))
+                    log.burr_r.append(robot.tool_position(loop.state.position))
                     hw.publish_decision("milling/update", completion=c, heights_m=planner.heights_m,
                                         done=planner.done)
                     if progress is not None:
                         progress(now - t0, int(planner.done.sum()), planner.n_points)
-            theta += omega * hw.period_s
+            theta += omega * loop.period_s
             h, dh = float(spline(theta)), float(spline.derivative(theta))
             target = frame.point(theta, radius, h)
             tangent = -np.sin(theta) * frame.e1_r + np.cos(theta) * frame.e2_r
             velocity = omega * (radius * tangent + dh * frame.axis_r)
-            q = mc.step(target, velocity)
-            history.append((now, q))
+            loop.command(mc.command(loop.state.position, loop.q_cmd, target, velocity))
         except HardwareError as exc:     # the safety layer stopped the robot: keep the report
             fault = f"{type(exc).__name__}: {exc}"
         reason = monitor.check(hw.now(), last_valid, planner.all_done, fault)
     stop_s = hw.now()
-    message = _stop(hw, pc, mc, frame, settings, reason, fault)
+    message = _stop(loop, pc, frame, settings, reason, fault)
     hw.publish_decision("milling/stop", reason=reason.value, message=message, points_done=int(planner.done.sum()))
     return MillingReport(reason, message, t0, stop_s, frame, radius, theta_i, points_r, probes_r, floor_h, h_ini,
                          planner.heights_m, planner.done, mc.floor_clamps, log)
 
 
-def _stop(hw, pc: PoseController, mc: MillingMotionController, frame: WindowFrame, settings: MillingSettings,
+def _stop(loop: ControlLoop, pc: PoseController, frame: WindowFrame, settings: MillingSettings,
           reason: StopReason, fault: str | None) -> str:
     """Drill off at once; then retract along the axis (skipped after a safety fault: hold; the
     safety layer has already switched the drill off and deactivated the interface)."""
+    hw = loop.hw
     if reason is StopReason.SAFETY_FAULT:
         if hw.state is Lifecycle.ACTIVE:
             hw.set_drill(False, 0.0)
         return f"safety fault: {fault}; drill off, holding position"
     hw.set_drill(False, 0.0)
-    q = hw.read().position
-    T = hw.robot.fk(q)
+    T = loop.rig.robot.fk(loop.state.position)
     T[:3, 3] = T[:3, 3] + settings.retract_m * frame.axis_r
-    pc.q_cmd = mc.q_cmd.copy()
-    moved = pc.move_to(T, position_tol_m=20e-6, timeout_s=20.0)
+    moved = pc.move_to(loop, T, position_tol_m=20e-6, timeout_s=20.0)
     return f"{reason.value}; drill off, retracted {settings.retract_m*1e3:.1f} mm" + ("" if moved.reached else
                                                                                         " (retract incomplete)")

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hw_bridge.commands import check_joint_command
+from hw_bridge.rig import JointLimits, RigDescription
 from hw_bridge.safety import Watchdog, WorkspaceBox, arming_decision
 from scenes.robot_description import RobotDescription
 from scenes.spec import SceneSpec
@@ -74,13 +75,6 @@ class CommandRejected(SafetyStop):
 
 class ConnectionLost(HardwareError):
     """Raised by a backend when its robot or simulator stops answering."""
-
-
-@dataclass(frozen=True)
-class JointLimits:
-    position_min: np.ndarray   # rad | m
-    position_max: np.ndarray
-    velocity_max: np.ndarray   # rad/s | m/s (symmetric)
 
 
 @dataclass(frozen=True)
@@ -135,10 +129,11 @@ class Hardware(ABC):
     def __init__(self, scene: SceneSpec, seed: int = 0, *, armed: bool = False, recorder: Recorder | None = None):
         self.scene = scene
         self.seed = seed
-        self.robot = RobotDescription(scene.robot.description_path)
-        self.limits = JointLimits(self.robot.q_min.copy(), self.robot.q_max.copy(),
-                                  np.minimum(-self.robot.qd_min, self.robot.qd_max))
-        self.period_s = scene.control_period_s
+        #: what the controllers may know of the rig (``hw_bridge.rig``); the scene stays here
+        self.rig = RigDescription.from_scene(scene, RobotDescription(scene.robot.description_path))
+        self.robot = self.rig.robot
+        self.limits: JointLimits = self.rig.limits
+        self.period_s = self.rig.period_s
         #: False: a dry run (commands are logged, not sent); see hw_bridge.safety.arming_decision
         self.armed = arming_decision(self.moves_real_robot, armed, scene.safety, scene.source)
         self.recorder = recorder

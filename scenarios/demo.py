@@ -34,18 +34,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from controllers.completion_sensing import CameraCompletionSensor
-from controllers.milling import MillingSettings, mill_window
 from controllers.perception.completion_detector import load_estimator
 from controllers.perception.keypoint_detector import load_detector
-from controllers.premeasurement import PremeasurementSettings, calibrate_mscs, fit_window_trajectory
+from controllers.pipeline import STAGES, Networks, PipelineSettings, WindowResult, open_session, run_window
 from controllers.reconstruction import save_camera_model
 from hw_bridge.interface import Hardware, HardwareError
 from hw_bridge.registry import make_hardware
-from scenes.frames import apply, invert
 from scenes.spec import SceneSpec, load_scene
-from scenarios.jobs.milling import milling_figure, score_milling
-from scenarios.jobs.premeasurement_common import new_figure, open_session, save_figure
+from scenarios.jobs.milling import milling_figure
+from scenarios.jobs.premeasurement_common import new_figure, save_figure
+from scenarios.scoring import score_fit_heights, score_milling
 
 DEMO_CONTROL_PERIOD_S = 0.02
 
@@ -75,9 +73,6 @@ def _mark(img: np.ndarray, xy, colour, label: str | None = None) -> None:
         cv2.putText(img, label, (p[0] + 8, p[1] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
 
 
-STAGES = ("calibration", "fit", "mill")
-
-
 def demo_scene(scene_path: str | None = None) -> tuple[SceneSpec, dict]:
     """The demo's scene (the file, at the demo's 50 Hz control rate) and the overrides applied."""
     overrides = {"control.period_s": DEMO_CONTROL_PERIOD_S}
@@ -86,84 +81,84 @@ def demo_scene(scene_path: str | None = None) -> tuple[SceneSpec, dict]:
 
 def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twin", *, armed: bool = False,
              recorder=None, until: str = "mill", hw: Hardware | None = None) -> dict:
-    """Run the pipeline through stage ``until`` (``STAGES``) on ``backend`` (or on the given,
-    unconfigured ``hw``; it is closed at the end); write the outputs and return the summary. A
-    hardware stop (a safety stop, the end of a replayed recording) ends the run early: what was
-    computed before it is kept and ``stopped_by`` says why."""
+    """Run the pipeline (``controllers.pipeline.run_window``) through stage ``until`` (``STAGES``)
+    on ``backend`` (or on the given, unconfigured ``hw``; it is closed at the end); write each
+    stage's outputs as soon as it finishes and return the summary. A hardware stop (a safety stop,
+    the end of a replayed recording) ends the run early: what was computed before it is kept and
+    ``stopped_by`` says why."""
     if until not in STAGES:
         raise ValueError(f"until={until!r}: allowed {', '.join(STAGES)}")
     if hw is None:
         hw = make_hardware(backend, scene, seed, armed=armed, recorder=recorder)
     backend = hw.name
     t_wall = time.perf_counter()
-    cal = surf = milling = truth = s = None
-    stopped_by = None
+    result = WindowResult()
+    truth = None
     try:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        tip = load_detector("drill_tip", expected_target="drill_tip")
-        cranial = load_detector("cranial", expected_target="cranial")
-        completion = load_estimator()
-        settings = PremeasurementSettings()
-        s = open_session(hw)
-        n_stops = int(np.prod(settings.grid_points_per_axis)) + len(s.setpoints_r)
-        with tqdm(total=n_stops, desc="calibration", unit="stop") as bar:
-            cal = calibrate_mscs(hw, s.pc, tip, s.setpoints_r, s.R_tool_to_r, settings, progress=bar.update)
-        save_camera_model(cal.model, out_dir / "camera_model.toml",
-                          {"estimated_by": "micromill demo (rig characterisation on a 3x3x3 tip grid)",
-                           "rms_mm": cal.model_fit.rms_m * 1e3, "points": cal.model_fit.n_points})
-        _calibration_plot(out_dir / "calibration.png", cal)
-        if until != "calibration":
-            print("fitting the trajectory ...")
-            park = s.setpoints_r.mean(axis=0) + np.array(settings.park_offset_r_m)
-            surf = fit_window_trajectory(hw, s.pc, cranial, cal.model, cal.calibration.T_mi_to_r, park,
-                                         s.R_tool_to_r, settings, tip_detector=tip)
-            _trajectory_image(out_dir / "trajectory.png", surf, cal)
-        gt = getattr(hw, "ground_truth", None)        # twin only: scoring against the true skull and bone
-        if gt is not None and surf is not None and surf.trajectory is not None:
-            p_s = apply(invert(gt.T_s_to_r), surf.trajectory.points_fit_r)   # before milling changes the surface
-            dz = p_s[:, 2] - gt.skull.outer_height(p_s[:, 0], p_s[:, 1])
-            truth = {"height_error_rms_mm": round(float(np.sqrt(np.mean(dz ** 2))) * 1e3, 4),
-                     "height_error_max_mm": round(float(np.abs(dz).max()) * 1e3, 4)}
-        if until == "mill" and surf.trajectory is not None:
-            traj = surf.trajectory
-            model = surf.local_fit.model if surf.local_fit is not None else cal.model
-            sensor = CameraCompletionSensor(completion, model, traj.T_mi_to_r, apply(traj.T_mi_to_r, traj.centre_mi),
-                                            scene.drill)
-            with tqdm(total=traj.n, desc="milling (points through)", unit="pt") as bar:
-                def progress(t_s: float, done: int, n: int) -> None:
-                    bar.n = done
-                    bar.set_postfix_str(f"{t_s:.0f} s simulated")
-                    bar.refresh()
-                milling = mill_window(hw, s.pc, traj, sensor, MillingSettings(), progress=progress)
-            last = hw.grab_stereo()
-            if last is not None:
-                cv2.imwrite(str(out_dir / "milled.png"), last.left)
-            if gt is not None:
-                outcome = score_milling(gt, milling)
-                truth["milling"] = {k: round(float(v), 4) for k, v in outcome.items()}
-                milling_figure(out_dir / "milling.png", gt, milling,
-                               f"{milling.stop_reason.value} after {milling.duration_s / 60:.2f} simulated min; "
-                               f"success {bool(outcome['success'])}")
-    except HardwareError as exc:
-        stopped_by = f"{type(exc).__name__}: {exc}"
+        networks = Networks(load_detector("drill_tip", expected_target="drill_tip"),
+                            load_detector("cranial", expected_target="cranial"), load_estimator())
+        settings = PipelineSettings()
+        bars: dict[str, tqdm] = {}
+
+        def progress(stage: str, done: int, total: int, detail: str) -> None:
+            if stage not in bars:
+                bars[stage] = tqdm(total=total, desc="calibration" if stage == "calibration" else
+                                   "milling (points through)", unit="stop" if stage == "calibration" else "pt")
+            bars[stage].n = done
+            if detail:
+                bars[stage].set_postfix_str(detail)
+            bars[stage].refresh()
+
+        def on_stage(stage: str, res: WindowResult) -> None:
+            nonlocal truth
+            gt = getattr(hw, "ground_truth", None)        # twin only: scoring against the true skull and bone
+            if stage in bars:
+                bars[stage].close()
+            if stage == "calibration":
+                cal = res.calibration
+                if cal.model_fit is not None:
+                    save_camera_model(cal.model, out_dir / "camera_model.toml",
+                                      {"estimated_by": "micromill demo (rig characterisation on a 3x3x3 tip grid)",
+                                       "rms_mm": cal.model_fit.rms_m * 1e3, "points": cal.model_fit.n_points})
+                _calibration_plot(out_dir / "calibration.png", cal)
+                if until != "calibration":
+                    print("fitting the trajectory ...")
+            elif stage == "fit" and res.surface is not None:
+                _trajectory_image(out_dir / "trajectory.png", res.surface, res.model)
+                if gt is not None and res.trajectory is not None:    # before milling changes the surface
+                    truth = {k: round(v, 4) for k, v in score_fit_heights(gt, res.trajectory).items()}
+            elif stage == "mill":
+                last = hw.grab_stereo()
+                if last is not None:
+                    cv2.imwrite(str(out_dir / "milled.png"), last.left)
+                if gt is not None and truth is not None:
+                    outcome = score_milling(gt, res.milling)
+                    truth["milling"] = {k: round(float(v), 4) for k, v in outcome.items()}
+                    milling_figure(out_dir / "milling.png", gt, res.milling,
+                                   f"{res.milling.stop_reason.value} after {res.milling.duration_s / 60:.2f} "
+                                   f"simulated min; success {bool(outcome['success'])}")
+
+        result = run_window(open_session(hw), networks, settings, until=until, on_stage=on_stage, progress=progress)
+    except HardwareError as exc:         # a stop while the session opens
+        result.stopped_by = f"{type(exc).__name__}: {exc}"
     finally:
         sim_s = hw.now()
         hw.close()
 
-    finished = {"calibration": cal is not None, "fit": surf is not None and surf.trajectory is not None,
-                "mill": milling is not None and milling.stop_reason.value == "complete"}
+    cal, surf, milling = result.calibration, result.surface, result.milling
     summary = {
         "scene": scene.source, "backend": backend, "seed": seed, "until": until, "armed": hw.armed,
-        "dry_run_commands": hw.dry_run_commands, "stopped_by": stopped_by, "safety_fault": hw.fault,
+        "dry_run_commands": hw.dry_run_commands, "stopped_by": result.stopped_by, "safety_fault": hw.fault,
         "simulated_time_s": round(sim_s, 3), "wall_time_s": round(time.perf_counter() - t_wall, 3),
         "camera_model": None if cal is None else {k: v for k, v in vars(cal.model).items()},
-        "characterisation_rms_mm": None if cal is None else round(cal.model_fit.rms_m * 1e3, 4),
+        "characterisation_rms_mm": None if cal is None or cal.model_fit is None else round(cal.model_fit.rms_m * 1e3, 4),
         "calibration": None if cal is None else {
             "residuals_mm": (cal.calibration.residuals_m * 1e3).round(4).tolist(),
             "inliers": cal.calibration.inliers.tolist(), "rms_mm": round(cal.calibration.rms_m * 1e3, 4),
             "expected_error_at_centre_mm": round(float(cal.calibration.expected_error_m(
-                s.setpoints_r.mean(axis=0))) * 1e3, 4),
+                hw.rig.calibration_setpoints_r.mean(axis=0))) * 1e3, 4),
             "skipped_setpoints": cal.skipped + [f"grid {i}" for i in cal.skipped_grid]},
         "trajectory": None if surf is None or surf.trajectory is None else {
             "centre_left_px": surf.centre_left_px.round(2).tolist(),
@@ -179,14 +174,14 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
         # earlier --until, that stage finished). Whether the window is good is the twin's judgement
         # (ground truth, never known to the controller): `window_success`; the milling suite
         # measures its rate.
-        "ok": stopped_by is None and finished[until],
+        "ok": result.stopped_by is None and result.finished(until),
         "window_success": None if truth is None or "milling" not in truth else bool(truth["milling"]["success"]),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def _trajectory_image(path: Path, surf, cal) -> None:
+def _trajectory_image(path: Path, surf, model) -> None:
     """The image the trajectory was fitted on, with the keypoints, the centre and the trajectory."""
     left = surf.left.copy()
     for k in surf.keypoints_left:
@@ -195,7 +190,6 @@ def _trajectory_image(path: Path, surf, cal) -> None:
     if surf.centre_left_px is not None:
         _mark(left, surf.centre_left_px, (0, 255, 255), "centre")
     if surf.trajectory is not None:
-        model = surf.local_fit.model if surf.local_fit is not None else cal.model
         uv, _ = model.project(surf.trajectory.points_fit_mi)
         cv2.polylines(left, [np.round(uv).astype(np.int32).reshape(-1, 1, 2)], True, (255, 255, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), left)

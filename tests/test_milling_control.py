@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from controllers.motion.milling_control import (MillingControlParams, MillingMotionController, QuadprogSolver,
                                                 VirtualFloor, WindowFrame)
-from controllers.motion.pose_control import PoseController
+from controllers.pipeline import open_session
 from hw_bridge.registry import make_hardware
 from scenes.frames import apply, make_transform
 from scenes.spec import load_scene
@@ -75,7 +75,6 @@ def rig():
     scene = load_scene("default", overrides={"control.period_s": 0.02})
     hw = make_hardware("twin", scene, seed=3)
     hw.configure()
-    hw.activate()
     sk, T = hw.ground_truth.skull, hw.ground_truth.T_s_to_r
     c_s = np.array([0.0, -1.4e-3, 0.0])
     c_s[2] = sk.outer_height(c_s[0], c_s[1])
@@ -83,29 +82,27 @@ def rig():
     pts_s[:, 2] = sk.outer_height(pts_s[:, 0], pts_s[:, 1])
     nrm_r = sk.outer_normal(pts_s[:, 0], pts_s[:, 1]) @ T[:3, :3].T
     fr = WindowFrame.from_points(apply(T, c_s), apply(T, pts_s), nrm_r)
-    R = hw.robot.fk(hw.read().position)[:3, :3]
-    pc = PoseController(hw)
-    assert pc.move_to(make_transform(R, fr.point(0.0, 2e-3, 1.5e-3)), timeout_s=30).reached
-    yield hw, pc, fr, R
+    s = open_session(hw)
+    R = s.R_tool_to_r
+    assert s.pc.move_to(s.loop, make_transform(R, fr.point(0.0, 2e-3, 1.5e-3)), timeout_s=30).reached
+    yield hw, s, fr, R
     hw.close()
 
 
 def _circle_over_floor(rig, floor: VirtualFloor, target_height, periods: int):
     """From 1 mm above point 0, step the controller around the 2 mm circle at 3 mm/s towards
     ``target_height(theta)`` for ``periods``; returns it and each command's floor clearance (m)."""
-    hw, pc, fr, R = rig
-    pc.move_to(make_transform(R, fr.point(0.0, 2e-3, 1.0e-3)), timeout_s=30)
-    mc = MillingMotionController(hw, floor, R)
-    mc.q_cmd = pc.q_cmd.copy()
+    hw, s, fr, R = rig
+    loop = s.loop
+    s.pc.move_to(loop, make_transform(R, fr.point(0.0, 2e-3, 1.0e-3)), timeout_s=30)
+    mc = MillingMotionController(hw.rig, floor, R)
     theta, omega = 0.0, 3e-3 / 2e-3
     clearances = []
-    try:
-        for _ in range(periods):
-            theta += omega * hw.period_s
-            mc.step(fr.point(theta, 2e-3, target_height(theta)), np.zeros(3))
-            clearances.append(floor.clearance(hw.robot.tool_position(mc.q_cmd)))
-    finally:
-        pc.q_cmd = mc.q_cmd.copy()      # the next test's PoseController starts from the last command
+    for _ in range(periods):
+        theta += omega * loop.period_s
+        loop.command(mc.command(loop.state.position, loop.q_cmd, fr.point(theta, 2e-3, target_height(theta)),
+                                np.zeros(3)))
+        clearances.append(floor.clearance(hw.robot.tool_position(loop.q_cmd)))
     return mc, clearances
 
 
@@ -121,30 +118,29 @@ def test_controller_never_commands_below_the_floor(rig, floor_offsets, target_h)
 def test_controller_rides_an_uneven_floor(rig):
     """Targets on the floor itself (as the planner gives when every point sits on its floor):
     the burr follows it around the circle, never below it."""
-    hw, pc, fr, R = rig
+    hw, s, fr, R = rig
     floor = VirtualFloor(fr, THETA, 0.4e-3 + 0.2e-3 * np.sin(3 * THETA))
-    mc, clearances = _circle_over_floor(rig, floor, lambda theta: float(floor.height_at(theta)), 150)
+    _, clearances = _circle_over_floor(rig, floor, lambda theta: float(floor.height_at(theta)), 150)
     assert min(clearances) >= -1e-9
     assert np.median(clearances[-50:]) < 5e-6   # on the floor (up to ~25 um over its peaks, where the slope flips)
-    assert fr.angle_of(hw.robot.tool_position(mc.q_cmd)) > 4.0              # travelled ~4.5 rad
+    assert fr.angle_of(hw.robot.tool_position(s.loop.q_cmd)) > 4.0              # travelled ~4.5 rad
 
 
 def test_controller_tracks_a_circle(rig):
-    hw, pc, fr, R = rig
+    hw, s, fr, R = rig
+    loop = s.loop
     floor = VirtualFloor(fr, THETA, np.full(N, -1e-3))
-    pc.move_to(make_transform(R, fr.point(0.0, 2e-3, 1.0e-3)), timeout_s=30)
-    mc = MillingMotionController(hw, floor, R)
-    mc.q_cmd = pc.q_cmd.copy()
+    s.pc.move_to(loop, make_transform(R, fr.point(0.0, 2e-3, 1.0e-3)), timeout_s=30)
+    mc = MillingMotionController(hw.rig, floor, R)
     theta, omega, v = 0.0, 3e-3 / 2e-3, 3e-3
     errs = []
     for k in range(200):
         target = fr.point(theta, 2e-3, 1.0e-3)
         vel = v * (-np.sin(theta) * fr.e1_r + np.cos(theta) * fr.e2_r)
-        mc.step(target, vel)
-        theta += omega * hw.period_s
+        loop.command(mc.command(loop.state.position, loop.q_cmd, target, vel))
+        theta += omega * loop.period_s
         if k > 20:   # the command reaches where the target will be at the end of the period
-            errs.append(np.linalg.norm(hw.robot.tool_position(mc.q_cmd) - fr.point(theta, 2e-3, 1.0e-3)))
+            errs.append(np.linalg.norm(hw.robot.tool_position(loop.q_cmd) - fr.point(theta, 2e-3, 1.0e-3)))
     assert np.max(errs) < 10e-6     # a few um: the QP acts on measured joints (encoder noise 1e-6 rad)
-    T = hw.robot.fk(mc.q_cmd)
+    T = hw.robot.fk(loop.q_cmd)
     assert np.degrees(np.arccos(np.clip((np.trace(R.T @ T[:3, :3]) - 1) / 2, -1, 1))) < 0.01   # axis kept
-    pc.q_cmd = mc.q_cmd.copy()

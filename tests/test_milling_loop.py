@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 from controllers.completion_sensing import CompletionFilter
 from controllers.milling import MillingSettings, MillingSetupError, mill_window
-from controllers.motion.pose_control import PoseController
+from controllers.pipeline import open_session
 from controllers.planning import StopReason
 from hw_bridge.interface import CommandRejected
 from hw_bridge.registry import make_hardware
 from scenes.spec import load_scene
-from scenarios.jobs.milling import ideal_trajectory, score_milling
+from scenarios.scoring import ideal_trajectory, score_milling
 from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
 
 SMALL = {"control.period_s": 0.02}
@@ -22,9 +22,7 @@ SMALL = {"control.period_s": 0.02}
 
 def _session(seed=0, **overrides):
     hw = make_hardware("twin", load_scene("default", {**SMALL, **overrides}), seed=seed)
-    hw.configure()
-    hw.activate()
-    return hw, PoseController(hw), ideal_trajectory(hw.ground_truth)
+    return hw, open_session(hw), ideal_trajectory(hw.ground_truth)
 
 
 def _oracle(hw, mae=0.0, dropout=0.0):
@@ -33,9 +31,9 @@ def _oracle(hw, mae=0.0, dropout=0.0):
 
 
 def test_whole_window_with_perfect_perception():
-    hw, pc, traj = _session(seed=1, **{"skull.seed": 11})
+    hw, s, traj = _session(seed=1, **{"skull.seed": 11})
     try:
-        rep = mill_window(hw, pc, traj, _oracle(hw))
+        rep = mill_window(s.loop, s.pc, traj, _oracle(hw))
         m = score_milling(hw.ground_truth, rep)
         assert rep.stop_reason is StopReason.COMPLETE and rep.done.all()
         assert m["success"] == 1.0 and m["breaches"] == 0 and m["detachable"] == 1.0
@@ -57,9 +55,9 @@ def test_whole_window_with_perfect_perception():
     (1.0, {"perception_timeout_s": 1.0}, StopReason.PERCEPTION_LOST, 1.0),   # no reading ever arrives
 ])
 def test_stops_on_its_limits_and_switches_the_drill_off(dropout, settings_kw, reason, limit_s):
-    hw, pc, traj = _session()
+    hw, s, traj = _session()
     try:
-        rep = mill_window(hw, pc, traj, _oracle(hw, dropout=dropout), MillingSettings(**settings_kw))
+        rep = mill_window(s.loop, s.pc, traj, _oracle(hw, dropout=dropout), MillingSettings(**settings_kw))
         assert rep.stop_reason is reason
         assert limit_s <= rep.duration_s < limit_s + 0.5 and not hw.drill_state().on
     finally:
@@ -68,7 +66,7 @@ def test_stops_on_its_limits_and_switches_the_drill_off(dropout, settings_kw, re
 
 def test_stops_on_a_safety_fault_from_hw_bridge():
     """A command refused by hw_bridge mid-run: the loop stops at once, drill off, no retract."""
-    hw, pc, traj = _session()
+    hw, s, traj = _session()
     original = hw.write
     calls = {"n": 0}
 
@@ -80,7 +78,7 @@ def test_stops_on_a_safety_fault_from_hw_bridge():
 
     hw.write = failing_write
     try:
-        rep = mill_window(hw, pc, traj, _oracle(hw))
+        rep = mill_window(s.loop, s.pc, traj, _oracle(hw))
         assert rep.stop_reason is StopReason.SAFETY_FAULT and "injected" in rep.message
         assert not hw.drill_state().on
     finally:
@@ -90,7 +88,7 @@ def test_stops_on_a_safety_fault_from_hw_bridge():
 def test_a_watchdog_stop_mid_window_ends_the_loop_with_its_report():
     """NaN joint states from the robot mid-run: hw_bridge stops safely (drill off, inactive);
     mill_window returns its report with the reason instead of raising."""
-    hw, pc, traj = _session()
+    hw, s, traj = _session()
     original = hw.advance
     calls = {"n": 0}
 
@@ -102,7 +100,7 @@ def test_a_watchdog_stop_mid_window_ends_the_loop_with_its_report():
 
     hw.advance = advance_then_fault
     try:
-        rep = mill_window(hw, pc, traj, _oracle(hw))
+        rep = mill_window(s.loop, s.pc, traj, _oracle(hw))
         assert rep.stop_reason is StopReason.SAFETY_FAULT and "non-finite" in rep.message
         assert hw.state.value == "inactive" and not hw.drill_state().on
         assert len(rep.log.t_s) > 0          # what was measured before the stop is kept
@@ -115,11 +113,11 @@ def test_bad_settings_are_refused_before_anything_moves():
         MillingSettings(initialisation="z0")
     with pytest.raises(MillingSetupError, match="traverse_speed_m_s"):
         MillingSettings(traverse_speed_m_s=-1.0)
-    hw, pc, traj = _session()
+    hw, s, traj = _session()
     try:
         q0 = hw.read().position
         with pytest.raises(MillingSetupError, match="drill_speed_rpm"):
-            mill_window(hw, pc, traj, _oracle(hw), MillingSettings(drill_speed_rpm=1e6))
+            mill_window(s.loop, s.pc, traj, _oracle(hw), MillingSettings(drill_speed_rpm=1e6))
         np.testing.assert_array_equal(hw.read().position, q0)
     finally:
         hw.close()

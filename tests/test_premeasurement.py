@@ -45,23 +45,22 @@ def test_grid_setpoints_spread_in_3d():
 def test_calibrate_and_fit_on_the_twin(scene):
     """End to end through hw_bridge with the shipped CNNs, scored against the twin's truth."""
     from controllers.perception.keypoint_detector import load_detector
-    from controllers.premeasurement import PremeasurementSettings, calibrate_mscs, fit_window_trajectory
+    from controllers.pipeline import Networks, PipelineSettings, open_session, run_window
     from hw_bridge.registry import make_hardware
-    from scenarios.jobs.premeasurement_common import open_session
 
-    settings = PremeasurementSettings()
+    settings = PipelineSettings()
     hw = make_hardware("twin", scene, 3)
+    calibrated = []
     try:
-        s = open_session(hw)
-        tip = load_detector("drill_tip")
-        cal = calibrate_mscs(hw, s.pc, tip, s.setpoints_r, s.R_tool_to_r, settings)
+        result = run_window(open_session(hw), Networks(load_detector("drill_tip"), load_detector("cranial")), settings,
+                            until="fit", on_stage=lambda stage, r: calibrated.append(stage))
+        assert calibrated == ["calibration", "fit"] and result.stopped_by is None
+        cal = result.calibration
         assert not cal.skipped and not cal.skipped_grid
         # the affine stereo model's approximation is ~0.1 mm over the grid (suite: 0.096-0.112 mm)
         assert cal.model_fit.rms_m < 0.15e-3 and cal.calibration.rms_m < 0.15e-3
         assert cal.model.h_px_per_m < 0          # right-handed {Mi} on a rig like the paper's
-        park = s.setpoints_r.mean(axis=0) + np.array(settings.park_offset_r_m)
-        out = fit_window_trajectory(hw, s.pc, load_detector("cranial"), cal.model, cal.calibration.T_mi_to_r, park,
-                                    s.R_tool_to_r, settings, tip_detector=tip)
+        out = result.surface
         assert out.failure is None, out.failure
         traj = out.trajectory
         gt = hw.ground_truth
@@ -70,7 +69,8 @@ def test_calibrate_and_fit_on_the_twin(scene):
         assert np.sqrt(np.mean(dz ** 2)) < 0.12e-3 and np.abs(dz).max() < 0.3e-3, dz   # suite: <= 0.108 / 0.256 mm
         assert out.local_fit.rms_m < 0.05e-3
         offset = np.linalg.norm(traj.points_ini_r - traj.points_fit_r, axis=1)
-        assert np.allclose(offset, settings.burr_radius_m + settings.safety_offset_m)
+        # rd is the mounted drill's burr radius (the scene's [drill]), the one source of it
+        assert np.allclose(offset, scene.drill.burr_radius_m + settings.premeasurement.safety_offset_m)
         # the window centre lies l = 1/3 of the way from bregma to lambda on the skull
         c_fit_s = apply(invert(gt.T_s_to_r), traj.points_fit_r.mean(axis=0))
         assert abs(c_fit_s[1] + gt.skull.params.bregma_lambda_m / 3) < 0.15e-3

@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 from mcap.reader import make_reader
 from mcap.writer import Writer
 
+from controllers.control_loop import ControlLoop
 from controllers.motion.pose_control import PoseController
 from hw_bridge.backends.replay import ReplayFinished
 from hw_bridge.interface import HardwareError, JointState, StereoFrame
@@ -31,20 +32,20 @@ def program(hw, gain=8.0):
     """The recorded program: move 0.5 mm, hold 0.2 s grabbing frames, publish a decision, drill on/off."""
     hw.configure()
     hw.activate()
-    pc = PoseController(hw, gain=gain)
-    T = hw.robot.fk(hw.read().position)
+    loop = ControlLoop(hw)
+    pc = PoseController(hw.rig, gain=gain)
+    T = hw.robot.fk(loop.state.position)
     T[:3, 3] += OFFSET_M
-    result = pc.move_to(T, timeout_s=2.0)
+    result = pc.move_to(loop, T, timeout_s=2.0)
     frames = {}
     for _ in range(round(HOLD_S / hw.period_s)):
         f = hw.grab_stereo()
         if f is not None:
             frames[f.index] = f
-        hw.write(pc.q_cmd)
-        hw.advance()
+        loop.command(loop.q_cmd)
     hw.publish_decision("test/move", reached=result.reached, error_m=result.position_error_m)
     hw.set_drill(True, DRILL_RPM)
-    pc.hold(0.01)
+    loop.hold(0.01)
     hw.set_drill(False, 0.0)
     hw.close()
     return result, list(frames.values())

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from controllers.motion.pose_control import PoseController
+from controllers.pipeline import open_session
 from hw_bridge.backends.sas import RosSession, SasTopics, s_to_stamp, sas_qos
 from hw_bridge.drill import ManualDrill
 from hw_bridge.interface import ConnectionLost, HardwareError, Lifecycle, SafetyStop
@@ -147,11 +147,10 @@ def test_a_slow_controller_misses_the_deadline(make_sas):
 
 def test_pose_controller_moves_1_mm_over_ros(make_sas):
     hw = make_sas()
-    hw.configure()
-    hw.activate()
-    T = hw.robot.fk(hw.read().position)
+    s = open_session(hw)
+    T = hw.robot.fk(s.loop.state.position)
     T[:3, 3] += [1e-3, 0.0, 0.0]
-    result = PoseController(hw).move_to(T)
+    result = s.pc.move_to(s.loop, T)
     assert result.reached, result
     assert np.linalg.norm(hw.robot.fk(hw.read().position)[:3, 3] - T[:3, 3]) < 2e-5
     assert hw.home_states.tolist() == [1] * hw.robot.n_joints          # <p>/get/home_states arrived too

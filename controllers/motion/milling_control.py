@@ -1,8 +1,9 @@
 """Task-space milling motion control with DQ Robotics' QP controller, through ``hw_bridge`` only.
 
-Every control period (``hw.period_s``, fixed) the controller:
+Every control period (the rig's fixed period; ``controllers.control_loop.ControlLoop`` reads,
+writes and advances) the controller:
 
-1. reads the measured joints ``q``;
+1. takes the period's measured joints ``q`` and the last command;
 2. solves DQ Robotics' ``DQ_ClassicQPController`` (pose objective: the burr centre follows the
    target position while the tool keeps the orientation it had when milling started, so the
    burr axis never tilts; feed-forward of the target's velocity) with these linear
@@ -15,7 +16,7 @@ Every control period (``hw.period_s``, fixed) the controller:
 3. integrates ``u`` onto the previous command, re-checks the floor on the exact forward
    kinematics of the new command (the linearisation can be off by a few nm per period) and, if
    it is violated, shortens the step (halving, up to 8 times, else holds the last command);
-4. writes the command (``hw.write``; ``hw_bridge`` checks limits and finiteness once more).
+4. returns the command; the loop writes it (``hw_bridge`` checks limits and finiteness once more).
 
 The virtual floor is the last line of defence against a perception error: whatever the
 planner asks, the burr centre never goes below ``floor(theta)`` along the window axis, where
@@ -40,6 +41,7 @@ from dqrobotics.robot_control import ControlObjective, DQ_ClassicQPController
 from dqrobotics.robot_modeling import DQ_Kinematics
 from dqrobotics.solvers import DQ_QuadraticProgrammingSolver
 
+from hw_bridge.rig import RigDescription
 from scenes.frames import matrix_to_dq
 
 
@@ -178,10 +180,10 @@ class MillingMotionController:
     #: needs the exact-FK step shortening
     FLOOR_MARGIN_M = 1e-6
 
-    def __init__(self, hw, floor: VirtualFloor, R_tool_to_r: np.ndarray,
+    def __init__(self, rig: RigDescription, floor: VirtualFloor, R_tool_to_r: np.ndarray,
                  params: MillingControlParams = MillingControlParams()):
-        self.hw = hw
-        self.robot = hw.robot
+        self.rig = rig
+        self.robot = rig.robot
         self.floor = floor
         self.params = params
         self.R_tool_to_r = np.asarray(R_tool_to_r, float)
@@ -193,26 +195,23 @@ class MillingMotionController:
         self.qp.set_control_objective(ControlObjective.Pose)
         self.qp.set_gain(params.gain)
         self.qp.set_damping(params.damping)
-        self._lo = hw.limits.position_min + params.limit_margin
-        self._hi = hw.limits.position_max - params.limit_margin
-        self._vmax = params.velocity_scale * hw.limits.velocity_max
-        self.q_cmd: np.ndarray | None = None
+        self._lo = rig.limits.position_min + params.limit_margin
+        self._hi = rig.limits.position_max - params.limit_margin
+        self._vmax = params.velocity_scale * rig.limits.velocity_max
         self.floor_clamps = 0       # periods in which the exact-FK check had to shorten the step
 
     def _pose(self, p_r: np.ndarray) -> DQ:
         return self._r + 0.5 * E_ * DQ([0.0, *p_r]) * self._r
 
-    def step(self, target_r: np.ndarray, velocity_r: np.ndarray) -> np.ndarray:
-        """One period towards ``target_r`` (m, {R}) moving at ``velocity_r`` (m/s); returns measured q."""
-        hw, dt = self.hw, self.hw.period_s
-        q = hw.read().position
-        if self.q_cmd is None:
-            self.q_cmd = q.copy()
+    def command(self, q: np.ndarray, q_cmd: np.ndarray, target_r: np.ndarray, velocity_r: np.ndarray) -> np.ndarray:
+        """The next joint command towards ``target_r`` (m, {R}) moving at ``velocity_r`` (m/s), from
+        the measured joints ``q`` and the last command ``q_cmd``."""
+        dt = self.rig.period_s
         x = self.robot.dq_robot.fkm(q)
         J_t = np.asarray(DQ_Kinematics.translation_jacobian(self.robot.dq_robot.pose_jacobian(q), x))[1:4]
         # The new command is the last command plus u dt: linearise the floor about it (the
         # measured joints lag it and carry encoder noise, both worth microns at the burr).
-        p_cmd = self.robot.tool_position(self.q_cmd)
+        p_cmd = self.robot.tool_position(q_cmd)
         clearance = float(self.floor.clearance(p_cmd))
         g = self.floor.clearance_gradient(p_cmd)
         n = q.size
@@ -226,14 +225,11 @@ class MillingMotionController:
         u = np.clip(u, -self._vmax, self._vmax)
         step = u * dt
         for _ in range(8):
-            q_next = np.clip(self.q_cmd + step, np.minimum(self._lo, self.q_cmd), np.maximum(self._hi, self.q_cmd))
+            q_next = np.clip(q_cmd + step, np.minimum(self._lo, q_cmd), np.maximum(self._hi, q_cmd))
             if self.floor.clearance(self.robot.tool_position(q_next)) >= 0.0:
                 break
             step = 0.5 * step
             self.floor_clamps += 1
         else:
-            q_next = self.q_cmd
-        hw.write(q_next)
-        self.q_cmd = q_next
-        hw.advance()
-        return q
+            q_next = q_cmd
+        return q_next

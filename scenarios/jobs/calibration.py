@@ -1,7 +1,7 @@
 """calibration: the paper's Experiment 1 on the twin.
 
-One case = one random rig and skull (scene overrides). The controller (``controllers.
-premeasurement.calibrate_mscs``) characterises the rig on a 3x3x3 grid of tip positions
+One case = one random rig and skull (scene overrides). The pipeline's calibration stage
+(``controllers.pipeline.run_window``) characterises the rig on a 3x3x3 grid of tip positions
 (``camera_model = "estimate"``) or uses a preset (``"paper"``), landmark-calibrates on the
 paper's five setpoints (plus ``extra_setpoints`` random ones spread in 3-D, if asked), then the
 tip visits m random validation setpoints in the reconstruction space. Metrics (as in the
@@ -27,12 +27,13 @@ import numpy as np
 from controllers.auto_calibration import observe_tip
 from controllers.calibration import fit_rigid
 from controllers.perception.keypoint_detector import load_detector
-from controllers.premeasurement import calibrate_mscs
+from controllers.pipeline import Networks, PipelineSettings, open_session, run_window
 from scenes.frames import apply
 from scenes.spec import load_scene
-from scenarios.jobs.premeasurement_common import (NoisyKeypoints, label_axes_3d_mm, new_figure, open_session, rms,
-                                                  save_figure, settings_from_job, true_tip_projections)
+from scenarios.jobs.premeasurement_common import (NoisyKeypoints, label_axes_3d_mm, new_figure, save_figure,
+                                                  settings_from_job)
 from scenarios.runner import CaseContext, CaseOutput, case_hardware
+from scenarios.scoring import rms, true_tip_projections
 
 # Validation box around the calibration setpoints' centre (mm): the paper's 20 x 30 x 10 mm
 # reconstruction space, less the margin the tilted shank and the image border need, and
@@ -82,22 +83,26 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
     detector = NoisyKeypoints(load_detector("drill_tip", expected_target="drill_tip"), float(p["keypoint_noise_px"]),
                               np.random.default_rng([ctx.seed, 1]))
-    settings = settings_from_job(p)
+    settings = PipelineSettings(settings_from_job(p))
     hw = case_hardware(ctx, scene)
     try:
         s = open_session(hw)
         gt = hw.ground_truth
-        centre = s.setpoints_r.mean(axis=0)
-        setpoints = s.setpoints_r
+        setpoints = hw.rig.calibration_setpoints_r
+        centre = setpoints.mean(axis=0)
         n_extra = int(p["extra_setpoints"])
         if n_extra:
             setpoints = np.concatenate([setpoints, validation_setpoints(centre, n_extra, rng)])
-        cal = calibrate_mscs(hw, s.pc, detector, setpoints, s.R_tool_to_r, settings)
+        result = run_window(s, Networks(detector), settings, until="calibration", setpoints_r=setpoints)
+        if result.stopped_by is not None:
+            raise RuntimeError(f"stopped: {result.stopped_by}")
+        cal = result.calibration
         val = validation_setpoints(centre, int(p["validation_setpoints"]), rng)
         obs, truth = [], []
         for target in val:
-            obs.append(observe_tip(hw, s.pc, detector, target, s.R_tool_to_r))
-            truth.append(true_tip_projections(gt, hw, obs[-1].frame_stamp_s))   # now: the twin keeps ~0.1 s of history
+            obs.append(observe_tip(s.loop, s.pc, detector, target, s.R_tool_to_r))
+            # now: the twin keeps ~0.1 s of history
+            truth.append(true_tip_projections(gt, hw.rig.robot, obs[-1].frame_stamp_s))
 
         err_l, err_r, p_trans, p_cmd, true_tip, uv_true_l, uv_true_r = [], [], [], [], [], [], []
         for o, (p_true, ul, ur) in zip(obs, truth):
@@ -126,7 +131,8 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             path = Path(ctx.artifacts_dir) / f"case{ctx.index:03d}_figure7.png"
             _figure7(path, err_l, err_r, p_cmd * 1e3, p_trans * 1e3,
                      f"case {ctx.index}: keypoint RMSE {rms(np.linalg.norm(np.concatenate([err_l, err_r]), axis=1)):.2f}"
-                     f" px, calibration RMSE {rms(cal_err) * 1e3:.3f} mm ({settings.camera_model} model)")
+                     f" px, calibration RMSE {rms(cal_err) * 1e3:.3f} mm "
+                     f"({settings.premeasurement.camera_model} model)")
             artifacts.append(f"artifacts/{path.name}")
         all_err = np.linalg.norm(np.concatenate([err_l, err_r]), axis=1)
         return CaseOutput(

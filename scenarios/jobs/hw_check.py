@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from controllers.motion.pose_control import PoseController
+from controllers.pipeline import open_session
 from hw_bridge.checker import CHECKS
 from hw_bridge.registry import backend_armed
 from scenes.frames import make_transform
@@ -57,24 +57,23 @@ def run_case(ctx: CaseContext) -> CaseOutput:
 
     hw = case_hardware(ctx, scene, tag="_move")
     try:
-        hw.configure()
-        hw.activate()
+        session = open_session(hw)
+        loop, robot = session.loop, hw.rig.robot
         p = ctx.job_parameters
-        T0 = hw.robot.fk(hw.read().position)
+        T0 = robot.fk(loop.state.position)
         target = T0[:3, 3] + 1e-3 * np.array([p["offset_x_mm"], p["offset_y_mm"], p["offset_z_mm"]])
-        pc = PoseController(hw)
         worst_age = 0.0
         t0 = hw.now()
         T_target = make_transform(T0[:3, :3], target)
         reached = False
         while hw.now() - t0 < 20.0 and not reached:
-            pc.step(T_target)
-            s = hw.read()
+            loop.command(session.pc.command(loop.state.position, loop.q_cmd, T_target))
+            s = loop.state
             worst_age = max(worst_age, hw.now() - s.stamp_s)
-            reached = np.linalg.norm(hw.robot.tool_position(s.position) - target) <= 5e-6
+            reached = np.linalg.norm(robot.tool_position(s.position) - target) <= 5e-6
         duration = hw.now() - t0
-        pc.hold(0.1)
-        reach = float(np.linalg.norm(hw.robot.tool_position(hw.read().position) - target))
+        loop.hold(0.1)
+        reach = float(np.linalg.norm(robot.tool_position(loop.state.position) - target))
         frame = hw.grab_stereo()
         age = hw.now() - frame.stamp_s if frame is not None else math.nan
     finally:

@@ -1,12 +1,9 @@
-"""Pieces shared by the calibration and surface-fit jobs: setting up a case, the sim-only
-keypoint-noise condition, and ground-truth scoring helpers (twin only)."""
+"""Pieces shared by the calibration, surface-fit and milling jobs: the job parameters'
+pre-measurement settings, the sim-only keypoint-noise condition, and figure helpers."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
-from controllers.motion.pose_control import PoseController
 from controllers.perception.keypoint_detector import Keypoint, KeypointDetector
 from controllers.premeasurement import PremeasurementSettings
 
@@ -32,28 +29,6 @@ class NoisyKeypoints:
 
 def settings_from_job(p: dict) -> PremeasurementSettings:
     return PremeasurementSettings(camera_model=str(p["camera_model"]), radius_m=float(p["radius_mm"]) * 1e-3)
-
-
-@dataclass
-class Session:
-    hw: object
-    pc: PoseController
-    R_tool_to_r: np.ndarray
-    setpoints_r: np.ndarray
-
-
-def open_session(hw) -> Session:
-    hw.configure()
-    hw.activate()
-    R = hw.robot.fk(hw.read().position)[:3, :3]
-    return Session(hw, PoseController(hw), R, hw.scene.calibration_targets_r())
-
-
-def true_tip_projections(gt, hw, stamp_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """GROUND TRUTH (twin): the true burr centre at a frame's exposure, projected into both cameras.
-    Call it right after grabbing the frame: the twin keeps only a short joint history."""
-    p = hw.robot.fk(gt.true_q_at(stamp_s))[:3, 3]
-    return p, gt.cameras[0].project(p)[0], gt.cameras[1].project(p)[0]
 
 
 def new_figure(figsize: tuple[float, float]):
@@ -82,8 +57,3 @@ def save_figure(fig, path, title: str | None = None) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def rms(x) -> float:
-    x = np.asarray(x, float)
-    return float(np.sqrt(np.mean(x ** 2))) if x.size else float("nan")

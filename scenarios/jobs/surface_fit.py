@@ -1,8 +1,8 @@
 """surface_fit: the paper's Experiment 2 on the twin, plus what the paper could not measure.
 
-One case = one random rig and skull. The controller calibrates (``calibrate_mscs``), parks the
-drill out of view, detects bregma and lambda in both images, reconstructs the skull around
-the window centre (SGBM) and fits the initial trajectory (``fit_window_trajectory``).
+One case = one random rig and skull. The pipeline (``controllers.pipeline.run_window`` up to
+the fit stage) calibrates, parks the drill out of view, detects bregma and lambda in both
+images, reconstructs the skull around the window centre (SGBM) and fits the initial trajectory.
 
 Metrics (ground truth from the twin):
 - ``bregma_rmse_px``, ``lambda_rmse_px``, ``centre_rmse_px``: detected vs true projections over
@@ -23,14 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from controllers.perception.keypoint_detector import load_detector
-from controllers.premeasurement import calibrate_mscs, fit_window_trajectory
-from scenes.frames import apply, invert
+from controllers.pipeline import Networks, PipelineSettings, open_session, run_window
+from scenes.frames import apply
 from scenes.spec import load_scene
-from scenarios.jobs.premeasurement_common import (NoisyKeypoints, label_axes_3d_mm, new_figure, open_session, rms,
-                                                  save_figure, settings_from_job)
+from scenarios.jobs.premeasurement_common import (NoisyKeypoints, label_axes_3d_mm, new_figure, save_figure,
+                                                  settings_from_job)
 from scenarios.runner import CaseContext, CaseOutput, case_hardware
-
-NAN = float("nan")
+from scenarios.scoring import score_keypoints, score_surface_fit
 
 
 def _figure8b(path: Path, image_left: np.ndarray, kp_true: dict, kp_det: dict, traj_uv: np.ndarray | None,
@@ -72,66 +71,26 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     p = ctx.job_parameters
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
     noise = float(p["keypoint_noise_px"])
-    tip = NoisyKeypoints(load_detector("drill_tip", expected_target="drill_tip"), noise,
-                         np.random.default_rng([ctx.seed, 1]))
-    cranial = NoisyKeypoints(load_detector("cranial", expected_target="cranial"), noise,
-                             np.random.default_rng([ctx.seed, 2]))
-    settings = settings_from_job(p)
+    networks = Networks(NoisyKeypoints(load_detector("drill_tip", expected_target="drill_tip"), noise,
+                                       np.random.default_rng([ctx.seed, 1])),
+                        NoisyKeypoints(load_detector("cranial", expected_target="cranial"), noise,
+                                       np.random.default_rng([ctx.seed, 2])))
+    settings = PipelineSettings(settings_from_job(p))
     hw = case_hardware(ctx, scene)
     try:
-        s = open_session(hw)
+        result = run_window(open_session(hw), networks, settings, until="fit")
+        if result.stopped_by is not None:
+            raise RuntimeError(f"stopped: {result.stopped_by}")
         gt = hw.ground_truth
-        cal = calibrate_mscs(hw, s.pc, tip, s.setpoints_r, s.R_tool_to_r, settings)
-        park = s.setpoints_r.mean(axis=0) + np.array(settings.park_offset_r_m)
-        out = fit_window_trajectory(hw, s.pc, cranial, cal.model, cal.calibration.T_mi_to_r, park, s.R_tool_to_r,
-                                    settings, tip_detector=tip)
-        # --- ground truth ---
-        T_s_to_r = gt.T_s_to_r
-        T_r_to_s = invert(T_s_to_r)
-        sk = gt.skull
-        l = settings.centre_ratio
-        true_3d = {"bregma": apply(T_s_to_r, sk.bregma_s), "lambda": apply(T_s_to_r, sk.lambda_s)}
-        errs = {"bregma": [], "lambda": [], "centre": []}
-        kp_true_left, kp_det_left = {}, {}
-        for cam, kps in zip(gt.cameras, (out.keypoints_left, out.keypoints_right)):
-            uv = {n: cam.project(x)[0] for n, x in true_3d.items()}
-            uv["centre"] = uv["bregma"] + l * (uv["lambda"] - uv["bregma"])
-            det = {k.name: k.xy_px for k in kps}
-            det["centre"] = (det["bregma"] + l * (det["lambda"] - det["bregma"])
-                             if det["bregma"] is not None and det["lambda"] is not None else None)
-            for n in errs:
-                if det[n] is not None:
-                    errs[n].append(float(np.linalg.norm(det[n] - uv[n])))
-            if cam is gt.cameras[0]:
-                kp_true_left, kp_det_left = uv, det
-        m = {f"{n}_rmse_px": rms(e) if len(e) == 2 else NAN for n, e in errs.items()}
-        m.update({"height_error_rms_mm": NAN, "height_error_provisional_rms_mm": NAN, "height_error_max_mm": NAN, "normal_error_mean_deg": NAN,
-                  "normal_error_max_deg": NAN, "centre_3d_error_mm": NAN,
-                  "trajectory_found": float(out.trajectory is not None),
+        cal, out = result.calibration, result.surface
+        l = settings.premeasurement.centre_ratio
+        T_final = out.local_fit.T_mi_to_r if out.local_fit is not None else cal.calibration.T_mi_to_r
+        m, kp_true_left, kp_det_left = score_keypoints(gt, out, l)
+        fit_m, true_z_r = score_surface_fit(gt, out, T_final, l)
+        m.update(fit_m)
+        m.update({"trajectory_found": float(out.trajectory is not None),
                   "calibration_residual_mm": cal.calibration.rms_m * 1e3})
         traj = out.trajectory
-        T_final = out.local_fit.T_mi_to_r if out.local_fit is not None else cal.calibration.T_mi_to_r
-        true_z_r = None
-
-        def height_errors(t):
-            p_s = apply(T_r_to_s, t.points_fit_r)
-            return p_s, p_s[:, 2] - sk.outer_height(p_s[:, 0], p_s[:, 1])
-
-        if out.provisional is not None:
-            m["height_error_provisional_rms_mm"] = rms(height_errors(out.provisional)[1]) * 1e3
-        if traj is not None:
-            pf_s, dz = height_errors(traj)
-            z_true = pf_s[:, 2] - dz
-            n_s = traj.normals_r @ T_s_to_r[:3, :3]        # {R} -> {S}: R^T n
-            n_true = sk.outer_normal(pf_s[:, 0], pf_s[:, 1])
-            ang = np.degrees(np.arccos(np.clip(np.sum(n_s * n_true, axis=1), -1.0, 1.0)))
-            c_s = sk.bregma_s + l * (sk.lambda_s - sk.bregma_s)
-            c_s[2] = sk.outer_height(c_s[0], c_s[1])
-            c_fit_s = apply(T_r_to_s, apply(T_final, traj.centre_mi))
-            m.update({"height_error_rms_mm": rms(dz) * 1e3, "height_error_max_mm": float(np.abs(dz).max()) * 1e3,
-                      "normal_error_mean_deg": float(ang.mean()), "normal_error_max_deg": float(ang.max()),
-                      "centre_3d_error_mm": float(np.linalg.norm(c_fit_s - c_s)) * 1e3})
-            true_z_r = apply(T_s_to_r, np.column_stack([pf_s[:, :2], z_true]))[:, 2] * 1e3
         artifacts = []
         if ctx.save_artifacts:
             path = Path(ctx.artifacts_dir) / f"case{ctx.index:03d}_figure8b.png"

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from controllers.motion.pose_control import PoseController
+from controllers.pipeline import open_session
 from scenes.frames import make_transform
 from scenes.spec import load_scene
 from scenarios.runner import CaseContext, CaseOutput, case_hardware
@@ -39,18 +39,15 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
     hw = case_hardware(ctx, scene)
     try:
-        hw.configure()
-        hw.activate()
+        s = open_session(hw)
         gt = hw.ground_truth
-        centre = scene.calibration_targets_r().mean(axis=0)
+        centre = hw.rig.calibration_setpoints_r.mean(axis=0)
         p = ctx.job_parameters
         target = centre + 1e-3 * np.array([p["offset_x_mm"], p["offset_y_mm"], p["offset_z_mm"]])
-        R_home = hw.robot.fk(hw.read().position)[:3, :3]
-        pc = PoseController(hw)
-        move = pc.move_to(make_transform(R_home, target), timeout_s=15.0)
+        move = s.pc.move_to(s.loop, make_transform(s.R_tool_to_r, target), timeout_s=15.0)
         cam_spec = scene.sensors.cameras
-        pc.hold(cam_spec.delay_s + 2.0 / cam_spec.rate_hz)      # a frame exposed after arrival
-        q_meas = hw.read().position
+        s.loop.hold(cam_spec.delay_s + 2.0 / cam_spec.rate_hz)      # a frame exposed after arrival
+        q_meas = s.loop.state.position
         reach = float(np.linalg.norm(hw.robot.tool_position(q_meas) - target))
         q_true, _ = gt.arm.state()
         pos_pb, _ = gt.arm.tool_pose_pybullet()
