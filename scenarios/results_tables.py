@@ -104,7 +104,7 @@ def header_lines(doc: dict[str, Any]) -> list[str]:
     name = summary.get("suite") or suite.get("job") or Path(doc.get("_file", "?")).parent.name
     failed = summary.get("failed_cases") or []
     facts = [f"seed {suite['seed']}" if suite.get("seed") is not None else "seed not recorded",
-             f"{summary.get('cases', '?')} cases ({len(failed)} errored)",
+             f"{summary.get('cases', '?')} case{'' if summary.get('cases') == 1 else 's'} ({len(failed)} errored)",
              f"backend `{suite.get('backend', '?')}`"]
     date, commit = _recorded(doc, DATE_KEYS), _recorded(doc, COMMIT_KEYS)
     facts.append(f"date {date}" if date else "date not recorded")
