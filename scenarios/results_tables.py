@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-#: where a date or a git commit may be recorded (``results.json``'s ``suite`` table, then the top level)
-DATE_KEYS = ("date", "started", "started_utc", "finished", "finished_utc")
-COMMIT_KEYS = ("git_commit", "commit", "git")
+#: where ``scenarios.runner.run_suite`` records the date and the code's commit (``results.json``'s ``suite`` table)
+DATE_KEYS = ("started_utc",)
+COMMIT_KEYS = ("git_commit",)
 
 COLUMNS = ("metric", "aggregate", "value", "95 % CI / count", "threshold", "pass", "paper")
 
@@ -63,10 +63,10 @@ def load_results(path: Path) -> dict[str, Any]:
 
 
 def _recorded(doc: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    for table in (doc.get("suite") or {}, doc):
-        for k in keys:
-            if table.get(k):
-                return str(table[k])
+    suite = doc.get("suite") or {}
+    for k in keys:
+        if suite.get(k):
+            return str(suite[k])
     return None
 
 

@@ -4,7 +4,8 @@ Output folder:
 - ``cases.jsonl``: one line per finished case, appended immediately (a crash later loses
   nothing already computed);
 - ``results.json``: ``summary`` (per metric: value by its aggregate, plus stats; per
-  threshold: limit, value, passed; ``passed`` overall), then every case;
+  threshold: limit, value, passed; ``passed`` overall), ``suite`` (source, seed, backend, job,
+  scene, ``started_utc``, ``git_commit``), then every case;
 - ``report.md`` with ``plots/*.png`` (one histogram per metric) and case artifacts.
 
 Each case gets its own seed from ``SeedSequence([suite seed, case index])``: the same suite
@@ -14,10 +15,12 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +192,22 @@ def _clean(x):
     return x
 
 
+def git_commit() -> str | None:
+    """The micromill checkout's commit (with ``+dirty`` for uncommitted changes), or None outside a
+    git checkout: which code produced a result."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def run_suite(suite: Suite, out_dir: Path, workers: int = 1, n_cases: int | None = None,
               seed: int | None = None, progress: bool = True, backend: str | None = None, armed: bool = False,
               record: bool = False, record_image_scale: float = 1.0) -> dict[str, Any]:
@@ -213,6 +232,7 @@ def run_suite(suite: Suite, out_dir: Path, workers: int = 1, n_cases: int | None
                        record_image_scale=record_image_scale)
     _check_arming(cases, backend, armed)
     results: list[CaseResult] = []
+    started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
     log = (out_dir / "cases.jsonl").open("w")
     bar = tqdm(total=len(cases), desc=suite.name, unit="case", disable=not progress)
 
@@ -239,7 +259,8 @@ def run_suite(suite: Suite, out_dir: Path, workers: int = 1, n_cases: int | None
         results.sort(key=lambda r: r.index)
         summary = summarize(suite, results)
         doc = {"summary": summary, "suite": {"source": suite.source, "seed": seed, "backend": backend, "armed": armed,
-                                             "job": suite.job, "scene": str(suite.scene_path)},
+                                             "job": suite.job, "scene": str(suite.scene_path),
+                                             "started_utc": started_utc, "git_commit": git_commit()},
                "cases": [asdict(r) for r in results]}
         (out_dir / "results.json").write_text(json.dumps(_clean(doc), indent=1, default=_json_default))
         from scenarios.report import write_report

@@ -59,9 +59,9 @@ def test_header_names_suite_seed_cases_and_what_is_not_recorded():
 
 def test_recorded_date_and_commit_are_shown():
     doc = json.loads(json.dumps(RESULTS))
-    doc["suite"].update(date="2026-11-30T05:00:00Z", git_commit="402ed24")
+    doc["suite"].update(started_utc="2026-11-30T05:00:00+00:00", git_commit="402ed24")
     line = render_table(doc).splitlines()[2]
-    assert "date 2026-11-30T05:00:00Z" in line and "git commit `402ed24`" in line
+    assert "date 2026-11-30T05:00:00+00:00" in line and "git commit `402ed24`" in line
 
 
 def test_cli_writes_one_section_per_run(run_dir, tmp_path):
