@@ -1,5 +1,7 @@
 """The runner writes results as it goes, reports failures, and exits non-zero on them."""
 import json
+import re
+from datetime import datetime
 
 import pytest
 
@@ -36,6 +38,9 @@ def test_results_and_summary(tmp_path, fake_suite):
     assert summary["passed"] == doc["summary"]["passed"]
     assert (tmp_path / "report.md").exists() and (tmp_path / "plots" / "value.png").exists()
     assert len((tmp_path / "cases.jsonl").read_text().splitlines()) == 6
+    # which code produced it, and when (this test runs in a git checkout, as CI does)
+    assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", doc["suite"]["git_commit"])
+    assert datetime.fromisoformat(doc["suite"]["started_utc"]).tzinfo is not None
 
 
 def test_seeded_cases_are_reproducible(tmp_path, fake_suite):
