@@ -44,7 +44,7 @@ class CameraCompletionSensor:
         self.model = model
         self.T_r_to_mi = invert(T_mi_to_r)
         self.centre_r = np.asarray(centre_r, float)
-        self.drill = drill            # the rig's DrillGeometry: burr/neck/shank radii and lengths (m)
+        self.drill = drill            # the rig's drill (DrillSpec): burr/neck/shank radii and lengths (m)
         self.margin_px = occlusion_margin_px
         self.px_per_m = 1.0 / abs(float(model.prx_m_per_px))
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenes.robot_description import RobotDescription
+from scenes.spec import DrillSpec
 
 
 @dataclass(frozen=True)
@@ -22,18 +23,6 @@ class JointLimits:
     position_min: np.ndarray   # rad | m
     position_max: np.ndarray
     velocity_max: np.ndarray   # rad/s | m/s (symmetric)
-
-
-@dataclass(frozen=True)
-class DrillGeometry:
-    """The mounted drill (m; rpm). The burr radius is the one source of ``rd`` for every controller."""
-
-    burr_radius_m: float
-    neck_radius_m: float
-    neck_length_m: float
-    shank_radius_m: float
-    shank_length_m: float
-    max_speed_rpm: float
 
 
 @dataclass(frozen=True)
@@ -45,7 +34,7 @@ class RigDescription:
     period_s: float                        # control period
     image_width_px: int
     image_height_px: int
-    drill: DrillGeometry
+    drill: DrillSpec                       # the mounted drill (m; rpm): the one source of the burr radius rd
     calibration_setpoints_r: np.ndarray    # (k, 3) tip setpoints in {R} for landmark calibration (m)
 
     @property
@@ -56,9 +45,6 @@ class RigDescription:
     @classmethod
     def from_scene(cls, scene, robot: RobotDescription) -> "RigDescription":
         """The lab-known part of a scene (``scenes.spec.SceneSpec``)."""
-        d = scene.drill
         limits = JointLimits(robot.q_min.copy(), robot.q_max.copy(), np.minimum(-robot.qd_min, robot.qd_max))
         return cls(robot, limits, float(scene.control_period_s), int(scene.mscs.width_px), int(scene.mscs.height_px),
-                   DrillGeometry(float(d.burr_radius_m), float(d.neck_radius_m), float(d.neck_length_m),
-                                 float(d.shank_radius_m), float(d.shank_length_m), float(d.max_speed_rpm)),
-                   np.asarray(scene.calibration_targets_r(), float))
+                   scene.drill, np.asarray(scene.calibration_targets_r(), float))
