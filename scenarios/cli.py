@@ -120,7 +120,7 @@ def _cmd_sas_twin(args) -> int:
     import json
 
     from scenes.schema import ConfigError
-    from twin.sas_driver import run_sas_twin
+    from hw_bridge.test_peers.sas_driver import run_sas_twin
 
     try:
         overrides = json.loads(args.overrides)

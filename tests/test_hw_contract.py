@@ -30,12 +30,12 @@ def peer(request):
     if request.param == "twin":
         yield "twin", _EmbeddedPeer()
     elif request.param == "coppeliasim":
-        from twin.coppeliasim_server import start_test_server
+        from hw_bridge.test_peers.coppeliasim_server import start_test_server
 
         with start_test_server(None, {}, seed=0) as server:
             yield "coppeliasim", server
     else:
-        from twin.sas_driver import start_sas_twin
+        from hw_bridge.test_peers.sas_driver import start_sas_twin
 
         with start_sas_twin(None, SAS_OVERRIDES, seed=0) as driver:
             yield "sas", driver

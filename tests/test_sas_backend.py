@@ -22,7 +22,7 @@ from hw_bridge.rig_cameras import OpenCVStereoCamera, image_to_bgr
 from scenarios.cli import main as cli_main
 from scenes.robot_description import RobotDescription
 from scenes.spec import load_scene
-from twin.sas_driver import start_sas_twin
+from hw_bridge.test_peers.sas_driver import start_sas_twin
 
 #: driver and client share these: a 10 ms period keeps two Python processes stepping and publishing
 #: in real time light on a 2-core machine
