@@ -17,7 +17,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from hw_bridge.interface import CommandRejected, Hardware, Lifecycle, LifecycleError, SafetyStop
+from hw_bridge.errors import CommandRejected, LifecycleError, SafetyStop
+from hw_bridge.interface import Hardware, Lifecycle
 
 
 def _expect(exc_type, fn, what: str) -> str:

@@ -119,8 +119,8 @@ def _cmd_train(args) -> int:
 def _cmd_sas_twin(args) -> int:
     import json
 
-    from scenes.schema import ConfigError
     from hw_bridge.test_peers.sas_driver import run_sas_twin
+    from scenes.schema import ConfigError
 
     try:
         overrides = json.loads(args.overrides)

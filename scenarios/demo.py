@@ -40,7 +40,8 @@ from controllers.perception.completion_detector import load_estimator
 from controllers.perception.keypoint_detector import load_detector
 from controllers.premeasurement import PremeasurementSettings, calibrate_mscs, fit_window_trajectory
 from controllers.reconstruction import save_camera_model
-from hw_bridge.interface import Hardware, HardwareError
+from hw_bridge.errors import HardwareError
+from hw_bridge.interface import Hardware
 from hw_bridge.registry import make_hardware
 from scenes.frames import apply, invert
 from scenes.spec import SceneSpec, load_scene

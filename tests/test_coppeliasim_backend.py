@@ -14,12 +14,12 @@ import pytest
 import zmq
 from scipy.spatial.transform import Rotation
 
-from hw_bridge.interface import ConnectionLost, HardwareError
+from hw_bridge.errors import ConnectionLost, HardwareError
 from hw_bridge.registry import make_hardware
+from hw_bridge.test_peers.coppeliasim_server import start_test_server
 from scenes.coppeliasim_assembly import SKULL_ALIAS, skull_mesh
 from scenes.spec import load_scene
 from twin.cameras import cameras_from_spec
-from hw_bridge.test_peers.coppeliasim_server import start_test_server
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from mcap.writer import Writer
 
 from controllers.motion.pose_control import PoseController
 from hw_bridge.backends.replay import ReplayFinished
-from hw_bridge.interface import HardwareError, JointState, StereoFrame
+from hw_bridge.errors import HardwareError
+from hw_bridge.interface import JointState, StereoFrame
 from hw_bridge.recording import (CHANNELS, SCHEMAS, McapRecorder, RecordingError, RunMetadata, load_recording,
                                  scene_from_recording)
 from hw_bridge.registry import make_hardware

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hw_bridge.backends.twin import TwinHardware
-from hw_bridge.interface import CommandRejected, Lifecycle, LifecycleError, SafetyStop
+from hw_bridge.errors import CommandRejected, LifecycleError, SafetyStop
+from hw_bridge.interface import Lifecycle
 from hw_bridge.safety import ArmingError, WorkspaceBox
 from scenes.frames import apply, invert
 from scenes.spec import load_scene

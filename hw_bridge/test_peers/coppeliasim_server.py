@@ -65,8 +65,8 @@ import cbor2
 import numpy as np
 import zmq
 
-from scenes.spec import SceneSpec, load_scene
 from hw_bridge.test_peers.peer_process import PEER_PREEXEC
+from scenes.spec import SceneSpec, load_scene
 from twin.render import StereoImages
 from twin.world import TwinWorld
 

@@ -59,11 +59,11 @@ from typing import Any
 
 import numpy as np
 
-from hw_bridge.backends.sas import RosSession, SasTopics, require_ros, s_to_stamp, sas_qos
+from hw_bridge.ros import RosSession, SasTopics, require_ros, s_to_stamp, sas_qos
+from hw_bridge.test_peers.peer_process import PEER_PREEXEC
 from scenes.hw_config import ROS_DOMAIN_IDS, ros_name_problem
 from scenes.schema import ConfigError
 from scenes.spec import SceneSpec, load_scene
-from hw_bridge.test_peers.peer_process import PEER_PREEXEC
 from twin.skull import CellBox, Skull, SkullParams
 from twin.world import TwinWorld, make_stereo_renderer
 
