@@ -54,7 +54,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_replay(args) -> int:
-    from hw_bridge.recording import load_recording, scene_from_recording
+    from hw_bridge.recording_reader import load_recording, scene_from_recording
     from hw_bridge.registry import make_hardware
     from scenarios.replay_view import describe_recording, describe_replay
 
