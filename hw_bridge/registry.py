@@ -61,7 +61,8 @@ def _load_plugins() -> None:
         return
     _plugins_loaded = True
     for ep in _entry_points():
-        source = f"entry point {ep.name} = {ep.value!r} of " + (ep.dist.name if ep.dist is not None else "a package")
+        dist = getattr(ep, "dist", None)
+        source = f"entry point {ep.name} = {ep.value!r} of " + (dist.name if dist is not None else "a package")
         if ep.name in _REGISTRY:
             log.warning("ignoring the %s: backend %r is already registered (%s)", source, ep.name,
                         _REGISTRY[ep.name].target)
