@@ -65,9 +65,9 @@ def main(argv=None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from hw_bridge.recording import McapRecorder, RunMetadata
     from hw_bridge.registry import make_hardware
+    from hw_bridge.test_peers.coppeliasim_server import start_test_server
+    from hw_bridge.test_peers.sas_driver import start_sas_twin
     from scenes.spec import load_scene
-    from twin.coppeliasim_server import start_test_server
-    from twin.sas_driver import start_sas_twin
 
     overrides = {"control.period_s": 0.01}
     scene = load_scene(None, overrides)

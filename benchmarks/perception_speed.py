@@ -38,11 +38,12 @@ def main(argv=None) -> None:
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+    from controllers.dense_stereo import dense_point_cloud
     from controllers.perception.completion_detector import load_estimator
     from controllers.perception.keypoint_detector import load_detector, to_tensor
     from controllers.perception.keypoint_net import pad_to_multiple
     from controllers.reconstruction import estimate_camera_model
-    from controllers.surface_fit import dense_point_cloud, fit_initial_trajectory, trajectory_centre_px
+    from controllers.surface_fit import fit_initial_trajectory, trajectory_centre_px
     from scenes.frames import apply, make_transform
     from scenes.spec import load_scene
     from twin.world import TwinWorld

@@ -40,7 +40,8 @@ from controllers.motion.milling_control import (MillingControlParams, MillingMot
 from controllers.motion.pose_control import PoseController
 from controllers.planning import DamperParams, MillingPlanner, StopMonitor, StopReason
 from controllers.surface_fit import FittedTrajectory
-from hw_bridge.interface import HardwareError, Lifecycle
+from hw_bridge.errors import HardwareError
+from hw_bridge.interface import Lifecycle
 from scenes.frames import apply, make_transform
 
 INITIALISATIONS = ("fitted", "equal_height")

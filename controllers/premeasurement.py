@@ -17,11 +17,11 @@ from controllers.auto_calibration import (TipObservation, characterise_rig, grid
                                           observe_many, wait_for_frame_after)
 from controllers.calibration import LandmarkCalibration
 from controllers.control_loop import ControlLoop
+from controllers.dense_stereo import PointCloud, dense_point_cloud
 from controllers.motion.pose_control import PoseController
 from controllers.perception.keypoint_detector import Keypoint, KeypointDetector
 from controllers.reconstruction import CameraModelFit, OrthoStereoModel, load_camera_model
-from controllers.surface_fit import (FittedTrajectory, PointCloud, SurfaceFitError, dense_point_cloud,
-                                     fit_initial_trajectory, trajectory_centre_px)
+from controllers.surface_fit import FittedTrajectory, SurfaceFitError, fit_initial_trajectory, trajectory_centre_px
 from hw_bridge.rig import RigDescription
 from scenes.frames import apply, make_transform
 

@@ -10,6 +10,11 @@ frozen joint states, NaN from the robot). They need a ``FaultInjector`` for the 
 twin's world, the CoppeliaSim test server or the SAS twin driver provides one) and check that
 the fault stops the run: ``SafetyStop`` within ``FAULT_REACTION_S``, the interface inactive,
 the drill off, the robot holding, and a clean re-activation once the fault is gone.
+
+``check_seeded_determinism(factory)`` is for backends that are not real time (their clock is
+simulated): two instances built with the same seed and driven by the same commands give
+identical joint states, and identical images where they have cameras. ``check_hardware`` runs it
+on such backends.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from hw_bridge.interface import CommandRejected, Hardware, Lifecycle, LifecycleError, SafetyStop
+from hw_bridge.errors import CommandRejected, LifecycleError, SafetyStop
+from hw_bridge.interface import Hardware, Lifecycle
 
 
 def _expect(exc_type, fn, what: str) -> str:
@@ -111,8 +117,17 @@ def check_velocity_limits(hw: Hardware) -> None:
 
 
 def check_stereo(hw: Hardware) -> None:
+    """Frames arrive within 2 s, uint8 BGR, not from the future; a backend without cameras
+    (``has_cameras`` False) gives None."""
     hw.configure()
     hw.activate()
+    if not hw.has_cameras:
+        for _ in range(3):
+            assert hw.grab_stereo() is None, "a backend without cameras gave a stereo frame"
+            hw.write(hw.read().position)
+            hw.advance()
+        hw.close()
+        return
     frame = None
     for _ in range(int(2.0 / hw.period_s)):
         frame = hw.grab_stereo()
@@ -230,8 +245,66 @@ FAULT_CHECKS: dict[str, Callable[[Hardware, FaultInjector], None]] = {
 }
 
 
+#: how long ``check_seeded_determinism`` drives each instance (s of the backend clock)
+DETERMINISM_RUN_S = 0.2
+
+
+def _seeded_run(hw: Hardware, duration_s: float) -> tuple[list[tuple], list[tuple]]:
+    """Drive ``hw`` with a fixed, rate-limited command sequence (every joint on a 2 Hz sine of at most
+    1e-3 rad or m); every joint state read, and every new frame (index, stamp, left, right)."""
+    try:
+        hw.configure()
+        hw.activate()
+        q0 = hw.read().position
+        f_hz = 2.0
+        amplitude = np.minimum(1e-3, 0.5 * hw.limits.velocity_max / (2 * np.pi * f_hz))
+        sign = np.where(np.arange(q0.size) % 2 == 0, 1.0, -1.0)
+        states, frames = [], []
+        for k in range(int(round(duration_s / hw.period_s))):
+            hw.write(q0 + sign * amplitude * np.sin(2 * np.pi * f_hz * (k + 1) * hw.period_s))
+            hw.advance()
+            s = hw.read()
+            states.append((s.stamp_s, s.position.copy(), s.velocity.copy()))
+            frame = hw.grab_stereo()
+            if frame is not None and (not frames or frames[-1][0] != frame.index):
+                frames.append((frame.index, frame.stamp_s, frame.left.copy(), frame.right.copy()))
+        return states, frames
+    finally:
+        hw.close()
+
+
+def check_seeded_determinism(factory: Callable[[], Hardware], duration_s: float = DETERMINISM_RUN_S) -> None:
+    """Two instances from ``factory`` (same scene, same seed), the same commands: identical joint
+    states (stamps, positions, velocities) and, with cameras, identical frames. Only for backends
+    that are not real time: a wall clock cannot repeat a run."""
+    first, second = factory(), factory()
+    try:
+        if first.realtime:
+            raise AssertionError(f"{first.name}: seeded determinism is only defined for backends that are not "
+                                 f"real time (realtime = True)")
+        assert first.seed == second.seed, f"factory gave seeds {first.seed} and {second.seed}"
+        s1, f1 = _seeded_run(first, duration_s)
+        s2, f2 = _seeded_run(second, duration_s)
+    finally:
+        first.close()
+        second.close()
+    assert len(s1) == len(s2) > 0
+    for k, (a, b) in enumerate(zip(s1, s2)):
+        same = a[0] == b[0] and all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a[1:], b[1:]))
+        assert same, (
+            f"joint states differ at period {k + 1} of two runs with seed {first.seed}: "
+            f"stamps {a[0]!r} / {b[0]!r}, max position difference {np.nanmax(np.abs(a[1] - b[1])):.3g}")
+    if first.has_cameras:
+        assert f1, f"no stereo frame within {duration_s} s: cannot compare images"
+        assert [f[:2] for f in f1] == [f[:2] for f in f2], "the two runs got different frames (index, stamp)"
+        for a, b in zip(f1, f2):
+            assert np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3]), (
+                f"frame {a[0]}: images differ between two runs with seed {first.seed}")
+
+
 def check_hardware(factory: Callable[[], Hardware]) -> None:
-    """Run all checks, each on a fresh instance; raise AssertionError on the first failure."""
+    """Run all checks, each on a fresh instance (and ``check_seeded_determinism`` when the backend is
+    not real time); raise AssertionError on the first failure."""
     for name, check in CHECKS.items():
         hw = factory()
         try:
@@ -240,3 +313,8 @@ def check_hardware(factory: Callable[[], Hardware]) -> None:
             raise AssertionError(f"{hw.name}: check {name!r} failed: {exc}") from exc
         finally:
             hw.close()
+    if not hw.realtime:
+        try:
+            check_seeded_determinism(factory)
+        except AssertionError as exc:
+            raise AssertionError(f"{hw.name}: check 'seeded_determinism' failed: {exc}") from exc

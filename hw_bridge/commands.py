@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hw_bridge.errors import CommandRejected
+
 #: relative slack on the velocity check, for float rounding in rate-limited command streams
 VELOCITY_TOLERANCE = 1e-9
 
@@ -14,8 +16,6 @@ def check_joint_command(q_target, limits, last_command: np.ndarray | None, perio
     |q_target - last_command| <= velocity_max * period_s (the robot never moves faster
     than its limits, whatever the controller asks).
     """
-    from hw_bridge.interface import CommandRejected
-
     n = limits.position_min.size
     try:
         q = np.asarray(q_target, dtype=float)

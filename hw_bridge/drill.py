@@ -23,7 +23,8 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-from hw_bridge.interface import DrillState, HardwareError
+from hw_bridge.errors import HardwareError
+from hw_bridge.interface import DrillState
 
 log = logging.getLogger("micromill.hw_bridge.drill")
 

@@ -16,7 +16,8 @@ The safety layer lives here, so every backend gets it (rules in ``hw_bridge.safe
   stereo frames (not too old) and, on real-time backends, the controller's deadline; a
   backend's ``ConnectionLost`` counts as a violation too;
 - a violation stops safely: the last accepted command sent again (hold), the drill off, the
-  interface deactivated; ``SafetyStop`` (``CommandRejected`` for a refused command) says why;
+  interface deactivated; ``SafetyStop`` (``CommandRejected`` for a refused command) says why
+  (the errors are in ``hw_bridge.errors``);
   the rejected command itself is never sent;
 - a robot that really moves (``moves_real_robot``) gets commands only when armed (``--arm`` and
   ``safety.armed = true``); otherwise every command is logged as "would send" (a dry run).
@@ -40,10 +41,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from hw_bridge.commands import check_joint_command
+from hw_bridge.errors import CommandRejected, ConnectionLost, HardwareError, LifecycleError, SafetyStop
 from hw_bridge.rig import JointLimits, RigDescription
 from hw_bridge.safety import Watchdog, WorkspaceBox, arming_decision
 from scenes.robot_description import RobotDescription
 from scenes.spec import SceneSpec
+
+# The errors live in hw_bridge.errors (import them from there); this module exports only its own names.
+__all__ = ["DrillState", "Hardware", "JointLimits", "JointState", "Lifecycle", "Recorder", "StereoFrame"]
 
 
 class Lifecycle(enum.Enum):
@@ -51,30 +56,6 @@ class Lifecycle(enum.Enum):
     INACTIVE = "inactive"
     ACTIVE = "active"
     FINALIZED = "finalized"
-
-
-class HardwareError(RuntimeError):
-    """Base class of hardware interface errors."""
-
-
-class LifecycleError(HardwareError):
-    """A call that the current lifecycle state does not allow."""
-
-
-class SafetyStop(HardwareError):
-    """The safety layer stopped the run (drill off, holding, deactivated); ``reason`` says why."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class CommandRejected(SafetyStop):
-    """A command failed validation; it was not sent, and the run stopped safely."""
-
-
-class ConnectionLost(HardwareError):
-    """Raised by a backend when its robot or simulator stops answering."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hw_bridge.interface import ConnectionLost, HardwareError, StereoFrame
+from hw_bridge.errors import ConnectionLost, HardwareError
+from hw_bridge.interface import StereoFrame
 
 log = logging.getLogger("micromill.hw_bridge.rig_cameras")
 
@@ -162,7 +163,7 @@ class ImageTopicStereoCamera(StereoSource):
         right header stamp may differ to count as one pair; ``history``: images kept per side."""
         from sensor_msgs.msg import Image
 
-        from hw_bridge.backends.sas import sas_qos, stamp_to_s     # here: that module imports this one
+        from hw_bridge.ros import sas_qos, stamp_to_s
 
         self._stamp_to_s = stamp_to_s
 

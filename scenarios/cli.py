@@ -54,7 +54,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_replay(args) -> int:
-    from hw_bridge.recording import load_recording, scene_from_recording
+    from hw_bridge.recording_reader import load_recording, scene_from_recording
     from hw_bridge.registry import make_hardware
     from scenarios.replay_view import describe_recording, describe_replay
 
@@ -119,8 +119,8 @@ def _cmd_train(args) -> int:
 def _cmd_sas_twin(args) -> int:
     import json
 
+    from hw_bridge.test_peers.sas_driver import run_sas_twin
     from scenes.schema import ConfigError
-    from twin.sas_driver import run_sas_twin
 
     try:
         overrides = json.loads(args.overrides)

@@ -38,7 +38,8 @@ from controllers.perception.completion_detector import load_estimator
 from controllers.perception.keypoint_detector import load_detector
 from controllers.pipeline import STAGES, Networks, PipelineSettings, WindowResult, open_session, run_window
 from controllers.reconstruction import save_camera_model
-from hw_bridge.interface import Hardware, HardwareError
+from hw_bridge.errors import HardwareError
+from hw_bridge.interface import Hardware
 from hw_bridge.registry import make_hardware
 from scenes.spec import SceneSpec, load_scene
 from scenarios.jobs.milling import milling_figure

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hw_bridge.recording import Decision, Recording
+from hw_bridge.recording_reader import Decision, Recording
 
 
 def _decision_line(d: Decision) -> str:

@@ -21,7 +21,7 @@ from controllers.perception.completion_training import (READING_LEVELS, THROUGH_
                                                         CompletionTrainSettings, completion_metrics, predict_levels,
                                                         reading_rates, train_completion)
 from controllers.perception.weights_io import WEIGHTS_DIR
-from twin.completion_dataset import PROFILE_KINDS, CompletionDataSettings, generate_completion_samples
+from scenarios.completion_dataset import PROFILE_KINDS, CompletionDataSettings, generate_completion_samples
 
 N_SCENES = 64
 VALIDATION_SCENE_FRACTION = 0.12

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from controllers.perception.keypoint_detector import WEIGHTS_DIR, DetectorConfig, load_detector
 from controllers.perception.training import TrainSettings, evaluate_detector, train_detector
-from twin.keypoint_dataset import KeypointDataSettings, generate_keypoint_samples
+from scenarios.keypoint_dataset import KeypointDataSettings, generate_keypoint_samples
 
 
 @dataclass(frozen=True)

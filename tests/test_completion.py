@@ -223,7 +223,7 @@ def test_training_stops_at_the_time_budget():
 @pytest.fixture(scope="module")
 def window_scene():
     """A randomised scene the estimator was not trained on (training uses seed 0)."""
-    from twin.completion_dataset import CompletionDataSettings, WindowScene
+    from scenarios.completion_dataset import CompletionDataSettings, WindowScene
 
     return WindowScene(CompletionDataSettings(n_scenes=1, seed=12345), index=0)
 
@@ -233,7 +233,7 @@ def test_shipped_estimator_untouched_low_through_high(window_scene, level, bound
     """Untouched points read < 0.3 and cut-through points > 0.8, with the drill in the picture
     (points hidden by the drill are not judged). Bounds: see the model card's validation table
     (largest estimate on an untouched point / smallest on a through point) and margin."""
-    from twin.completion_dataset import THROUGH_LEVEL
+    from scenarios.completion_dataset import THROUGH_LEVEL
 
     est = load_estimator("completion")
     ws = window_scene

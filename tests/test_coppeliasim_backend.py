@@ -1,4 +1,4 @@
-"""The ``coppeliasim`` backend against the twin-backed test server (``twin.coppeliasim_server``),
+"""The ``coppeliasim`` backend against the twin-backed test server (``hw_bridge.test_peers.coppeliasim_server``),
 through the official ZeroMQ client: timeouts and reconnection, scene population, dry runs and
 the wire protocol itself. The hardware contract and its fault cases run on this backend in
 tests/test_hw_contract.py."""
@@ -14,12 +14,12 @@ import pytest
 import zmq
 from scipy.spatial.transform import Rotation
 
-from hw_bridge.interface import ConnectionLost, HardwareError
+from hw_bridge.errors import ConnectionLost, HardwareError
 from hw_bridge.registry import make_hardware
+from hw_bridge.test_peers.coppeliasim_server import start_test_server
 from scenes.coppeliasim_assembly import SKULL_ALIAS, skull_mesh
 from scenes.spec import load_scene
 from twin.cameras import cameras_from_spec
-from twin.coppeliasim_server import start_test_server
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,31 @@
 """The hardware contract, written once and run against every backend that drives a robot:
-the embedded twin, CoppeliaSim (the twin-backed test server speaking its ZeroMQ protocol, in a
-subprocess, through the official client) and SmartArmStack (the twin-backed SAS driver node in
-a subprocess, over real DDS). Each peer starts once per module; fault cases included."""
+the embedded twin, the mock (servo model only, fixed images), CoppeliaSim (the twin-backed test
+server speaking its ZeroMQ protocol, in a subprocess, through the official client) and
+SmartArmStack (the twin-backed SAS driver node in a subprocess, over real DDS). Each peer starts
+once per module; fault cases included. The embedded backends with a simulated clock (twin, mock)
+also get the seeded determinism check. Also here: the registry (unknown names, plugins from entry
+points) and the mock's own rules."""
+import importlib.metadata
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
-from hw_bridge.checker import CHECKS, FAULT_CHECKS, check_hardware
-from hw_bridge.registry import UnknownBackendError, get_backend, make_hardware
+from hw_bridge import registry
+from hw_bridge.backends.mock import MockHardware
+from hw_bridge.checker import CHECKS, FAULT_CHECKS, check_hardware, check_seeded_determinism, check_stereo
+from hw_bridge.errors import HardwareError
+from hw_bridge.registry import UnknownBackendError, backend_names, get_backend, make_hardware
 from scenes.spec import load_scene
 
 #: backends that drive a robot (replay only plays a recording back)
-CONTRACT_BACKENDS = ["twin", "coppeliasim", "sas"]
+CONTRACT_BACKENDS = ["twin", "mock", "coppeliasim", "sas"]
+#: backends built in this process, without a peer; they inject faults themselves
+EMBEDDED = ("twin", "mock")
+#: the mock's fixed stereo pair (a seeded texture, so the images are worth comparing)
+MOCK_IMAGES = tuple(np.random.default_rng(k).integers(0, 256, (120, 160, 3), dtype=np.uint8) for k in (1, 2))
 #: the SAS twin driver runs in real time: a 10 ms period keeps two processes light on a 2-core CI machine
 SAS_OVERRIDES = {"control.period_s": 0.01}
 
@@ -27,15 +39,15 @@ class _EmbeddedPeer:
 @pytest.fixture(scope="module", params=CONTRACT_BACKENDS)
 def peer(request):
     """(backend name, the peer: scene_overrides for the client and FaultInjector)."""
-    if request.param == "twin":
-        yield "twin", _EmbeddedPeer()
+    if request.param in EMBEDDED:
+        yield request.param, _EmbeddedPeer()
     elif request.param == "coppeliasim":
-        from twin.coppeliasim_server import start_test_server
+        from hw_bridge.test_peers.coppeliasim_server import start_test_server
 
         with start_test_server(None, {}, seed=0) as server:
             yield "coppeliasim", server
     else:
-        from twin.sas_driver import start_sas_twin
+        from hw_bridge.test_peers.sas_driver import start_sas_twin
 
         with start_sas_twin(None, SAS_OVERRIDES, seed=0) as driver:
             yield "sas", driver
@@ -45,7 +57,8 @@ def _make(peer):
     name, p = peer
     if hasattr(p, "home"):
         p.home()                   # a long-lived peer: every check starts from the home pose
-    return make_hardware(name, load_scene(None, p.scene_overrides), seed=0, armed=name != "twin")
+    options = {"images": MOCK_IMAGES} if name == "mock" else {}
+    return make_hardware(name, load_scene(None, p.scene_overrides), seed=0, armed=name not in EMBEDDED, **options)
 
 
 @pytest.mark.parametrize("check", sorted(CHECKS))
@@ -60,12 +73,21 @@ def test_contract(check, peer):
 @pytest.mark.parametrize("fault", sorted(FAULT_CHECKS))
 def test_fault_stops_the_run(fault, peer):
     hw = _make(peer)
-    injector = hw if peer[0] == "twin" else peer[1]
+    injector = hw if peer[0] in EMBEDDED else peer[1]
     try:
         FAULT_CHECKS[fault](hw, injector)
     finally:
         injector.clear()
         hw.close()
+
+
+def test_seeded_determinism(peer):
+    """Same seed, same commands: the same joint states and images (backends with a simulated clock;
+    the CoppeliaSim and SAS peers are long-lived processes shared by the checks, so a second instance
+    does not start from the same state; SAS is real time)."""
+    if peer[0] not in EMBEDDED:
+        pytest.skip(f"{peer[0]}: its peer outlives one instance; determinism is checked on embedded backends")
+    check_seeded_determinism(lambda: _make(peer))
 
 
 def test_checker_catches_a_backend_that_skips_validation(scene):
@@ -82,10 +104,157 @@ def test_checker_catches_a_backend_that_skips_validation(scene):
         check_hardware(lambda: Careless(scene, 0))
 
 
+def test_checker_catches_a_backend_that_is_not_deterministic(scene):
+    class Noisy(MockHardware):
+        name = "noisy"
+
+        def _read(self):                      # unseeded noise on the velocities: two runs differ
+            s = super()._read()
+            noise = np.random.default_rng().normal(0, 1e-12, s.velocity.shape)
+            return type(s)(s.stamp_s, s.position, s.velocity + noise)
+
+    with pytest.raises(AssertionError, match="joint states differ"):
+        check_seeded_determinism(lambda: Noisy(scene, 0), duration_s=0.01)
+    with pytest.raises(AssertionError, match="noisy.*seeded_determinism"):
+        check_hardware(lambda: Noisy(scene, 0, images=MOCK_IMAGES))
+
+
 def test_unknown_backend_lists_valid_ones(scene):
     with pytest.raises(UnknownBackendError) as exc:
         make_hardware("gazebo", scene)
     assert "gazebo" in str(exc.value) and "twin" in str(exc.value)
+
+
+def test_unknown_backend_suggests_the_closest_name(scene):
+    with pytest.raises(UnknownBackendError) as exc:
+        make_hardware("twn", scene)
+    assert str(exc.value).startswith("unknown backend 'twn'; did you mean 'twin'? known: ")
+    assert "mock" in str(exc.value) and "sas" in str(exc.value)
+    with pytest.raises(UnknownBackendError, match="did you mean 'coppeliasim'"):
+        get_backend("copelliasim")
+    with pytest.raises(UnknownBackendError) as exc:
+        get_backend("xyzzy")
+    assert "did you mean" not in str(exc.value)
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    """The registry as if the given entry points were installed (a fresh copy, read lazily)."""
+    seen = []
+
+    def install(*eps):
+        def fake_entry_points(*, group):
+            seen.append(group)
+            return [ep for ep in eps if ep.group == group]
+
+        monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        monkeypatch.setattr(registry, "_plugins_loaded", False)
+        monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+        return seen
+
+    return install
+
+
+def _ep(name, value, group=registry.ENTRY_POINT_GROUP):
+    return importlib.metadata.EntryPoint(name=name, value=value, group=group)
+
+
+def test_backends_from_other_packages_via_entry_points(plugins, scene):
+    seen = plugins(_ep("fakebot", "hw_bridge.backends.mock:MockHardware"),
+                   _ep("later", "micromill_not_installed.backend:Later"),
+                   _ep("twin", "micromill_not_installed.backend:Twin"),              # cannot replace a built-in
+                   _ep("elsewhere", "hw_bridge.backends.mock:MockHardware", group="other.group"))
+    assert get_backend("twin").__name__ == "TwinHardware"
+    assert seen == []                                        # built-in names never read the entry points
+    assert get_backend("fakebot") is MockHardware            # read on the first unknown name
+    assert seen == [registry.ENTRY_POINT_GROUP]
+    names = backend_names()
+    assert {"fakebot", "later"} <= set(names) and "elsewhere" not in names
+    assert seen == [registry.ENTRY_POINT_GROUP]              # read once
+    assert registry._REGISTRY["twin"].target == "hw_bridge.backends.twin:TwinHardware"
+    hw = make_hardware("fakebot", scene)
+    assert isinstance(hw, MockHardware)
+    hw.close()
+    with pytest.raises(ModuleNotFoundError, match="micromill_not_installed"):   # imported only when chosen
+        get_backend("later")
+    with pytest.raises(UnknownBackendError, match="did you mean 'fakebot'"):
+        get_backend("fakebott")
+
+
+def test_a_plugin_must_name_a_hardware_class(plugins):
+    plugins(_ep("notabackend", "hw_bridge.registry:make_hardware"))
+    with pytest.raises(TypeError, match="not a hw_bridge.interface.Hardware subclass"):
+        get_backend("notabackend")
+
+
+def test_mock_is_fast_and_builds_no_world():
+    code = ("import sys, time; from scenes.spec import load_scene; from hw_bridge.registry import make_hardware; "
+            "scene = load_scene(); t = time.perf_counter(); hw = make_hardware('mock', scene); hw.configure(); "
+            "hw.activate(); dt = time.perf_counter() - t; hw.close(); "
+            "assert 'pybullet' not in sys.modules and 'twin.world' not in sys.modules, 'the mock built a world'; "
+            "assert dt < 0.1, dt")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_mock_servo_is_the_exact_first_order_lag(scene):
+    hw = make_hardware("mock", scene)
+    hw.configure()
+    hw.activate()
+    assert hw.read().stamp_s == 0.0 and hw.now() == 0.0
+    q0 = hw.read().position
+    dq = np.where(np.arange(q0.size) == 3, 0.5 * hw.limits.velocity_max[3] * hw.period_s, 0.0)
+    alpha = 1 - np.exp(-hw.period_s / scene.robot.servo_time_constant_s)
+    hw.write(q0 + dq)
+    q = q0.copy()
+    for k in range(1, 30):
+        hw.advance()
+        q = q + (q0 + dq - q) * alpha
+        s = hw.read()
+        assert hw.now() == pytest.approx(k * hw.period_s, abs=1e-15)
+        np.testing.assert_allclose(s.position, q, rtol=0, atol=1e-15)
+        assert s.stamp_s == pytest.approx(hw.now() - scene.sensors.joint_states.delay_s, abs=1e-12)
+    np.testing.assert_allclose(hw.true_state()[0], q, atol=1e-15)
+    hw.set_drill(True, 12000.0)
+    assert hw.drill_state().on and hw.drill_state().speed_rpm == 12000.0
+    assert not hw.realtime and not hw.moves_real_robot and hw.armed
+    hw.close()
+
+
+def test_mock_without_images_has_no_cameras(scene):
+    hw = make_hardware("mock", scene)
+    assert not hw.has_cameras
+    check_stereo(hw)                           # the checker's rule for a backend without cameras
+    with pytest.raises(HardwareError, match="uint8"):
+        make_hardware("mock", scene, images=(np.zeros((4, 4, 3)), np.zeros((4, 4, 3))))
+    with pytest.raises(HardwareError, match="differ in size"):
+        make_hardware("mock", scene, images=(MOCK_IMAGES[0], MOCK_IMAGES[1][:10]))
+
+
+def test_mock_frames_follow_the_camera_rate_and_delay(scene):
+    hw = make_hardware("mock", scene, images=MOCK_IMAGES)
+    hw.configure()
+    hw.activate()
+    cs = scene.sensors.cameras
+    seen = []
+    while hw.now() < 0.3:
+        f = hw.grab_stereo()
+        if f is None:
+            assert hw.now() < cs.delay_s + 1e-9
+        else:
+            assert cs.delay_s - 1e-9 <= hw.now() - f.stamp_s <= cs.delay_s + 1 / cs.rate_hz + 1e-9
+            assert np.array_equal(f.left, MOCK_IMAGES[0]) and np.array_equal(f.right, MOCK_IMAGES[1])
+            seen.append(f.index)
+        hw.write(hw.read().position)
+        hw.advance()
+    hw.close()
+    assert sorted(set(seen)) == list(range(max(seen) + 1))
+
+
+def test_mock_construction_is_milliseconds(scene):
+    t = time.perf_counter()
+    for _ in range(10):
+        MockHardware(scene, 0).close()
+    assert (time.perf_counter() - t) / 10 < 0.01
 
 
 def test_backends_import_lazily():

@@ -1,4 +1,6 @@
-"""The milling motion controller: virtual floor geometry and the QP never commanding below it."""
+"""The milling motion controller: virtual floor geometry and the QP never commanding below it.
+The closed-loop tests run on the mock backend (the twin's servo model without a world) over the
+twin's skull geometry: motion is the point, not images or bone."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +14,7 @@ from controllers.pipeline import open_session
 from hw_bridge.registry import make_hardware
 from scenes.frames import apply, make_transform
 from scenes.spec import load_scene
+from twin.skull import Skull, SkullParams
 
 N = 16
 THETA = 2 * np.pi * np.arange(N) / N
@@ -73,9 +76,9 @@ def test_quadprog_solver_meets_constraints():
 @pytest.fixture(scope="module")
 def rig():
     scene = load_scene("default", overrides={"control.period_s": 0.02})
-    hw = make_hardware("twin", scene, seed=3)
+    hw = make_hardware("mock", scene, seed=3)
     hw.configure()
-    sk, T = hw.ground_truth.skull, hw.ground_truth.T_s_to_r
+    sk, T = Skull(SkullParams(**scene.skull.params)), scene.T_s_to_r
     c_s = np.array([0.0, -1.4e-3, 0.0])
     c_s[2] = sk.outer_height(c_s[0], c_s[1])
     pts_s = np.stack([2e-3 * np.cos(THETA), -1.4e-3 + 2e-3 * np.sin(THETA), np.zeros(N)], 1)

@@ -11,7 +11,7 @@ from controllers.completion_sensing import CompletionFilter
 from controllers.milling import MillingSettings, MillingSetupError, mill_window
 from controllers.pipeline import open_session
 from controllers.planning import StopReason
-from hw_bridge.interface import CommandRejected
+from hw_bridge.errors import CommandRejected
 from hw_bridge.registry import make_hardware
 from scenes.spec import load_scene
 from scenarios.scoring import ideal_trajectory, score_milling

@@ -1,4 +1,4 @@
-"""Record a short twin run to MCAP, read it back, and replay it (hw_bridge.recording, backends.replay)."""
+"""Record a short twin run to MCAP, read it back, and replay it (hw_bridge.recording[_reader], backends.replay)."""
 import base64
 import json
 import math
@@ -17,9 +17,10 @@ from mcap.writer import Writer
 from controllers.control_loop import ControlLoop
 from controllers.motion.pose_control import PoseController
 from hw_bridge.backends.replay import ReplayFinished
-from hw_bridge.interface import HardwareError, JointState, StereoFrame
-from hw_bridge.recording import (CHANNELS, SCHEMAS, McapRecorder, RecordingError, RunMetadata, load_recording,
-                                 scene_from_recording)
+from hw_bridge.errors import HardwareError
+from hw_bridge.interface import JointState, StereoFrame
+from hw_bridge.recording import CHANNELS, SCHEMAS, McapRecorder, RecordingError, RunMetadata
+from hw_bridge.recording_reader import load_recording, scene_from_recording
 from hw_bridge.registry import make_hardware
 from scenes.spec import DEFAULT_SCENE, load_scene
 

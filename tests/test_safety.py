@@ -1,7 +1,9 @@
-"""The safety layer (hw_bridge.interface + hw_bridge.safety) on the twin: every violation stops
-the run (refused command not sent, drill off, robot holding, interface inactive, a reason);
+"""The safety layer (hw_bridge.interface + hw_bridge.safety) on the mock backend (the twin's servo
+model without a world: the rules are the point, not the skull or the images): every violation
+stops the run (refused command not sent, drill off, robot holding, interface inactive, a reason);
 arming; the watchdog. The same rules run on every backend (they live in the base class);
-tests/test_coppeliasim_backend.py and tests/test_sas_backend.py run them over the wire."""
+tests/test_hw_contract.py runs them on the twin too, and tests/test_coppeliasim_backend.py and
+tests/test_sas_backend.py over the wire."""
 from __future__ import annotations
 
 import time
@@ -11,16 +13,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hw_bridge.backends.mock import MockHardware
 from hw_bridge.backends.twin import TwinHardware
-from hw_bridge.interface import CommandRejected, Lifecycle, LifecycleError, SafetyStop
+from hw_bridge.errors import CommandRejected, LifecycleError, SafetyStop
+from hw_bridge.interface import Lifecycle
 from hw_bridge.safety import ArmingError, WorkspaceBox
 from scenes.frames import apply, invert
 from scenes.spec import load_scene
 
 FAST = {"control.period_s": 0.01}
+#: a fixed stereo pair for the mock's cameras (the frame watchdog needs frames, not their content)
+IMAGES = (np.full((48, 64, 3), 90, np.uint8), np.full((48, 64, 3), 110, np.uint8))
 
 
-def _active(overrides=None, cls=TwinHardware, **kwargs):
+def _active(overrides=None, cls=MockHardware, **kwargs):
     hw = cls(load_scene("default", {**FAST, **(overrides or {})}), 0, **kwargs)
     hw.configure()
     hw.activate()
@@ -89,7 +95,7 @@ def test_leaving_the_workspace_box_stops_the_run_before_the_tool_leaves():
         assert z_last <= hw.scene.safety.workspace_max_s[2]         # the refused command was never sent
         for _ in range(30):
             hw.advance()
-        z_now = apply(T_r_to_s, hw.robot.tool_position(hw.ground_truth.arm.state()[0]))[2]
+        z_now = apply(T_r_to_s, hw.robot.tool_position(hw.true_state()[0]))[2]
         assert z_now <= hw.scene.safety.workspace_max_s[2] + 1e-6
         assert hw.state is Lifecycle.INACTIVE and not hw.drill_state().on and "workspace" in hw.fault
     finally:
@@ -137,7 +143,7 @@ def test_watchdog_on_joint_states():
 
 
 def test_watchdog_on_frozen_and_missing_frames():
-    hw = _active()
+    hw = _active(images=IMAGES)
     try:
         t_end = hw.now() + 0.2
         while hw.now() < t_end:
@@ -153,7 +159,7 @@ def test_watchdog_on_frozen_and_missing_frames():
     finally:
         hw.close()
     late = {"sensors.cameras.delay_s": 1.0}          # the first frame comes after max_image_age_s = 0.5 s
-    hw = _active(late)
+    hw = _active(late, images=IMAGES)
     try:
         with pytest.raises(SafetyStop, match="no stereo frame"):
             for _ in range(100):
@@ -164,14 +170,14 @@ def test_watchdog_on_frozen_and_missing_frames():
         hw.close()
 
 
-class _RealtimeTwin(TwinHardware):
-    """The twin with the real-time rule switched on (the deadline applies to real-time backends)."""
+class _RealtimeMock(MockHardware):
+    """The mock with the real-time rule switched on (the deadline applies to real-time backends)."""
 
     realtime = True
 
 
 def test_missed_control_deadline_stops_a_realtime_backend():
-    hw = _active({"safety.control_deadline_s": 0.05}, cls=_RealtimeTwin)
+    hw = _active({"safety.control_deadline_s": 0.05}, cls=_RealtimeMock)
     try:
         q = hw.read().position
         for _ in range(5):                           # fast cycles are fine
@@ -184,7 +190,7 @@ def test_missed_control_deadline_stops_a_realtime_backend():
         assert hw.state is Lifecycle.INACTIVE
     finally:
         hw.close()
-    hw = _active({"safety.control_deadline_s": 0.05})  # the lockstep twin has no wall-clock deadline
+    hw = _active({"safety.control_deadline_s": 0.05})  # a lockstep backend has no wall-clock deadline
     try:
         hw.write(hw.read().position)
         time.sleep(0.08)
@@ -194,8 +200,8 @@ def test_missed_control_deadline_stops_a_realtime_backend():
         hw.close()
 
 
-class _PretendRealRobot(TwinHardware):
-    """The twin treated like a robot that really moves, so the arming rule applies."""
+class _PretendRealRobot(MockHardware):
+    """The mock treated like a robot that really moves, so the arming rule applies."""
 
     moves_real_robot = True
 
@@ -204,7 +210,7 @@ def test_an_unarmed_real_robot_is_a_dry_run():
     hw = _active({"safety.armed": True}, cls=_PretendRealRobot)          # config says yes, no --arm flag
     try:
         assert not hw.armed
-        q0 = hw.ground_truth.arm.state()[0]
+        q0 = hw.true_state()[0]
         q = hw.read().position
         hw.set_drill(True, 20000.0)
         for k in range(50):
@@ -212,7 +218,7 @@ def test_an_unarmed_real_robot_is_a_dry_run():
             hw.write(q)
             hw.advance()
         assert hw.dry_run_commands == 50
-        assert np.max(np.abs(hw.ground_truth.arm.state()[0] - q0)) < 1e-9      # nothing moved
+        assert np.max(np.abs(hw.true_state()[0] - q0)) < 1e-9                  # nothing moved
         assert not hw.drill_state().on
         with pytest.raises(CommandRejected):       # the rules still apply in a dry run
             hw.write(np.full(8, np.nan))
@@ -237,6 +243,7 @@ def test_arming_needs_the_flag_and_the_config():
     finally:
         hw.close()
     assert TwinHardware(scene, 0).armed          # the embedded twin needs no arming
+    assert MockHardware(scene, 0).armed          # nor the mock
 
 
 SCENE = load_scene("default")
@@ -254,7 +261,7 @@ def test_workspace_box_is_exactly_the_configured_box(p_mm_s):
         [p_s - scene.safety.workspace_min_s, p_s - scene.safety.workspace_max_s]))) < 1e-12
 
 
-class _FutureStamps(TwinHardware):
+class _FutureStamps(MockHardware):
     """Joint states stamped 1 s ahead of the backend clock (a robot whose clock runs ahead)."""
 
     def _read(self):
@@ -272,7 +279,7 @@ def test_states_from_the_future_are_refused():
         hw.close()
 
 
-class _OperatorDrill(_RealtimeTwin):
+class _OperatorDrill(_RealtimeMock):
     """A real-time backend whose drill waits 0.2 s for an operator (like hw_bridge.drill.ManualDrill)."""
 
     def _set_drill(self, on, speed_rpm):
@@ -294,7 +301,7 @@ def test_waiting_for_the_operator_is_not_a_missed_deadline():
         hw.close()
 
 
-class _InterruptedDrill(TwinHardware):
+class _InterruptedDrill(MockHardware):
     """The operator interrupts (Ctrl-C) while the safe stop asks for the drill to go off."""
 
     def _set_drill(self, on, speed_rpm):

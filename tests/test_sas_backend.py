@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 
 from controllers.pipeline import open_session
-from hw_bridge.backends.sas import RosSession, SasTopics, s_to_stamp, sas_qos
 from hw_bridge.drill import ManualDrill
-from hw_bridge.interface import ConnectionLost, HardwareError, Lifecycle, SafetyStop
+from hw_bridge.errors import ConnectionLost, HardwareError, SafetyStop
+from hw_bridge.interface import Lifecycle
 from hw_bridge.registry import get_backend, make_hardware
 from hw_bridge.rig_cameras import OpenCVStereoCamera, image_to_bgr
+from hw_bridge.ros import RosSession, SasTopics, s_to_stamp, sas_qos
+from hw_bridge.test_peers.sas_driver import start_sas_twin
 from scenarios.cli import main as cli_main
 from scenes.robot_description import RobotDescription
 from scenes.spec import load_scene
-from twin.sas_driver import start_sas_twin
 
 #: driver and client share these: a 10 ms period keeps two Python processes stepping and publishing
 #: in real time light on a 2-core machine
@@ -256,7 +257,7 @@ def test_manual_drill_asks_the_operator(make_sas, monkeypatch):
 def test_missing_ros_says_how_to_install():
     code = ("import sys; sys.modules['rclpy'] = None\n"
             "from hw_bridge.backends.sas import SasHardware\n"
-            "from hw_bridge.interface import HardwareError\n"
+            "from hw_bridge.errors import HardwareError\n"
             "from scenes.spec import load_scene\n"
             "try:\n    SasHardware(load_scene())\nexcept HardwareError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

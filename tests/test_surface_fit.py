@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from controllers.dense_stereo import PointCloud, StereoParams, dense_point_cloud, estimate_vertical_offset_px
 from controllers.reconstruction import OrthoStereoModel, estimate_camera_model
-from controllers.surface_fit import (PointCloud, StereoParams, SurfaceFitError, dense_point_cloud,
-                                     estimate_vertical_offset_px, fit_initial_trajectory,
-                                     trajectory_centre_px)
+from controllers.surface_fit import SurfaceFitError, fit_initial_trajectory, trajectory_centre_px
 from scenes.frames import apply, invert, make_transform
 from twin.render import LABEL_BONE
 

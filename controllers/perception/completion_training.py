@@ -1,7 +1,7 @@
 """Training and evaluation of the completion network from labelled window crops.
 
 Source-agnostic: it takes crops (``completion_detector.crop_window``), target completion maps
-and masks, whether the twin rendered them (``twin.completion_dataset``) or a person labelled
+and masks, whether the twin rendered them (``scenarios.completion_dataset``) or a person labelled
 real frames.
 
 Labels: a target completion map and two masks, ``valid`` (the pixel shows bone) and

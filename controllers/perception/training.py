@@ -1,7 +1,7 @@
 """Training and evaluation of a two-pass keypoint detector from labelled images.
 
 Source-agnostic: it takes images with keypoint positions and visibility flags, whether the
-twin rendered them (``twin.keypoint_dataset``) or a person annotated real frames.
+twin rendered them (``scenarios.keypoint_dataset``) or a person annotated real frames.
 
 As in the paper: Adam on Gaussian confidence maps, the learning rate divided by 10 after a
 third and two thirds of the epochs. Differences, each for a reason:

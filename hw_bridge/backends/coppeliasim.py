@@ -55,7 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from hw_bridge.interface import ConnectionLost, DrillState, Hardware, HardwareError, JointState, StereoFrame
+from hw_bridge.errors import ConnectionLost, HardwareError
+from hw_bridge.interface import DrillState, Hardware, JointState, StereoFrame
 from scenes.spec import SceneSpec
 
 log = logging.getLogger("micromill.hw_bridge.coppeliasim")

@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from hw_bridge.interface import DrillState, Hardware, HardwareError, JointState, StereoFrame
-from hw_bridge.recording import Decision, RecordingError, load_recording, to_json_value
+from hw_bridge.errors import HardwareError
+from hw_bridge.interface import DrillState, Hardware, JointState, StereoFrame
+from hw_bridge.recording import RecordingError, to_json_value
+from hw_bridge.recording_reader import Decision, load_recording
 from scenes.spec import SceneSpec
 
 log = logging.getLogger("micromill.hw_bridge")

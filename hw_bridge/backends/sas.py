@@ -40,120 +40,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from hw_bridge.drill import Drill, PromptFn, make_drill
-from hw_bridge.interface import ConnectionLost, DrillState, Hardware, HardwareError, JointState, StereoFrame
+from hw_bridge.errors import ConnectionLost, HardwareError
+from hw_bridge.interface import DrillState, Hardware, JointState, StereoFrame
 from hw_bridge.rig_cameras import ImageTopicStereoCamera, OpenCVStereoCamera, StereoSource
+from hw_bridge.ros import RosSession, SasTopics, require_ros, sas_qos, stamp_to_s
 from scenes.spec import SceneSpec
 
 try:
-    import rclpy
     from rclpy.clock import ROSClock
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import JointState as JointStateMsg
     from std_msgs.msg import Float64MultiArray, Int32MultiArray
-    _ROS_IMPORT_ERROR: ImportError | None = None
-except ImportError as _exc:          # the [ros] extra is not installed
-    _ROS_IMPORT_ERROR = _exc
+except ImportError:                  # the [ros] extra is not installed: require_ros() says how to install it
+    pass
 
 log = logging.getLogger("micromill.hw_bridge.sas")
 
 #: how often the configure-time waits look again (s)
 _POLL_S = 0.005
-
-
-def require_ros() -> None:
-    """Raise HardwareError with the install hint when rclpy or the message packages are missing."""
-    if _ROS_IMPORT_ERROR is not None:
-        raise HardwareError(f"the sas backend needs ROS 2 for Python (rclpy, std_msgs, sensor_msgs, "
-                            f"rmw_fastrtps_cpp): pip install -e \".[ros]\" ({_ROS_IMPORT_ERROR})")
-
-
-def sas_qos() -> QoSProfile:
-    """The QoS of every SAS topic: rclcpp's default profile with queue depth 1 (reliable, volatile)."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
-
-
-def stamp_to_s(stamp) -> float:
-    """builtin_interfaces/Time -> seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-def s_to_stamp(t_s: float, stamp) -> None:
-    """Write ``t_s`` (s) into a builtin_interfaces/Time."""
-    ns = round(t_s * 1e9)
-    stamp.sec, stamp.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
-
-
-@dataclass(frozen=True)
-class SasTopics:
-    """The topics of one SAS robot driver (SmartArmStack's names under its prefix)."""
-
-    joint_states: str
-    joint_positions_min: str
-    joint_positions_max: str
-    home_states: str
-    target_joint_positions: str
-    target_joint_velocities: str
-    target_joint_forces: str
-
-    @classmethod
-    def under(cls, prefix: str) -> SasTopics:
-        return cls(f"{prefix}/get/joint_states", f"{prefix}/get/joint_positions_min",
-                   f"{prefix}/get/joint_positions_max", f"{prefix}/get/home_states",
-                   f"{prefix}/set/target_joint_positions", f"{prefix}/set/target_joint_velocities",
-                   f"{prefix}/set/target_joint_forces")
-
-
-class RosSession:
-    """One rclpy context of its own (a DDS participant in ROS domain ``domain_id``), one node and a
-    single-threaded executor; installs no signal handlers.
-
-    ``spin_thread=True``: the executor spins in a daemon thread. Entities may then be created
-    at any time, but destroyed only after ``stop_spinning()`` (rclpy cannot destroy entities
-    under an executor waiting in another thread). ``False``: the owner spins (``executor.spin_once``)
-    in its own loop and may destroy entities between spins.
-    """
-
-    def __init__(self, node_name: str, domain_id: int, spin_thread: bool = True):
-        require_ros()
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
-        try:
-            self.node = rclpy.create_node(node_name, context=self.context)
-            self.executor = SingleThreadedExecutor(context=self.context)
-            self.executor.add_node(self.node)
-        except Exception:
-            self.context.try_shutdown()
-            raise
-        self._thread: threading.Thread | None = None
-        if spin_thread:
-            self._thread = threading.Thread(target=self.executor.spin, name=f"ros:{node_name}", daemon=True)
-            self._thread.start()
-
-    def stop_spinning(self) -> None:
-        """Stop the executor (and its thread); idempotent."""
-        self.executor.shutdown(timeout_sec=1.0)
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-
-    def close(self) -> None:
-        """Stop spinning, destroy the node and shut this context down (idempotent)."""
-        if not self.context.ok():
-            return
-        self.stop_spinning()
-        if self._thread is not None and self._thread.is_alive():
-            log.warning("ROS executor thread did not stop within 2 s; its node is left to the process exit")
-            return
-        self.node.destroy_node()
-        self.context.try_shutdown()
 
 
 def _wait_until(condition, deadline_monotonic: float) -> bool:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hw_bridge.interface import ConnectionLost, DrillState, Hardware, JointState, StereoFrame
+from hw_bridge.errors import ConnectionLost
+from hw_bridge.interface import DrillState, Hardware, JointState, StereoFrame
 from scenes.spec import SceneSpec
 from twin.world import TwinWorld
 

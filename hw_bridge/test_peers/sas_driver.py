@@ -59,11 +59,11 @@ from typing import Any
 
 import numpy as np
 
-from hw_bridge.backends.sas import RosSession, SasTopics, require_ros, s_to_stamp, sas_qos
+from hw_bridge.ros import RosSession, SasTopics, require_ros, s_to_stamp, sas_qos
+from hw_bridge.test_peers.peer_process import PEER_PREEXEC
 from scenes.hw_config import ROS_DOMAIN_IDS, ros_name_problem
 from scenes.schema import ConfigError
 from scenes.spec import SceneSpec, load_scene
-from twin.peer_process import PEER_PREEXEC
 from twin.skull import CellBox, Skull, SkullParams
 from twin.world import TwinWorld, make_stereo_renderer
 
@@ -512,7 +512,7 @@ def start_sas_twin(scene_path: str | None, overrides: dict[str, Any], seed: int,
         cmd += ["--scene", str(scene_path)]
     fd, stderr_name = tempfile.mkstemp(prefix="sas-twin-", suffix=".log")
     with os.fdopen(fd, "w") as stderr:
-        process = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2], stdin=subprocess.DEVNULL,
                                    stdout=stderr, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                    preexec_fn=PEER_PREEXEC)
     scene_overrides = {**overrides, "backends.sas.prefix": prefix, "backends.sas.ros_domain_id": domain_id,

@@ -47,10 +47,10 @@ import numpy as np
 from scipy import ndimage
 
 from controllers.perception.completion_detector import CropBox, CropConfig, crop_window, window_crop_box
+from scenarios.keypoint_dataset import random_scene_overrides, render_scenes
 from scenes.frames import apply, make_transform
 from scenes.robot_description import RobotDescription
 from scenes.spec import load_scene
-from twin.keypoint_dataset import random_scene_overrides, render_scenes
 from twin.milling import carve_sphere
 from twin.render import LABEL_BONE
 from twin.skull import Grid, Skull, SkullParams

@@ -5,7 +5,7 @@ tests, where CoppeliaSim itself is not installable. It is not a second simulator
 only the ``sim`` functions the backend and ``scenes.coppeliasim_assembly`` use, and answers
 anything else like the real server does (``{err: "No such function: ..."}``).
 
-    python -m twin.coppeliasim_server --port 23000 --scene scenes/default.toml \\
+    python -m hw_bridge.test_peers.coppeliasim_server --port 23000 --scene scenes/default.toml \\
         --overrides '{"skull.seed": 3}' --seed 0
 
 prints ``READY rpc=tcp://127.0.0.1:P control=tcp://127.0.0.1:C`` once it listens (port 0 =
@@ -65,8 +65,8 @@ import cbor2
 import numpy as np
 import zmq
 
+from hw_bridge.test_peers.peer_process import PEER_PREEXEC
 from scenes.spec import SceneSpec, load_scene
-from twin.peer_process import PEER_PREEXEC
 from twin.render import StereoImages
 from twin.world import TwinWorld
 
@@ -457,7 +457,8 @@ def main(argv: list[str] | None = None) -> None:
 
 # ---- for tests ---------------------------------------------------------------------------
 class TestServer:
-    """A running ``python -m twin.coppeliasim_server`` subprocess; a ``hw_bridge.checker.FaultInjector``."""
+    """A running ``python -m hw_bridge.test_peers.coppeliasim_server`` subprocess; a
+    ``hw_bridge.checker.FaultInjector``."""
 
     __test__ = False                      # not a pytest test class
 
@@ -522,11 +523,11 @@ def start_test_server(scene_path: str | None, overrides: dict, seed: int, *, cal
     call_timeout_s`` (s, the backend's timeout per call) and ``safety.armed = true``: load the
     client's scene with them (``load_scene(scene_path, server.scene_overrides)``).
     """
-    cmd = [sys.executable, "-m", "twin.coppeliasim_server", "--port", "0", "--control-port", "0",
+    cmd = [sys.executable, "-m", "hw_bridge.test_peers.coppeliasim_server", "--port", "0", "--control-port", "0",
            "--overrides", json.dumps(overrides), "--seed", str(seed)]
     if scene_path is not None:
         cmd += ["--scene", str(scene_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=PEER_PREEXEC)
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_pump_lines, args=(proc.stdout, lines), daemon=True).start()
