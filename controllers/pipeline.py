@@ -36,7 +36,8 @@ from controllers.perception.keypoint_detector import KeypointDetector
 from controllers.premeasurement import (CalibrationOutcome, PremeasurementSettings, SurfaceOutcome, calibrate_mscs,
                                         fit_window_trajectory)
 from controllers.reconstruction import OrthoStereoModel
-from hw_bridge.interface import Hardware, HardwareError, Lifecycle
+from hw_bridge.errors import HardwareError
+from hw_bridge.interface import Hardware, Lifecycle
 from scenes.frames import apply
 
 STAGES = ("calibration", "fit", "mill")
