@@ -108,7 +108,9 @@ class Hardware(ABC):
     realtime: bool = False
 
     def __init__(self, scene: SceneSpec, seed: int = 0, *, armed: bool = False, recorder: Recorder | None = None):
-        self.scene = scene
+        # The scene (true skull pose, true camera intrinsics, ...) stays inside hw_bridge: backends
+        # build their world or connection from it. Controllers get ``rig``, what a lab knows.
+        self._scene = scene
         self.seed = seed
         #: what the controllers may know of the rig (``hw_bridge.rig``); the scene stays here
         self.rig = RigDescription.from_scene(scene, RobotDescription(scene.robot.description_path))
@@ -297,7 +299,7 @@ class Hardware(ABC):
     def set_drill(self, on: bool, speed_rpm: float) -> None:
         """Switch the drill (speed in rpm, 0..drill.max_speed_rpm of the scene)."""
         self._require(Lifecycle.ACTIVE, action="command the drill")
-        vmax = self.scene.drill.max_speed_rpm
+        vmax = self._scene.drill.max_speed_rpm
         problem = None
         if not isinstance(on, bool):
             problem = f"drill on={on!r} must be a bool"

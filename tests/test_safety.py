@@ -77,7 +77,7 @@ def test_leaving_the_workspace_box_stops_the_run_before_the_tool_leaves():
     home_z_s = 2.98868e-3                                            # home burr centre in {S}, default scene
     hw = _active({"safety.workspace_max_mm_s": [40.0, 40.0, home_z_s * 1e3 + 0.2]})
     try:
-        T_r_to_s = invert(hw.scene.T_s_to_r)
+        T_r_to_s = invert(hw._scene.T_s_to_r)
         hw.set_drill(True, 20000.0)
         q = hw.read().position
         step = np.zeros(8)
@@ -92,11 +92,11 @@ def test_leaving_the_workspace_box_stops_the_run_before_the_tool_leaves():
                 hw.advance()
         last_sent = q - step
         z_last = apply(T_r_to_s, hw.robot.tool_position(last_sent))[2]
-        assert z_last <= hw.scene.safety.workspace_max_s[2]         # the refused command was never sent
+        assert z_last <= hw._scene.safety.workspace_max_s[2]         # the refused command was never sent
         for _ in range(30):
             hw.advance()
         z_now = apply(T_r_to_s, hw.robot.tool_position(hw.true_state()[0]))[2]
-        assert z_now <= hw.scene.safety.workspace_max_s[2] + 1e-6
+        assert z_now <= hw._scene.safety.workspace_max_s[2] + 1e-6
         assert hw.state is Lifecycle.INACTIVE and not hw.drill_state().on and "workspace" in hw.fault
     finally:
         hw.close()

@@ -138,7 +138,7 @@ def test_a_slow_controller_misses_the_deadline(make_sas):
     for _ in range(3):
         hw.write(q)
         hw.advance()
-    time.sleep(hw.scene.safety.control_deadline_s + 0.1)
+    time.sleep(hw._scene.safety.control_deadline_s + 0.1)
     hw.read()
     hw.write(q)
     with pytest.raises(SafetyStop, match="deadline"):
@@ -212,7 +212,7 @@ def test_image_topic_camera_delivers_the_drivers_frames(make_sas):
         hw.advance()
     stamps = [frames[i].stamp_s for i in sorted(frames)]
     assert stamps == sorted(stamps) and stamps[-1] <= hw.now()
-    m = hw.scene.mscs
+    m = hw._scene.mscs
     for f in frames.values():
         assert f.left.shape == f.right.shape == (m.height_px, m.width_px, 3)
         assert f.left.std() > 5 and not np.array_equal(f.left, f.right)

@@ -185,7 +185,7 @@ class CoppeliaSimHardware(Hardware):
             from scenes.coppeliasim_assembly import populate
 
             with link.remote("populating the scene (scenes.coppeliasim_assembly)"):
-                populate(sim, self.scene)
+                populate(sim, self._scene)
         self._joints = [self._handle(p, f"backends.coppeliasim.joint_paths[{i}]")
                         for i, p in enumerate(self.spec.joint_paths)]
         if self.has_cameras:
@@ -214,7 +214,7 @@ class CoppeliaSimHardware(Hardware):
         except ConnectionLost:
             raise
         except HardwareError as exc:
-            raise HardwareError(f"CoppeliaSim has no object at {path!r} ({field} of {self.scene.source}): "
+            raise HardwareError(f"CoppeliaSim has no object at {path!r} ({field} of {self._scene.source}): "
                                 f"{exc}") from exc
 
     def _on_close(self) -> None:
@@ -256,7 +256,7 @@ class CoppeliaSimHardware(Hardware):
         return self._drill
 
     def _grab_stereo(self) -> StereoFrame | None:
-        slot = math.floor((self.now() - self._t0_s) * self.scene.sensors.cameras.rate_hz + 1e-9)
+        slot = math.floor((self.now() - self._t0_s) * self._scene.sensors.cameras.rate_hz + 1e-9)
         if slot > self._frame_slot:
             for h in self._sensors:
                 self._link.call("handleVisionSensor", h)

@@ -83,7 +83,7 @@ class MockHardware(Hardware):
 
     # ---- the servo and its sensors ---------------------------------------------------------
     def _sample(self) -> None:
-        js = self.scene.sensors.joint_states
+        js = self._scene.sensors.joint_states
         t = self.now()
         if t + 1e-12 >= self._next_sample_s:
             self._samples.append(JointState(t, self._q.copy(), self._qd.copy()))
@@ -93,7 +93,7 @@ class MockHardware(Hardware):
                 self._samples.popleft()
 
     def _delivered(self) -> JointState:
-        delay = self.scene.sensors.joint_states.delay_s + self.faults.joint_state_extra_delay_s
+        delay = self._scene.sensors.joint_states.delay_s + self.faults.joint_state_extra_delay_s
         cutoff = self.now() - delay + 1e-12
         for s in reversed(self._samples):
             if s.stamp_s <= cutoff:
@@ -129,7 +129,7 @@ class MockHardware(Hardware):
         self._check_connected()
         if self.faults.freeze_frames:
             return self._last_frame
-        cs = self.scene.sensors.cameras
+        cs = self._scene.sensors.cameras
         k = int(np.floor((self.now() - cs.delay_s) * cs.rate_hz + 1e-9))
         if k < 0:
             return None

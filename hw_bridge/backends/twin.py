@@ -31,7 +31,7 @@ class TwinHardware(Hardware):
         return self._world
 
     def _on_configure(self) -> None:
-        self._world = TwinWorld(self.scene, self.seed)
+        self._world = TwinWorld(self._scene, self.seed)
 
     def _on_close(self) -> None:
         if self._world is not None:
