@@ -8,7 +8,6 @@ points) and the mock's own rules."""
 import importlib.metadata
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -187,12 +186,12 @@ def test_a_plugin_must_name_a_hardware_class(plugins):
         get_backend("notabackend")
 
 
-def test_mock_is_fast_and_builds_no_world():
-    code = ("import sys, time; from scenes.spec import load_scene; from hw_bridge.registry import make_hardware; "
-            "scene = load_scene(); t = time.perf_counter(); hw = make_hardware('mock', scene); hw.configure(); "
-            "hw.activate(); dt = time.perf_counter() - t; hw.close(); "
-            "assert 'pybullet' not in sys.modules and 'twin.world' not in sys.modules, 'the mock built a world'; "
-            "assert dt < 0.1, dt")
+def test_mock_builds_no_world():
+    """The mock is for tests where the twin is not the point: it imports no PyBullet and builds no
+    world (its speed is a benchmark matter, not a test's)."""
+    code = ("import sys; from scenes.spec import load_scene; from hw_bridge.registry import make_hardware; "
+            "hw = make_hardware('mock', load_scene()); hw.configure(); hw.activate(); hw.close(); "
+            "assert 'pybullet' not in sys.modules and 'twin.world' not in sys.modules, 'the mock built a world'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -230,33 +229,6 @@ def test_mock_without_images_has_no_cameras(scene):
         make_hardware("mock", scene, images=(MOCK_IMAGES[0], MOCK_IMAGES[1][:10]))
 
 
-def test_mock_frames_follow_the_camera_rate_and_delay(scene):
-    hw = make_hardware("mock", scene, images=MOCK_IMAGES)
-    hw.configure()
-    hw.activate()
-    cs = scene.sensors.cameras
-    seen = []
-    while hw.now() < 0.3:
-        f = hw.grab_stereo()
-        if f is None:
-            assert hw.now() < cs.delay_s + 1e-9
-        else:
-            assert cs.delay_s - 1e-9 <= hw.now() - f.stamp_s <= cs.delay_s + 1 / cs.rate_hz + 1e-9
-            assert np.array_equal(f.left, MOCK_IMAGES[0]) and np.array_equal(f.right, MOCK_IMAGES[1])
-            seen.append(f.index)
-        hw.write(hw.read().position)
-        hw.advance()
-    hw.close()
-    assert sorted(set(seen)) == list(range(max(seen) + 1))
-
-
-def test_mock_construction_is_milliseconds(scene):
-    t = time.perf_counter()
-    for _ in range(10):
-        MockHardware(scene, 0).close()
-    assert (time.perf_counter() - t) / 10 < 0.01
-
-
 def test_backends_import_lazily():
     code = ("import sys, hw_bridge.registry as r; "
             "assert 'pybullet' not in sys.modules and 'hw_bridge.backends.twin' not in sys.modules; "
@@ -291,8 +263,9 @@ def test_same_seed_same_run(scene):
     assert not np.array_equal(s1, s3)          # joint noise differs with the seed
 
 
-def test_camera_delay_and_rate(scene):
-    hw = make_hardware("twin", scene, 0)
+@pytest.mark.parametrize("backend, options", [("twin", {}), ("mock", {"images": MOCK_IMAGES})])
+def test_camera_delay_and_rate(scene, backend, options):
+    hw = make_hardware(backend, scene, 0, **options)
     hw.configure()
     hw.activate()
     cs = scene.sensors.cameras
@@ -302,6 +275,8 @@ def test_camera_delay_and_rate(scene):
         if f is not None:
             age = hw.now() - f.stamp_s
             assert cs.delay_s - 1e-9 <= age <= cs.delay_s + 1 / cs.rate_hz + 1e-9
+            if "images" in options:                # the mock's fixed images, unchanged
+                assert np.array_equal(f.left, options["images"][0]) and np.array_equal(f.right, options["images"][1])
             seen.append(f.index)
         else:
             assert hw.now() < cs.delay_s + 1e-9
