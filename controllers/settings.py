@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
@@ -36,8 +36,8 @@ from pydantic_core import PydanticCustomError
 
 #: a finite number; ints are accepted (TOML ``1``), bools and strings are not
 Real = Annotated[float, Strict(), Field(allow_inf_nan=False)]
-#: an integer (not a bool, not a float)
-Int = Annotated[int, Strict()]
+#: an integer (not a bool, not a float; numpy integers are taken as ints)
+Int = Annotated[int, Strict(), BeforeValidator(lambda v: int(v) if isinstance(v, np.integer) else v)]
 #: a non-empty string
 Name = Annotated[str, Strict(), Field(min_length=1)]
 Bool = StrictBool
@@ -102,8 +102,8 @@ def fmt_value(value: Any, limit: int = 60) -> str:
 
 
 def _num(x: Any) -> str:
-    if isinstance(x, float) and x.is_integer() and abs(x) < 1e16:
-        return f"{x:g}"
+    if isinstance(x, int) and not isinstance(x, bool) and abs(x) < 10**30:
+        return str(x)
     return f"{x:g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else fmt_value(x)
 
 
@@ -280,16 +280,23 @@ def field_problems(exc: ValidationError, root: Any, prefix: str = "") -> list[Fi
 
 # ----- base model --------------------------------------------------------------------------
 
-class _Settings(BaseModel):
+class _SettingsMeta(type(BaseModel)):
+    """Direct construction (``DamperParams(v_cut_min_m_s=0.0)``) raises the model's ``_error``;
+    validating a table (``model_validate``, a nested table) keeps pydantic's ``ValidationError``
+    with the full path, for ``field_problems``. (A custom ``__init__`` would not do: pydantic
+    calls it for nested tables too.)"""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            raise cls._error(field_problems(exc, cls)) from None
+
+
+class _Settings(BaseModel, metaclass=_SettingsMeta):
     """Frozen, unknown keys refused; construction errors become ``_error(problems)``."""
 
     model_config = FROZEN
-
-    def __init__(self, **data: Any):
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise self._error(field_problems(exc, type(self))) from None
 
     @classmethod
     def _error(cls, problems: list[FieldProblem]) -> Exception:
