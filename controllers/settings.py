@@ -28,7 +28,8 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
@@ -71,13 +72,22 @@ def cross_field_error(field: str, value: Any, allowed: str) -> PydanticCustomErr
                                {"field": field, "value": value, "allowed": allowed})
 
 
-def order_errors(obj: Any, pairs: typing.Iterable[tuple[str, str]]) -> None:
-    """Raise for the first pair ``(lo, hi)`` of fields of ``obj`` with ``lo > hi``."""
-    for lo, hi in pairs:
-        a, b = getattr(obj, lo), getattr(obj, hi)
-        if a > b:
+def order_validator(pairs: typing.Iterable[tuple[str, str]]) -> Any:
+    """A field validator, for a model's body or ``create_model``, checking that in each pair
+    ``(lo, hi)`` of fields ``lo <= hi`` (the error names ``lo``). It runs on ``hi`` with ``lo``
+    already validated, so it is reported together with other fields' errors. ``lo`` must be
+    declared before ``hi``."""
+    lower = {hi: lo for lo, hi in pairs}
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        lo = lower[info.field_name]
+        if lo in info.data and info.data[lo] > value:
             raise PydanticCustomError("order", "{field}={value} exceeds {other}={other_value}",
-                                      {"field": lo, "value": a, "other": hi, "other_value": b})
+                                      {"field": lo, "value": info.data[lo], "other": info.field_name,
+                                       "other_value": value})
+        return value
+
+    return field_validator(*lower)(check)
 
 
 # ----- error messages ----------------------------------------------------------------------
@@ -234,8 +244,11 @@ def field_problems(exc: ValidationError, root: Any, prefix: str = "") -> list[Fi
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
-        if kind in ("cross_field", "order"):
+        if kind == "cross_field":          # a model validator's rule: loc is the model's
             loc = loc + (ctx["field"],)
+            value = ctx["value"]
+        elif kind == "order":              # order_validator, on the upper field
+            loc = loc[:-1] + (ctx["field"],)
             value = ctx["value"]
         path = dotted(prefix, loc)
 
@@ -479,4 +492,4 @@ INITIALISATIONS = typing.get_args(MillingSettings.model_fields["initialisation"]
 __all__ = ["Bool", "ControllerSettings", "DamperParams", "FieldProblem", "INITIALISATIONS", "Int",
            "MillingControlParams", "MillingSettings", "MillingSetupError", "Name", "PremeasurementSettings", "Real",
            "SettingsError", "Vec3", "allowed_text", "cross_field_error", "field_problems", "fmt_value",
-           "interval_text", "order_errors", "resolve"]
+           "interval_text", "order_validator", "resolve"]

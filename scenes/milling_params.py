@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
-from controllers.settings import Real, field_problems, order_errors
+from controllers.settings import Real, field_problems, order_validator
 
 
 class MillingParameterError(ValueError):
@@ -62,10 +62,7 @@ class MillingParams:
     #: (lower, upper) field pairs that must be ordered
     ORDER: ClassVar[tuple[tuple[str, str], ...]] = (("hardness_min", "hardness_max"),)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "MillingParams":
-        order_errors(self, self.ORDER)
-        return self
+    _ordered = order_validator(ORDER)
 
 
 def _error(exc: ValidationError) -> MillingParameterError:

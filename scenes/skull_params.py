@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from controllers.settings import Int, Real, field_problems, order_errors
+from controllers.settings import Int, Real, field_problems, order_validator
 
 
 class SkullParameterError(ValueError):
@@ -39,10 +39,7 @@ class SkullParams:
     #: (lower, upper) field pairs that must be ordered
     ORDER: ClassVar[tuple[tuple[str, str], ...]] = (("thickness_min_m", "thickness_max_m"),)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "SkullParams":
-        order_errors(self, self.ORDER)
-        return self
+    _ordered = order_validator(ORDER)
 
     def validate(self) -> None:
         """Raise SkullParameterError listing every field outside its range (construction already

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, create_model, field_validator, model_vali
 from pydantic.fields import FieldInfo
 from scipy.spatial.transform import Rotation
 
-from controllers.settings import (FROZEN, ControllerSettings, Int, Name, Real, cross_field_error, order_errors,
+from controllers.settings import (FROZEN, ControllerSettings, Int, Name, Real, cross_field_error, order_validator,
                                   resolve)
 from scenes.frames import make_transform
 from scenes.hw_config import BackendsSpec, SafetyFile, SafetySpec
@@ -194,21 +194,13 @@ def _scaled(model: Any, name: str, scale: float) -> tuple[Any, FieldInfo]:
     return annotation, Field(_g(info.default / scale) if annotation is Real else info.default, **kwargs)
 
 
-class _Ordered(_Table):
-    ORDER: ClassVar[tuple[tuple[str, str], ...]] = ()
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "_Ordered":
-        order_errors(self, self.ORDER)
-        return self
-
-
 def _derived(name: str, model: Any, table: list[tuple[str, str, float]], doc: str, **extra: Any) -> type:
+    """A file table whose fields are ``model``'s (``table``: file key, SI field, SI per file
+    unit), with ``model.ORDER``'s rules under the file names."""
     fields = {key: _scaled(model, si, scale) for key, si, scale in table}
     file_name = {si: key for key, si, _ in table}
-    cls = create_model(name, __base__=_Ordered, __doc__=doc, **extra, **fields)
-    cls.ORDER = tuple((file_name[a], file_name[b]) for a, b in model.ORDER)
-    return cls
+    order = order_validator((file_name[a], file_name[b]) for a, b in model.ORDER)
+    return create_model(name, __base__=_Table, __doc__=doc, __validators__={"_ordered": order}, **extra, **fields)
 
 
 class RobotFile(_Table):
