@@ -74,14 +74,14 @@ def cross_field_error(field: str, value: Any, allowed: str) -> PydanticCustomErr
 
 def order_validator(pairs: typing.Iterable[tuple[str, str]]) -> Any:
     """A field validator, for a model's body or ``create_model``, checking that in each pair
-    ``(lo, hi)`` of fields ``lo <= hi`` (the error names ``lo``). It runs on ``hi`` with ``lo``
+    ``(lo, hi)`` of fields ``lo <= hi`` (the error names ``lo``; None: no limit). It runs on ``hi`` with ``lo``
     already validated, so it is reported together with other fields' errors. ``lo`` must be
     declared before ``hi``."""
     lower = {hi: lo for lo, hi in pairs}
 
     def check(value: Any, info: ValidationInfo) -> Any:
         lo = lower[info.field_name]
-        if lo in info.data and info.data[lo] > value:
+        if value is not None and info.data.get(lo) is not None and info.data[lo] > value:
             raise PydanticCustomError("order", "{field}={value} exceeds {other}={other_value}",
                                       {"field": lo, "value": info.data[lo], "other": info.field_name,
                                        "other_value": value})
