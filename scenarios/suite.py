@@ -288,18 +288,19 @@ def _check_sampled(group: str, dists: dict[str, Distribution], field_type, check
     the cross-field rules: each pair of sampled fields at the corners of their ranges."""
     if not dists:
         return
+    keys = list(dists)
+    low = {k: _corner_values(dists[k])[0] for k in keys}
     for key, d in dists.items():
         where = f'parameters.{group}."{key}"'
         if (problem := _kind_problem(where, d, *field_type(key))) is not None:
             errors.append(problem)
             continue
-        for i, v in enumerate(_values(d)):
-            for e in check_one({key: v}):
-                errors.append(f"{where}.{d.kind}[{i}]: {e}")
+        for i, v in enumerate(_values(d)):     # (the other sampled fields at their low ends)
+            for e in check_one({**low, key: v}):
+                if key in e:
+                    errors.append(f"{where}.{d.kind}[{i}]: {e}")
     if any(e.startswith(f"parameters.{group}.") for e in errors):
         return
-    keys = list(dists)
-    low = {k: _corner_values(dists[k])[0] for k in keys}
     seen: set[str] = set()
     for combo in ([low, {k: _corner_values(dists[k])[-1] for k in keys}] +
                   [{**low, a: va, b: vb} for a, b in itertools.combinations(keys, 2)

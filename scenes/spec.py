@@ -181,17 +181,19 @@ def _g(x: float) -> float:
     return float(f"{x:.12g}")
 
 
-def _scaled(model: Any, name: str, scale: float) -> tuple[Any, FieldInfo]:
+def _scaled(model: Any, name: str, scale: float, required: bool = False) -> tuple[Any, FieldInfo]:
     """The field ``name`` of the SI ``model`` in file units (SI value / ``scale``): same type,
-    bounds and description, so the file's bounds cannot drift from the model's."""
+    bounds and description, so the file's bounds cannot drift from the model's. ``required``:
+    no default in the file."""
     info: FieldInfo = model.__pydantic_fields__[name]
+    is_int = info.annotation is int
     kwargs: dict[str, Any] = {"description": info.description}
     for m in info.metadata:
         for attr in ("ge", "gt", "le", "lt"):
             if hasattr(m, attr):
-                kwargs[attr] = _g(getattr(m, attr) / scale)
-    annotation = Int if info.annotation is int else Real
-    return annotation, Field(_g(info.default / scale) if annotation is Real else info.default, **kwargs)
+                kwargs[attr] = getattr(m, attr) if is_int else _g(getattr(m, attr) / scale)
+    default = ... if required else info.default if is_int else _g(info.default / scale)
+    return (Int if is_int else Real), Field(default, **kwargs)
 
 
 def _derived(name: str, model: Any, table: list[tuple[str, str, float]], doc: str, **extra: Any) -> type:
@@ -220,7 +222,7 @@ class RobotFile(_Table):
         return v
 
 
-_BURR_TYPE, _BURR_FIELD = _scaled(MillingParams, "burr_radius_m", MM)
+_BURR_TYPE, _BURR_FIELD = _scaled(MillingParams, "burr_radius_m", MM, required=True)
 
 
 class DrillFile(_Table):
