@@ -252,7 +252,7 @@ def field_problems(exc: ValidationError, root: Any, prefix: str = "") -> list[Fi
             value = ctx["value"]
         path = dotted(prefix, loc)
 
-        def name(field: str) -> str:
+        def name(field: str, loc: tuple = loc) -> str:
             return dotted(prefix, loc[:-1] + (field,))
 
         tp, meta, _ = resolve(root, loc)

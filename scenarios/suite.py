@@ -28,7 +28,6 @@ Example (see ``scenarios/twin_smoke.toml``)::
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import re
@@ -42,8 +41,8 @@ from pydantic_core import PydanticCustomError
 
 from controllers.settings import FROZEN, Int, Real, fmt_value, order_validator, resolve
 from hw_bridge.registry import backend_names
-from scenes.schema import ConfigError, load_toml, problems_of, validate
-from scenes.spec import SCENES_DIR, SceneFile, _apply_overrides, load_scene
+from scenes.schema import ConfigError, load_toml, problems_of
+from scenes.spec import SCENES_DIR, SceneFile, _apply_overrides
 from scenarios.jobs import JOBS, job_backend_problem
 
 AGGREGATES = ("mean", "median", "max", "min", "p95", "proportion")
@@ -321,7 +320,8 @@ def _scene_checker(scene_path: Path):
     try:
         raw = schema.load_toml(scene_path)
     except ConfigError as exc:
-        return lambda overrides: exc.errors
+        unreadable = exc.errors
+        return lambda overrides: unreadable
 
     def check(overrides: dict[str, Any]) -> list[str]:
         errors: list[str] = []

@@ -19,7 +19,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, Field, create_model, field_validator, model_validator

@@ -12,6 +12,7 @@ import annotated_types
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from pydantic import ValidationError
 
 from controllers.settings import resolve
 from scenarios.cli import main
@@ -476,5 +477,5 @@ def test_settings_models_are_frozen_and_keyword_constructible():
     assert s.damper.through_level == 0.99 and s.control.velocity_scale == 0.9
     p = PremeasurementSettings(camera_model="paper", radius_m=3e-3)
     assert p.grid_points_per_axis == (3, 3, 3) and isinstance(p.grid_points_per_axis, tuple)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         p.radius_m = 1.0
