@@ -230,10 +230,14 @@ _EXTRA = {"extra_forbidden", "unexpected_keyword_argument"}
 
 
 def dotted(prefix: str, loc: tuple) -> str:
-    """``prefix.a.b[2]`` from a pydantic ``loc``."""
+    """``prefix.a.b[2]`` from a pydantic ``loc`` (a key with a dot is quoted: ``a."b.c"``)."""
     out = prefix
     for p in loc:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        if isinstance(p, int):
+            out += f"[{p}]"
+            continue
+        p = f'"{p}"' if "." in p or not p else p
+        out += f".{p}" if out else p
     return out
 
 
@@ -245,7 +249,7 @@ def field_problems(exc: ValidationError, root: Any, prefix: str = "") -> list[Fi
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
         if kind == "cross_field":          # a model validator's rule: loc is the model's
-            loc = loc + (ctx["field"],)
+            loc = loc + tuple(ctx["field"].split("."))
             value = ctx["value"]
         elif kind == "order":              # order_validator, on the upper field
             loc = loc[:-1] + (ctx["field"],)

@@ -132,7 +132,8 @@ def _distribution(value: Any) -> Distribution:
     except ValidationError:
         raise PydanticCustomError(
             "distribution", f"{kind} must be [lo, hi] of two " +
-            ("integers" if kind == "integers" else "finite numbers") + f", got {fmt_value(args)}") from None
+            ("integers in [-2**63, 2**63 - 2]" if kind == "integers" else "finite numbers")
+            + f", got {fmt_value(args)}") from None
     if lo > hi:
         raise PydanticCustomError("distribution", f"{kind}={fmt_value(args)}: lo exceeds hi")
     return Distribution(kind, tuple(args))
@@ -144,7 +145,8 @@ def _pair_adapter(number: Any):
     return TypeAdapter(tuple[number, number])
 
 
-_PAIR = {Int: _pair_adapter(Int), Real: _pair_adapter(Real)}
+#: integers [lo, hi] samples rng.integers(lo, hi + 1): int64 bounds
+_PAIR = {Int: _pair_adapter(Annotated[Int, Field(ge=-2**63, le=2**63 - 2)]), Real: _pair_adapter(Real)}
 Dist = Annotated[Distribution, PlainValidator(_distribution)]
 Key = Annotated[str, Strict(), Field(min_length=1, max_length=200)]
 

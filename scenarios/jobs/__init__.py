@@ -107,7 +107,9 @@ class MillingJobParams(_Params):
     traverse_speed_mm_s: _TRAVERSE = Field(4.0, description=_TRAVERSE_DOC)
 
 
-_PY_TYPES = {bool: Annotated[bool, Strict()], int: Int, float: Real, str: Annotated[str, Strict()]}
+#: types of parameters registered by default value (bounded, so that sampling cannot overflow)
+_PY_TYPES = {bool: Annotated[bool, Strict()], int: Annotated[Int, Field(ge=-2**62, le=2**62)],
+             float: Annotated[Real, Field(ge=-1e300, le=1e300)], str: Annotated[str, Strict(), Field(max_length=4096)]}
 
 
 def _model_from_defaults(name: str, defaults: dict[str, Any]) -> type[BaseModel]:
