@@ -218,7 +218,7 @@ def allowed_text(tp: Any, meta: list) -> str:
         return f"a list of {len(args)} values, each {inner}"
     if origin in (list, tuple):
         return "a list"
-    if _fields_of(tp) is not None:
+    if _fields_of(tp) is not None or origin is dict:
         return "a table"
     return interval or "see the docs"
 
@@ -254,7 +254,7 @@ def field_problems(exc: ValidationError, root: Any, prefix: str = "") -> list[Fi
         elif kind == "order":              # order_validator, on the upper field
             loc = loc[:-1] + (ctx["field"],)
             value = ctx["value"]
-        path = dotted(prefix, loc)
+        path = dotted(prefix, loc) or "(the whole file)"
 
         def name(field: str, loc: tuple = loc) -> str:
             return dotted(prefix, loc[:-1] + (field,))
