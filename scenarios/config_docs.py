@@ -38,6 +38,9 @@ def _type_text(tp: Any) -> str:
         return f"list of {len(args)} {_type_text(_strip(args[0])[0])}"
     if origin is list:
         return f"list of ({_type_text(_strip(args[0])[0])})" if args else "list"
+    if origin is dict:
+        return "table (name -> distribution)" if getattr(_strip(args[1])[0], "__name__", "") == "Distribution" \
+            else "table"
     return {float: "number", int: "integer", bool: "bool", str: "string"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
