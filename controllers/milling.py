@@ -35,60 +35,14 @@ import numpy as np
 
 from controllers.completion_sensing import CompletionFilter, CompletionSensor
 from controllers.control_loop import ControlLoop
-from controllers.motion.milling_control import (MillingControlParams, MillingMotionController, VirtualFloor,
-                                                WindowFrame)
+from controllers.motion.milling_control import MillingMotionController, VirtualFloor, WindowFrame
 from controllers.motion.pose_control import PoseController
-from controllers.planning import DamperParams, MillingPlanner, StopMonitor, StopReason
+from controllers.planning import MillingPlanner, StopMonitor, StopReason
 from controllers.surface_fit import FittedTrajectory
+from controllers.settings import INITIALISATIONS, MillingSettings, MillingSetupError  # noqa: F401 (re-exported)
 from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Lifecycle
 from scenes.frames import apply, make_transform
-
-INITIALISATIONS = ("fitted", "equal_height")
-
-
-class MillingSetupError(ValueError):
-    """The milling cannot start (bad settings or trajectory); nothing has moved."""
-
-
-@dataclass(frozen=True)
-class MillingSettings:
-    """SI units. ``initialisation``: "fitted" (each point from the 3D-fitted trajectory) or
-    "equal_height" (the prior system: every point at the highest fitted start)."""
-
-    initialisation: str = "fitted"
-    traverse_speed_m_s: float = 4e-3
-    drill_speed_rpm: float = 30000.0
-    perception_period_s: float = 0.2
-    filter_window: int = 3
-    cross_section_half_width_m: float = 0.15e-3   # c_i = highest level across the groove within this
-    cross_section_probes: int = 5
-    max_plausible_thickness_m: float = 0.65e-3   # mouse skull above cortex: 0.1-0.65 mm (reference sec. 2)
-    approach_clearance_m: float = 0.2e-3         # start this far above point 0's initial height
-    timeout_s: float = 300.0
-    perception_timeout_s: float = 3.0
-    retract_m: float = 3e-3
-    damper: DamperParams = field(default_factory=DamperParams)
-    control: MillingControlParams = field(default_factory=MillingControlParams)
-
-    def __post_init__(self):
-        if self.initialisation not in INITIALISATIONS:
-            raise MillingSetupError(f"initialisation={self.initialisation!r}: allowed {', '.join(INITIALISATIONS)}")
-        for name in ("traverse_speed_m_s", "perception_period_s", "max_plausible_thickness_m", "timeout_s",
-                     "perception_timeout_s", "retract_m", "drill_speed_rpm"):
-            v = getattr(self, name)
-            if not np.isfinite(v) or v <= 0:
-                raise MillingSetupError(f"MillingSettings.{name}={v!r}: must be finite and > 0")
-        if not np.isfinite(self.approach_clearance_m) or self.approach_clearance_m < 0:
-            raise MillingSetupError(f"MillingSettings.approach_clearance_m={self.approach_clearance_m!r}: "
-                                    "must be finite and >= 0")
-        if not np.isfinite(self.cross_section_half_width_m) or not 0 <= self.cross_section_half_width_m < 0.5e-3:
-            raise MillingSetupError(f"MillingSettings.cross_section_half_width_m={self.cross_section_half_width_m!r}: "
-                                    "must be within [0, 0.5e-3) m (inside the burr's groove)")
-        if self.cross_section_probes < 1:
-            raise MillingSetupError(f"MillingSettings.cross_section_probes={self.cross_section_probes!r}: must be >= 1")
-        if self.filter_window < 1:
-            raise MillingSetupError(f"MillingSettings.filter_window={self.filter_window!r}: must be >= 1")
 
 
 @dataclass

@@ -33,7 +33,7 @@ from controllers.milling import MillingReport, MillingSettings, mill_window
 from controllers.motion.pose_control import PoseController
 from controllers.perception.completion_detector import CompletionEstimator
 from controllers.perception.keypoint_detector import KeypointDetector
-from controllers.premeasurement import (CalibrationOutcome, PremeasurementSettings, SurfaceOutcome, calibrate_mscs,
+from controllers.premeasurement import (CalibrationOutcome, SurfaceOutcome, calibrate_mscs,
                                         fit_window_trajectory)
 from controllers.reconstruction import OrthoStereoModel
 from hw_bridge.errors import HardwareError

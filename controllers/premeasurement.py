@@ -21,32 +21,10 @@ from controllers.dense_stereo import PointCloud, dense_point_cloud
 from controllers.motion.pose_control import PoseController
 from controllers.perception.keypoint_detector import Keypoint, KeypointDetector
 from controllers.reconstruction import CameraModelFit, OrthoStereoModel, load_camera_model
+from controllers.settings import PremeasurementSettings  # noqa: F401 (re-exported)
 from controllers.surface_fit import FittedTrajectory, SurfaceFitError, fit_initial_trajectory, trajectory_centre_px
 from hw_bridge.rig import RigDescription
 from scenes.frames import apply, make_transform
-
-
-@dataclass(frozen=True)
-class PremeasurementSettings:
-    """Lengths in m. ``camera_model``: ``"estimate"`` (characterise the rig on a grid first) or
-    a camera-model file / preset name (e.g. ``"paper"``)."""
-
-    camera_model: str = "estimate"
-    grid_half_extent_m: tuple[float, float, float] = (6e-3, 10e-3, 2.5e-3)
-    grid_points_per_axis: tuple[int, int, int] = (3, 3, 3)
-    grid_lift_m: float = 2.5e-3            # grid centre above the calibration setpoints' centre
-    radius_m: float = 2e-3                 # r
-    n_points: int = 32                     # n
-    safety_offset_m: float = 0.5e-3        # dd
-    centre_ratio: float = 1.0 / 3.0        # l
-    park_offset_r_m: tuple[float, float, float] = (25e-3, 0.0, 15e-3)   # drill out of view, from the setpoints' centre
-    roi_margin_m: float = 1.8e-3           # dense stereo region: circle radius + this, around the centre
-    # Beyond the paper: re-characterise the rig on a small grid just above the window before the
-    # final fit. The affine stereo model approximates perspective; fitted over the whole
-    # reconstruction space it is ~0.1 mm off at the skull (measured), fitted locally ~0.04 mm.
-    local_refinement: bool = True
-    local_grid_half_extent_m: tuple[float, float, float] = (3e-3, 3e-3, 1e-3)
-    local_grid_clearance_m: float = 1e-3   # lowest grid layer above the provisional surface at the centre
 
 
 @dataclass

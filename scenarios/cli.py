@@ -167,6 +167,25 @@ def _positive(text: str) -> int:
     return value
 
 
+#: bounds of ``micromill run --cases`` (as a suite's ``cases``) and ``--workers``
+MAX_CASES = 100000
+MAX_WORKERS = 64
+
+
+def _int_in(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi] (argparse reports the error and exits 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {text[:40]!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {text[:40]}")
+        return value
+    parse.__name__ = f"integer in [{lo}, {hi}]"
+    return parse
+
+
 def _seed(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -194,9 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_replay)
     p = sub.add_parser("run", help="run a scenario suite")
     p.add_argument("suite", help="suite TOML file, e.g. scenarios/twin_smoke.toml")
-    p.add_argument("--workers", type=_positive, default=1, help="processes (default 1)")
+    p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=1,
+                   help=f"processes, 1..{MAX_WORKERS} (default 1)")
     p.add_argument("--out", default=None, help="output folder (default runs/<suite name>)")
-    p.add_argument("--cases", type=_positive, default=None, help="override the number of cases")
+    p.add_argument("--cases", type=_int_in(1, MAX_CASES), default=None,
+                   help=f"override the number of cases, 1..{MAX_CASES}")
     p.add_argument("--seed", type=_seed, default=None, help="override the suite seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _backend_arguments(p, None, "override the suite's backend")

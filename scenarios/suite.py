@@ -28,19 +28,31 @@ Example (see ``scenarios/twin_smoke.toml``)::
 """
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import AfterValidator, BaseModel, Field, PlainValidator, Strict, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
+from controllers.settings import FROZEN, Int, Real, fmt_value, order_validator, resolve
 from hw_bridge.registry import backend_names
-from scenes.schema import ConfigError, Reader, load_toml
-from scenes.spec import SCENES_DIR, load_scene
+from scenes.schema import ConfigError, load_toml, problems_of
+from scenes.spec import SCENES_DIR, SceneFile, _apply_overrides
 from scenarios.jobs import JOBS, job_backend_problem
 
 AGGREGATES = ("mean", "median", "max", "min", "p95", "proportion")
+#: aggregates each metric kind allows (a proportion of 0/1 values only for binary metrics)
+AGGREGATES_BY_KIND = {"binary": AGGREGATES, "count": AGGREGATES[:-1], "continuous": AGGREGATES[:-1]}
+#: bounds on what a user can type
+MAX_CASES = 100000
+MAX_CHOICES = 1000
+MAX_PARAMETERS = 200
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -102,109 +114,337 @@ class Suite:
     thresholds: list[Threshold] = field(default_factory=list)
 
 
-def _distribution(value: Any, name: str, errors: list[str]) -> Distribution | None:
+def _distribution(value: Any) -> Distribution:
+    """A ``{uniform = [lo, hi]}``, ``{integers = [lo, hi]}`` or ``{choices = [...]}`` table."""
+    shapes = "{uniform = [lo, hi]}, {integers = [lo, hi]} or {choices = [...]}"
     if not isinstance(value, dict) or len(value) != 1:
-        errors.append(f"{name}={value!r} must be one of {{uniform = [lo, hi]}}, {{integers = [lo, hi]}}, "
-                      f"{{choices = [...]}}")
-        return None
+        raise PydanticCustomError("distribution", "must be one of " + shapes)
     kind, args = next(iter(value.items()))
     if kind == "choices":
-        if not isinstance(args, list) or not args:
-            errors.append(f"{name}.choices={args!r} must be a non-empty list")
-            return None
+        if not isinstance(args, list) or not 1 <= len(args) <= MAX_CHOICES:
+            raise PydanticCustomError("distribution", f"choices must be a list of 1 to {MAX_CHOICES} values")
         return Distribution("choices", tuple(args))
     if kind not in ("uniform", "integers"):
-        errors.append(f"{name}: unknown distribution {kind!r}; use uniform, integers or choices")
-        return None
-    ok_type = int if kind == "integers" else (int, float)
-    if (not isinstance(args, list) or len(args) != 2
-            or any(isinstance(a, bool) or not isinstance(a, ok_type) or not math.isfinite(a) for a in args)):
-        errors.append(f"{name}.{kind}={args!r} must be [lo, hi] ({'integers' if kind == 'integers' else 'numbers'})")
-        return None
-    if args[0] > args[1]:
-        errors.append(f"{name}.{kind}={args!r}: lo exceeds hi")
-        return None
+        raise PydanticCustomError("distribution", f"unknown distribution {fmt_value(kind)}: use " + shapes)
+    number = Int if kind == "integers" else Real
+    try:
+        lo, hi = _PAIR[number].validate_python(args)
+    except ValidationError:
+        raise PydanticCustomError(
+            "distribution", f"{kind} must be [lo, hi] of two " +
+            ("integers in [-2**63, 2**63 - 2]" if kind == "integers" else "finite numbers")
+            + f", got {fmt_value(args)}") from None
+    if lo > hi:
+        raise PydanticCustomError("distribution", f"{kind}={fmt_value(args)}: lo exceeds hi")
     return Distribution(kind, tuple(args))
 
 
+def _pair_adapter(number: Any):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(tuple[number, number])
+
+
+#: integers [lo, hi] samples rng.integers(lo, hi + 1): int64 bounds
+_PAIR = {Int: _pair_adapter(Annotated[Int, Field(ge=-2**63, le=2**63 - 2)]), Real: _pair_adapter(Real)}
+Dist = Annotated[Distribution, PlainValidator(_distribution)]
+Key = Annotated[str, Strict(), Field(min_length=1, max_length=200)]
+
+
+def _safe_name(value: str) -> str:
+    if not _SAFE_NAME.match(value):
+        raise ValueError("must be a plain name: letters, digits, '_', '.', '-', not starting with '.' "
+                         "(it names the output folder: no path separators)")
+    return value
+
+
+def _known_job(value: str) -> str:
+    if value not in JOBS:
+        raise ValueError(f"is not one of {sorted(JOBS)}")
+    return value
+
+
+def _known_backend(value: str) -> str:
+    if value not in backend_names():
+        raise ValueError(f"is not one of {list(backend_names())}")
+    return value
+
+
+def scene_file_path(scene: str) -> Path:
+    """A scene given as a path, else as a name in scenes/."""
+    path = Path(scene)
+    return path if path.is_file() else SCENES_DIR / f"{scene}.toml"
+
+
+def _scene_exists(value: str) -> str:
+    if not scene_file_path(value).is_file():
+        raise ValueError(f"no such file, nor scenes/{value}.toml")
+    return value
+
+
+class SuiteTable(BaseModel):
+    """``[suite]``."""
+
+    model_config = FROZEN
+
+    name: Annotated[str, Strict(), Field(min_length=1, max_length=100), AfterValidator(_safe_name)] = Field(
+        description="the suite's name (default output folder runs/<name>)")
+    description: Annotated[str, Strict(), Field(max_length=10000)] = Field("", description="what the suite measures")
+    job: Annotated[str, Strict(), AfterValidator(_known_job)] = Field(description="what each case runs "
+                                                                                  "(scenarios/jobs)")
+    scene: Annotated[str, Strict(), Field(min_length=1, max_length=4096), AfterValidator(_scene_exists)] = Field(
+        "default", description="a scene name in scenes/ or a path")
+    backend: Annotated[str, Strict(), AfterValidator(_known_backend)] = Field(
+        "twin", description="the backend the cases run on (micromill run --backend overrides it)")
+    seed: Int = Field(ge=0, le=2**63 - 1, description="seeds every case's sampling")
+    cases: Int = Field(ge=1, le=MAX_CASES, description="number of cases")
+
+
+class ParametersTable(BaseModel):
+    """``[parameters]``: sampled scene fields (dotted keys) and job parameters."""
+
+    model_config = FROZEN
+
+    scene: dict[Key, Dist] = Field(default_factory=dict, max_length=MAX_PARAMETERS,
+                                   description='scene fields, e.g. "skull.seed" = { integers = [0, 1000000] }')
+    job: dict[Key, Dist] = Field(default_factory=dict, max_length=MAX_PARAMETERS,
+                                 description="the job's parameters")
+
+
+class MetricTable(BaseModel):
+    model_config = FROZEN
+
+    aggregate: Annotated[str, Strict()] = Field(description="mean | median | max | min | p95 | proportion")
+    description: Annotated[str, Strict(), Field(max_length=10000)] = Field("", description="what it measures")
+    paper: Annotated[str, Strict(), Field(max_length=10000)] = Field("", description="the paper's figure")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aggregate_known(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("aggregate"), str) and data["aggregate"] not in AGGREGATES:
+            raise PydanticCustomError("cross_field", "", {"field": "aggregate", "value": data["aggregate"],
+                                                          "allowed": "one of " + ", ".join(map(repr, AGGREGATES))})
+        return data
+
+
+class ThresholdTable(BaseModel):
+    model_config = FROZEN
+
+    min: Real | None = Field(None, description="the aggregate must be >= this")
+    max: Real | None = Field(None, description="the aggregate must be <= this")
+
+    _ordered = order_validator([("min", "max")])
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> "ThresholdTable":
+        if self.min is None and self.max is None:
+            raise PydanticCustomError("cross_field", "", {"field": "min", "value": None,
+                                                          "allowed": "given (min and/or max)"})
+        return self
+
+
+class SuiteFile(BaseModel):
+    """A suite file."""
+
+    model_config = FROZEN
+
+    suite: SuiteTable
+    parameters: ParametersTable = Field(default_factory=ParametersTable)
+    metrics: dict[Key, MetricTable] = Field(min_length=1, max_length=MAX_PARAMETERS,
+                                            description="the metrics the report aggregates")
+    thresholds: dict[Key, ThresholdTable] = Field(default_factory=dict, max_length=MAX_PARAMETERS,
+                                                  description="pass limits on aggregated metrics")
+
+
+# ----- what a sampled range can produce ----------------------------------------------------
+
+def _values(d: Distribution) -> list[Any]:
+    """Every value ``d`` can produce, as far as bounds go: the ends of a range, each choice."""
+    return list(d.args)
+
+
+def _corner_values(d: Distribution) -> list[Any]:
+    """The values to combine with other fields' for cross-field rules (numeric choices: min, max)."""
+    if d.kind != "choices":
+        return list(d.args)
+    vals = list(d.args)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        return sorted({min(vals), max(vals)})
+    return vals[:10]
+
+
+def _kind_problem(where: str, d: Distribution, field_type: Any, field_name: str) -> str | None:
+    if d.kind == "uniform" and field_type is not float:
+        what = "an integer" if field_type is int else "not a number" if field_type is not None else "unknown"
+        return (f"{where}.uniform={fmt_value(list(d.args))}: uniform samples floats, but {field_name} is {what}"
+                + (" (use integers)" if field_type is int else " (use choices)"))
+    if d.kind == "integers" and field_type is not int:
+        return (f"{where}.integers={fmt_value(list(d.args))}: integers samples integers, but {field_name} is "
+                + ("a float (use uniform)" if field_type is float else "not an integer (use choices)"))
+    return None
+
+
+def _check_sampled(group: str, dists: dict[str, Distribution], field_type, check_one, errors: list[str]) -> None:
+    """Each sampled field on its own (every value it can produce within the field's bounds), then
+    the cross-field rules: each pair of sampled fields at the corners of their ranges."""
+    if not dists:
+        return
+    keys = list(dists)
+    low = {k: _corner_values(dists[k])[0] for k in keys}
+    for key, d in dists.items():
+        where = f'parameters.{group}."{key}"'
+        if (problem := _kind_problem(where, d, *field_type(key))) is not None:
+            errors.append(problem)
+            continue
+        for i, v in enumerate(_values(d)):     # (the other sampled fields at their low ends)
+            for e in check_one({**low, key: v}):
+                if key in e:
+                    errors.append(f"{where}.{d.kind}[{i}]: {e}")
+    if any(e.startswith(f"parameters.{group}.") for e in errors):
+        return
+    seen: set[str] = set()
+    for combo in ([low, {k: _corner_values(dists[k])[-1] for k in keys}] +
+                  [{**low, a: va, b: vb} for a, b in itertools.combinations(keys, 2)
+                   for va in _corner_values(dists[a]) for vb in _corner_values(dists[b])]):
+        for e in check_one(combo):
+            if e not in seen:
+                seen.add(e)
+                at = ", ".join(f"{k}={fmt_value(v)}" for k, v in combo.items())
+                errors.append(f"parameters.{group}: when sampled at {at}: {e}")
+                break
+        if len(seen) >= 5:
+            break
+
+
+def _scene_checker(scene_path: Path):
+    from scenes import schema
+
+    try:
+        raw = schema.load_toml(scene_path)
+    except ConfigError as exc:
+        unreadable = exc.errors
+        return lambda overrides: unreadable
+
+    def check(overrides: dict[str, Any]) -> list[str]:
+        errors: list[str] = []
+        changed = _apply_overrides(raw, overrides, errors)
+        if errors:
+            return errors
+        try:
+            SceneFile.model_validate(changed)
+        except ValidationError as exc:
+            return problems_of(exc, SceneFile)
+        except (ArithmeticError, TypeError, ValueError) as exc:
+            return [f"cannot be read ({type(exc).__name__}: {exc})"]
+        return []
+    return check
+
+
+def _scene_field_type(key: str) -> tuple[Any, str]:
+    tp, _, _ = resolve(SceneFile, tuple(key.split(".")))
+    return tp, key
+
+
+def _table(raw: Any, *keys: str) -> dict:
+    """``raw[k1][k2]...`` when every level is a table, else {}."""
+    for k in keys:
+        raw = raw.get(k) if isinstance(raw, dict) else None
+    return raw if isinstance(raw, dict) else {}
+
+
+def _valid(adapter_model: type[BaseModel], name: str, value: Any) -> Any:
+    """``value`` when it is valid for the field ``name`` of ``adapter_model``, else None."""
+    try:
+        return adapter_model.__pydantic_validator__.validate_assignment(
+            adapter_model.model_construct(), name, value).__dict__[name]
+    except (ValidationError, TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def _dists(raw: dict) -> dict[str, Distribution]:
+    out = {}
+    for k, v in raw.items():
+        try:
+            if isinstance(k, str) and k:
+                out[k] = _distribution(v)
+        except (PydanticCustomError, ValidationError):
+            pass
+    return out
+
+
 def suite_from_dict(raw: Any, source: str = "<dict>") -> Suite:
+    """Validate a parsed suite table (every field, then what each sampled range can produce
+    against the scene's and the job's fields) and build the Suite; ``ConfigError`` lists all
+    problems at once."""
     errors: list[str] = []
-    top = Reader(raw, "", errors)
-    s = top.sub("suite", required=True)
-    name = s.string("name")
-    description = s.string("description", default="")
-    job = s.string("job", choices=tuple(sorted(JOBS)))
-    scene = s.string("scene", default="default")
-    backend = s.string("backend", choices=tuple(backend_names()), default="twin")
-    seed = s.integer("seed", 0, 2**63 - 1)
-    cases = s.integer("cases", 1, 100000)
-    s.finish()
+    f = None
+    try:
+        f = SuiteFile.model_validate(raw)
+    except ValidationError as exc:
+        errors.extend(problems_of(exc, SuiteFile))
+    except (ArithmeticError, TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(source, [f"cannot be read ({type(exc).__name__}: {exc})"]) from None
 
-    scene_path = Path(scene)
-    if scene and not scene_path.is_file():
-        scene_path = SCENES_DIR / f"{scene}.toml"
-        if not scene_path.is_file():
-            errors.append(f"suite.scene={scene!r}: no such file, nor scenes/{scene}.toml")
-
-    params = top.sub("parameters")
-    dists: dict[str, dict[str, Distribution]] = {}
-    for group in ("scene", "job"):
-        g = params.sub(group)
-        dists[group] = {}
-        for key, value in g.table.items():
-            g.used.add(key)
-            d = _distribution(value, g.name(f'"{key}"'), errors)
-            if d is not None:
-                dists[group][key] = d
-    params.finish()
-
-    # The scene parameters must name real scene fields with allowed values: try the extremes.
-    if scene_path.is_file() and dists["scene"]:
-        for i in range(2):
-            overrides = {k: d.extremes()[min(i, len(d.extremes()) - 1)] for k, d in dists["scene"].items()}
-            try:
-                load_scene(scene_path, overrides)
-            except ConfigError as exc:
-                errors.extend(f"parameters.scene: {e}" for e in exc.errors if e not in errors)
-    if job in JOBS and backend and (problem := job_backend_problem(job, backend, "suite.backend")):
+    # The checks between tables run on whatever parts are valid, so all errors come at once.
+    st = _table(raw, "suite")
+    job = st.get("job") if isinstance(st.get("job"), str) and st.get("job") in JOBS else None
+    backend = _valid(SuiteTable, "backend", st.get("backend", "twin"))
+    scene = _valid(SuiteTable, "scene", st.get("scene", "default"))
+    if job is not None and backend is not None and \
+            (problem := job_backend_problem(job, backend, "suite.backend")) is not None:
         errors.append(problem)
-    if job in JOBS:
-        allowed = JOBS[job].parameters
-        for key in dists["job"]:
-            if key not in allowed:
-                errors.append(f'parameters.job."{key}" is not a parameter of job {job!r} (known: {sorted(allowed)})')
 
-    metrics: dict[str, MetricSpec] = {}
-    mt = top.sub("metrics", required=True)
-    for key in list(mt.table):
-        m = mt.sub(key)
-        agg = m.string("aggregate", choices=AGGREGATES)
-        metrics[key] = MetricSpec(key, agg, m.string("description", default=""), m.string("paper", default=""))
-        m.finish()
-        if job in JOBS and key not in JOBS[job].metrics:
-            errors.append(f"metrics.{key}: job {job!r} does not report it (it reports {sorted(JOBS[job].metrics)})")
-    if not mt.table:
-        errors.append("metrics must name at least one metric")
-    mt.finish()
+    scene_dists = _dists(_table(raw, "parameters", "scene"))
+    unknown = [k for k in scene_dists if _scene_field_type(k)[0] is None]
+    for k in unknown:
+        errors.append(f'parameters.scene."{k}": the scene has no field {k!r}')
+    if scene is not None and scene_dists:
+        _check_sampled("scene", {k: d for k, d in scene_dists.items() if k not in unknown},
+                       _scene_field_type, _scene_checker(scene_file_path(scene)), errors)
 
-    thresholds = []
-    th = top.sub("thresholds")
-    for key in list(th.table):
-        t = th.sub(key)
-        lo = t.number("min", -1e300, 1e300, None)
-        hi = t.number("max", -1e300, 1e300, None)
-        t.finish()
-        if key not in metrics:
-            errors.append(f"thresholds.{key}: no such metric in [metrics] (have: {sorted(metrics)})")
-        if lo is None and hi is None:
-            errors.append(f"thresholds.{key} needs min and/or max")
-        thresholds.append(Threshold(key, hi, lo))
-    th.finish()
-    top.finish()
-    if errors:
-        raise ConfigError(source, errors)
-    return Suite(source, name, description, job, scene_path, backend, seed, cases,
-                 dists["scene"], dists["job"], metrics, thresholds)
+    if job is not None:
+        entry = JOBS[job]
+        model = entry.params_model
+        job_dists = _dists(_table(raw, "parameters", "job"))
+        unknown = [k for k in job_dists if k not in model.model_fields]
+        for k in unknown:
+            errors.append(f'parameters.job."{k}" is not a parameter of job {job!r} '
+                          f'(known: {sorted(model.model_fields)})')
+
+        def job_field_type(key: str) -> tuple[Any, str]:
+            tp, _, _ = resolve(model, (key,))
+            return tp, f"job parameter {key}"
+
+        def check_job(values: dict[str, Any]) -> list[str]:
+            try:
+                model.model_validate({**entry.parameters, **values})
+            except ValidationError as exc:
+                return problems_of(exc, model, "parameters.job")
+            return []
+
+        _check_sampled("job", {k: d for k, d in job_dists.items() if k not in unknown}, job_field_type,
+                       check_job, errors)
+
+        for key, m in _table(raw, "metrics").items():
+            agg = m.get("aggregate") if isinstance(m, dict) else None
+            if key not in entry.metrics:
+                errors.append(f"metrics.{key}: job {job!r} does not report it (it reports {sorted(entry.metrics)})")
+            elif agg in AGGREGATES and agg not in AGGREGATES_BY_KIND[entry.metrics[key]]:
+                kind = entry.metrics[key]
+                errors.append(f"metrics.{key}.aggregate={agg!r}: {key} is a {kind} metric; allowed: "
+                              f"{', '.join(AGGREGATES_BY_KIND[kind])} (proportion needs 0/1 values)")
+    metric_names = set(_table(raw, "metrics"))
+    for key in _table(raw, "thresholds"):
+        if key not in metric_names:
+            errors.append(f"thresholds.{key}: no such metric in [metrics] (have: {sorted(metric_names)})")
+    if errors or f is None:
+        raise ConfigError(source, list(dict.fromkeys(errors)))
+
+    s = f.suite
+    metrics = {k: MetricSpec(k, m.aggregate, m.description, m.paper) for k, m in f.metrics.items()}
+    thresholds = [Threshold(k, t.max, t.min) for k, t in f.thresholds.items()]
+    return Suite(source, s.name, s.description, s.job, scene_file_path(s.scene), s.backend, s.seed, s.cases,
+                 dict(f.parameters.scene), dict(f.parameters.job), metrics, thresholds)
 
 
 def load_suite(path: Path | str) -> Suite:

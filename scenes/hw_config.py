@@ -4,26 +4,74 @@
 table configures one backend and is ignored by the others; all are optional and default to
 the values below, so a scene written for the twin needs none of them.
 
-Units: SI in the dataclasses; the file uses mm where the name says so (``*_mm_s``: mm in
-the skull frame {S}).
+Units: SI in ``SafetySpec``; the file uses mm where the name says so (``*_mm_s``: mm in the
+skull frame {S}). The ``[backends.*]`` models are used as they are (their units are SI).
+Each field is defined once, in the pydantic models below, with bounds and description.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import AfterValidator, BaseModel, Field, Strict, model_validator
 
-from scenes.schema import Reader
+from controllers.settings import FROZEN, Bool, Int, Name, Real, cross_field_error
 
 MM = 1e-3
 #: a ROS 2 topic or prefix: "/" then names of letters, digits and "_", separated by "/"
 _ROS_NAME = re.compile(r"^(/[A-Za-z_][A-Za-z0-9_]*)+$")
+#: ROS 2 domain ids (ROS_DOMAIN_ID)
+ROS_DOMAIN_IDS = (0, 232)
+DEFAULT_JOINT_PATHS = ("/rail", "/stage", "/joint1", "/joint2", "/joint3", "/joint4", "/joint5", "/joint6")
+
+
+def ros_name_problem(field: str, value: str) -> str | None:
+    """None when ``value`` is a ROS 2 topic or prefix ("/a/b"); else a message naming ``field``."""
+    if isinstance(value, str) and _ROS_NAME.match(value):
+        return None
+    return f"{field}={value!r} is not a ROS 2 name (\"/a/b\": letters, digits and _)"
+
+
+def _ros_name(value: str) -> str:
+    if not _ROS_NAME.match(value):
+        raise ValueError('is not a ROS 2 name ("/a/b": letters, digits and _)')
+    return value
+
+
+RosName = Annotated[str, Strict(), AfterValidator(_ros_name)]
+WorkspaceMm = tuple[Annotated[Real, Field(ge=-1e3, le=1e3)], Annotated[Real, Field(ge=-1e3, le=1e3)],
+                    Annotated[Real, Field(ge=-1e3, le=1e3)]]
+
+
+class SafetyFile(BaseModel):
+    """``[safety]``: what the safety layer enforces on every backend (``hw_bridge.safety``)."""
+
+    model_config = FROZEN
+
+    armed: Bool = Field(False, description="the configuration half of arming a robot that really moves "
+                                           "(also needs --arm); otherwise a dry run")
+    workspace_min_mm_s: WorkspaceMm = Field((-40.0, -40.0, -3.0),
+                                            description="tool (burr centre) box in the skull frame {S}: lower corner")
+    workspace_max_mm_s: WorkspaceMm = Field((40.0, 40.0, 40.0), description="the box's upper corner")
+    max_joint_state_age_s: Real = Field(0.1, ge=1e-3, le=10.0, description="older joint states stop the run")
+    max_image_age_s: Real = Field(0.5, ge=1e-3, le=60.0,
+                                  description="older stereo frames (or none this long after activation) stop the run")
+    control_deadline_s: Real = Field(0.1, ge=1e-3, le=10.0,
+                                     description="wall time between advance() calls on real-time backends")
+
+    @model_validator(mode="after")
+    def _box(self) -> "SafetyFile":
+        if any(lo >= hi for lo, hi in zip(self.workspace_min_mm_s, self.workspace_max_mm_s)):
+            raise cross_field_error("workspace_min_mm_s", list(self.workspace_min_mm_s),
+                                    "below {sibling:workspace_max_mm_s} on every axis")
+        return self
 
 
 @dataclass(frozen=True)
 class SafetySpec:
-    """What the safety layer enforces on every backend (``hw_bridge.safety``).
+    """What the safety layer enforces on every backend (``hw_bridge.safety``), SI.
 
     ``armed`` is the configuration half of arming a robot that really moves (CoppeliaSim,
     SmartArmStack): commands reach it only when this is true AND the run was started with
@@ -37,131 +85,76 @@ class SafetySpec:
     max_image_age_s: float             # older stereo frames (or none for this long after activation) stop it
     control_deadline_s: float          # wall time between advance() calls on real-time backends
 
-
-@dataclass(frozen=True)
-class CoppeliaSimSpec:
-    host: str
-    port: int
-    connect_timeout_s: float           # the client itself would block forever
-    joint_paths: tuple[str, ...]       # CoppeliaSim object paths of the 8 joints, rail first
-    left_sensor_path: str              # vision sensors ("" = no cameras)
-    right_sensor_path: str
-    populate: bool                     # add the skull mesh and the MSCS sensors on configure
+    @classmethod
+    def from_file(cls, f: SafetyFile) -> "SafetySpec":
+        return cls(f.armed, np.array(f.workspace_min_mm_s) * MM, np.array(f.workspace_max_mm_s) * MM,
+                   f.max_joint_state_age_s, f.max_image_age_s, f.control_deadline_s)
 
 
-@dataclass(frozen=True)
-class RigCamerasSpec:
-    """The MSCS cameras of the real rig: ``none``, two OpenCV capture devices, or two image topics."""
+class CoppeliaSimSpec(BaseModel):
+    """``[backends.coppeliasim]``."""
 
-    kind: str                          # "none" | "opencv" | "image_topics"
-    left_device: str                   # OpenCV: a device index ("0") or a path/URL
-    right_device: str
-    left_topic: str                    # sensor_msgs/Image topics
-    right_topic: str
+    model_config = FROZEN
 
+    host: Name = Field("localhost", description="host of the CoppeliaSim ZeroMQ remote API")
+    port: Int = Field(23000, ge=1, le=65535, description="its port")
+    connect_timeout_s: Real = Field(5.0, ge=0.1, le=600.0, description="give up connecting after this (the client "
+                                                                         "itself would block forever)")
+    joint_paths: tuple[Name, Name, Name, Name, Name, Name, Name, Name] = Field(
+        DEFAULT_JOINT_PATHS, description="CoppeliaSim object paths of the 8 joints: rail, stage, the six arm joints")
+    left_sensor_path: Annotated[str, Strict()] = Field("/mscs_left", description='vision sensor ("" = no cameras)')
+    right_sensor_path: Annotated[str, Strict()] = Field("/mscs_right", description='vision sensor ("" = no cameras)')
+    populate: Bool = Field(True, description="add the skull mesh and the MSCS sensors on configure")
 
-@dataclass(frozen=True)
-class SasSpec:
-    prefix: str                        # SmartArmStack robot-driver prefix, e.g. "/arm1"
-    ros_domain_id: int
-    enable_timeout_s: float            # wait this long for joint states and both limit arrays
-    limits_tolerance: float            # rad | m: driver limits vs the robot description
-    drill: str                         # "manual" (ask the operator) | "none" (log only)
-    cameras: RigCamerasSpec
-
-
-@dataclass(frozen=True)
-class ReplaySpec:
-    recording: str                     # path of an MCAP file written by a recorded run ("" = none)
+    @model_validator(mode="after")
+    def _both_sensors(self) -> "CoppeliaSimSpec":
+        if bool(self.left_sensor_path) != bool(self.right_sensor_path):
+            raise cross_field_error("left_sensor_path", self.left_sensor_path,
+                                    'set together with {sibling:right_sensor_path} (both set or both "")')
+        return self
 
 
-@dataclass(frozen=True)
-class BackendsSpec:
-    coppeliasim: CoppeliaSimSpec
-    sas: SasSpec
-    replay: ReplaySpec
+class RigCamerasSpec(BaseModel):
+    """``[backends.sas.cameras]``: the MSCS cameras of the real rig."""
+
+    model_config = FROZEN
+
+    kind: Literal["none", "opencv", "image_topics"] = Field(
+        "image_topics", description='"none", "opencv" (two capture devices) or "image_topics"')
+    left_device: Name = Field("0", description='OpenCV: a device index ("0") or a path/URL')
+    right_device: Name = Field("1", description="OpenCV: the right camera's device")
+    left_topic: RosName = Field("/mscs/left/image_raw", description="sensor_msgs/Image topic")
+    right_topic: RosName = Field("/mscs/right/image_raw", description="sensor_msgs/Image topic")
 
 
-DEFAULT_JOINT_PATHS = ("/rail", "/stage", "/joint1", "/joint2", "/joint3", "/joint4", "/joint5", "/joint6")
+class SasSpec(BaseModel):
+    """``[backends.sas]``: the SmartArmStack (ROS 2) robot driver."""
+
+    model_config = FROZEN
+
+    prefix: RosName = Field("/arm1", description='SmartArmStack robot-driver prefix, e.g. "/arm1"')
+    ros_domain_id: Int = Field(0, ge=ROS_DOMAIN_IDS[0], le=ROS_DOMAIN_IDS[1], description="ROS_DOMAIN_ID")
+    enable_timeout_s: Real = Field(5.0, ge=0.1, le=600.0,
+                                   description="wait this long for joint states and both limit arrays")
+    limits_tolerance: Real = Field(1e-6, ge=0.0, le=0.1,
+                                   description="rad | m: driver limits vs the robot description")
+    drill: Literal["manual", "none"] = Field("manual", description='"manual" (ask the operator) | "none" (log only)')
+    cameras: RigCamerasSpec = Field(default_factory=RigCamerasSpec, description="the rig's cameras")
 
 
-def read_safety(top: Reader, errors: list[str]) -> SafetySpec:
-    s = top.sub("safety")
-    lo = np.array(s.vector("workspace_min_mm_s", 3, -1e3, 1e3, [-40.0, -40.0, -3.0])) * MM
-    hi = np.array(s.vector("workspace_max_mm_s", 3, -1e3, 1e3, [40.0, 40.0, 40.0])) * MM
-    if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.any(lo >= hi):
-        errors.append(f"safety.workspace_min_mm_s={(lo / MM).tolist()} must be below "
-                      f"safety.workspace_max_mm_s={(hi / MM).tolist()} on every axis")
-    spec = SafetySpec(s.boolean("armed", False), lo, hi,
-                      s.number("max_joint_state_age_s", 1e-3, 10.0, 0.1),
-                      s.number("max_image_age_s", 1e-3, 60.0, 0.5),
-                      s.number("control_deadline_s", 1e-3, 10.0, 0.1))
-    s.finish()
-    return spec
+class ReplaySpec(BaseModel):
+    """``[backends.replay]``."""
+
+    model_config = FROZEN
+
+    recording: Annotated[str, Strict()] = Field("", description='MCAP file written by a recorded run ("" = none)')
 
 
-#: ROS 2 domain ids (ROS_DOMAIN_ID)
-ROS_DOMAIN_IDS = (0, 232)
+class BackendsSpec(BaseModel):
+    """``[backends]``: one optional table per backend."""
 
+    model_config = FROZEN
 
-def ros_name_problem(field: str, value: str) -> str | None:
-    """None when ``value`` is a ROS 2 topic or prefix ("/a/b"); else a message naming ``field``."""
-    if isinstance(value, str) and _ROS_NAME.match(value):
-        return None
-    return f"{field}={value!r} is not a ROS 2 name (\"/a/b\": letters, digits and _)"
-
-
-def _ros_name(r: Reader, key: str, default: str, errors: list[str]) -> str:
-    value = r.string(key, default=default)
-    problem = ros_name_problem(r.name(key), value)
-    if problem is not None:
-        errors.append(problem)
-    return value
-
-
-def read_backends(top: Reader, errors: list[str]) -> BackendsSpec:
-    b = top.sub("backends")
-
-    c = b.sub("coppeliasim")
-    paths = c.raw("joint_paths", list(DEFAULT_JOINT_PATHS))
-    if not isinstance(paths, list) or len(paths) != 8 or not all(isinstance(p, str) and p for p in paths):
-        errors.append(f"backends.coppeliasim.joint_paths={paths!r} must be a list of 8 non-empty object paths "
-                      f"(rail, stage, then the six arm joints)")
-        paths = list(DEFAULT_JOINT_PATHS)
-    coppeliasim = CoppeliaSimSpec(
-        host=c.string("host", default="localhost"),
-        port=c.integer("port", 1, 65535, 23000),
-        connect_timeout_s=c.number("connect_timeout_s", 0.1, 600.0, 5.0),
-        joint_paths=tuple(paths),
-        left_sensor_path=c.string("left_sensor_path", default="/mscs_left"),
-        right_sensor_path=c.string("right_sensor_path", default="/mscs_right"),
-        populate=c.boolean("populate", True))
-    if bool(coppeliasim.left_sensor_path) != bool(coppeliasim.right_sensor_path):
-        errors.append("backends.coppeliasim.left_sensor_path and right_sensor_path must both be set or both be \"\"")
-    if not coppeliasim.host:
-        errors.append("backends.coppeliasim.host must not be empty")
-    c.finish()
-
-    s = b.sub("sas")
-    cam = s.sub("cameras")
-    cameras = RigCamerasSpec(
-        kind=cam.string("kind", ("none", "opencv", "image_topics"), "image_topics"),
-        left_device=cam.string("left_device", default="0"),
-        right_device=cam.string("right_device", default="1"),
-        left_topic=_ros_name(cam, "left_topic", "/mscs/left/image_raw", errors),
-        right_topic=_ros_name(cam, "right_topic", "/mscs/right/image_raw", errors))
-    cam.finish()
-    sas = SasSpec(
-        prefix=_ros_name(s, "prefix", "/arm1", errors),
-        ros_domain_id=s.integer("ros_domain_id", *ROS_DOMAIN_IDS, 0),
-        enable_timeout_s=s.number("enable_timeout_s", 0.1, 600.0, 5.0),
-        limits_tolerance=s.number("limits_tolerance", 0.0, 0.1, 1e-6),
-        drill=s.string("drill", ("manual", "none"), "manual"),
-        cameras=cameras)
-    s.finish()
-
-    r = b.sub("replay")
-    replay = ReplaySpec(r.string("recording", default=""))
-    r.finish()
-    b.finish()
-    return BackendsSpec(coppeliasim, sas, replay)
+    coppeliasim: CoppeliaSimSpec = Field(default_factory=CoppeliaSimSpec, description="CoppeliaSim backend")
+    sas: SasSpec = Field(default_factory=SasSpec, description="SmartArmStack backend")
+    replay: ReplaySpec = Field(default_factory=ReplaySpec, description="replay backend")

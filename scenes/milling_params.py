@@ -1,7 +1,8 @@
 """Parameters of the bone-removal model: names, SI defaults and allowed ranges, in one place.
 
 ``twin.milling.BoneMill`` runs the model; the scene loader (``scenes.spec``) derives the
-``[milling]`` fields' defaults and bounds from ``MillingParams`` so the two cannot drift.
+``[milling]`` fields' defaults, bounds and descriptions from ``MillingParams`` so the two
+cannot drift.
 The burr radius is the drill's (``[drill] burr_radius_mm`` of the scene).
 
 Where the defaults come from (see ``../shared/reference/README.md`` section 2):
@@ -24,58 +25,58 @@ Where the defaults come from (see ``../shared/reference/README.md`` section 2):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar
 
-from scenes.schema import range_errors
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
+
+from controllers.settings import Real, field_problems, order_validator
 
 
 class MillingParameterError(ValueError):
     """A milling parameter is outside its allowed range."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class MillingParams:
-    """Parameters of the material-removal model (SI units), checked at construction.
+    """Parameters of the material-removal model (SI units), checked at construction
+    (``MillingParameterError``). A cell's vertical cut rate is ``cut_rate_m_s / hardness *
+    min(speed_rpm / nominal_speed_rpm, 1)``."""
 
-    ``burr_radius_m``: radius of the spherical burr (m).
-    ``cut_rate_m_s``: largest vertical penetration rate into bone of nominal hardness (1.0) at
-    full drill speed (m/s); a cell's rate is ``cut_rate_m_s / hardness * min(speed_rpm /
-    nominal_speed_rpm, 1)``.
-    ``hardness_min``, ``hardness_max``: range of the relative hardness field (dimensionless).
-    ``nominal_speed_rpm``: drill speed (rpm) at and above which the full cut rate applies.
-    ``skull_stiffness_n_per_m``: stiffness of the head in its holder (N/m).
-    ``max_deflection_m``: deflection (m) beyond which the holder is solid (overload fault).
-    ``breach_tolerance_m``: how far (m) the burr may press below the membrane without damage.
-    ``break_threshold_m``: bridges thinner than this (m) break when the flap is lifted.
-    """
+    burr_radius_m: Real = Field(0.5e-3, ge=0.1e-3, le=3.0e-3, description="radius of the spherical burr")
+    cut_rate_m_s: Real = Field(600e-6, ge=1e-6, le=5e-3,
+                               description="largest vertical penetration rate into bone of hardness 1 at full "
+                                           "drill speed (assumption, see the module docstring)")
+    hardness_min: Real = Field(0.8, ge=0.1, le=10.0, description="lowest relative hardness of the hardness field")
+    hardness_max: Real = Field(1.4, ge=0.1, le=10.0, description="highest relative hardness of the hardness field")
+    nominal_speed_rpm: Real = Field(30000.0, ge=100.0, le=1e5,
+                                    description="drill speed at and above which the full cut rate applies")
+    skull_stiffness_n_per_m: Real = Field(5000.0, ge=10.0, le=1e7, description="stiffness of the head in its holder")
+    max_deflection_m: Real = Field(0.3e-3, ge=1e-6, le=5e-3,
+                                   description="deflection beyond which the holder is solid (overload fault)")
+    breach_tolerance_m: Real = Field(20e-6, ge=0.0, le=0.2e-3,
+                                     description="how far the burr may press below the membrane without damage")
+    break_threshold_m: Real = Field(20e-6, ge=0.0, le=0.2e-3,
+                                    description="bridges thinner than this break when the flap is lifted")
 
-    burr_radius_m: float = 0.5e-3
-    cut_rate_m_s: float = 600e-6
-    hardness_min: float = 0.8
-    hardness_max: float = 1.4
-    nominal_speed_rpm: float = 30000.0
-    skull_stiffness_n_per_m: float = 5000.0
-    max_deflection_m: float = 0.3e-3
-    breach_tolerance_m: float = 20e-6
-    break_threshold_m: float = 20e-6
+    #: (lower, upper) field pairs that must be ordered
+    ORDER: ClassVar[tuple[tuple[str, str], ...]] = (("hardness_min", "hardness_max"),)
 
-    # (lower, upper) for each field, inclusive.
-    RANGES = {
-        "burr_radius_m": (0.1e-3, 3.0e-3),
-        "cut_rate_m_s": (1e-6, 5e-3),
-        "hardness_min": (0.1, 10.0),
-        "hardness_max": (0.1, 10.0),
-        "nominal_speed_rpm": (100.0, 1e5),
-        "skull_stiffness_n_per_m": (10.0, 1e7),
-        "max_deflection_m": (1e-6, 5e-3),
-        "breach_tolerance_m": (0.0, 0.2e-3),
-        "break_threshold_m": (0.0, 0.2e-3),
-    }
+    _ordered = order_validator(ORDER)
 
-    def __post_init__(self) -> None:
-        errors = range_errors("milling", self, self.RANGES)
-        if not errors and self.hardness_min > self.hardness_max:
-            errors.append(f"milling.hardness_min={self.hardness_min!r} exceeds "
-                          f"milling.hardness_max={self.hardness_max!r}")
-        if errors:
-            raise MillingParameterError("; ".join(errors))
+
+def _error(exc: ValidationError) -> MillingParameterError:
+    return MillingParameterError("; ".join(p.message for p in field_problems(exc, MillingParams, "milling")))
+
+
+_validated_init = MillingParams.__init__
+
+
+def _init(self, *args, **kwargs) -> None:
+    try:
+        _validated_init(self, *args, **kwargs)
+    except ValidationError as exc:
+        raise _error(exc) from None
+
+
+MillingParams.__init__ = _init   # construction errors name milling.<field>, value and bounds

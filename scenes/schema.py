@@ -1,17 +1,23 @@
-"""Field-by-field reading of TOML tables with every error collected and named.
+"""Configuration errors: ``ConfigError`` (the one exception type of every configuration file),
+``load_toml``, and ``validate`` which checks a parsed table against a pydantic model and turns
+its ``ValidationError`` into a ``ConfigError`` with one message per field, naming the field
+(dotted path), the value and what is allowed, e.g. ``skull.thickness_min_mm=-1 is outside
+[0.05, 1]``, so a user sees all problems of a file at once. Unknown keys are errors too (they
+are usually typos).
 
-Used by the scene loader and the scenario loader: each ``Reader.number(...)`` call checks
-type and range and records a message like ``skull.thickness_min_mm=-1 is outside [0.05, 1]``
-instead of raising, so a user sees all problems of a file at once. Unknown keys are errors
-too (they are usually typos).
+``Reader`` is the older field-by-field reader, still used by the camera-model files
+(``controllers.reconstruction``); scene and suite files are pydantic models.
 """
 from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from controllers.settings import FieldProblem, field_problems
 
 
 class ConfigError(ValueError):
@@ -138,15 +144,26 @@ class Reader:
                                    f"(known: {sorted(self.used)})")
 
 
-def range_errors(section: str, params: Any, ranges: dict[str, tuple[float, float]]) -> list[str]:
-    """Messages for every field of the dataclass ``params`` that is not a finite number within its
-    ``ranges[name] = (lo, hi)``, named ``section.name`` (empty when all are fine)."""
-    errors = []
-    for f in fields(params):
-        value = getattr(params, f.name)
-        lo, hi = ranges[f.name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            errors.append(f"{section}.{f.name}={value!r} must be a finite number in [{lo:g}, {hi:g}]")
-        elif not lo <= value <= hi:
-            errors.append(f"{section}.{f.name}={value!r} is outside [{lo:g}, {hi:g}]")
-    return errors
+M = TypeVar("M")
+
+
+def problems_of(exc: ValidationError, model: Any, prefix: str = "") -> list[str]:
+    """One message per error of ``exc`` (raised validating ``model``)."""
+    return [p.message for p in field_problems(exc, model, prefix)]
+
+
+def validate(model: type[M], raw: Any, source: str, prefix: str = "") -> M:
+    """``raw`` validated as ``model`` (a pydantic model or dataclass); ``ConfigError(source, ...)``
+    naming every bad field otherwise. Nothing but ConfigError escapes (a validator that fails
+    in an unexpected way is reported as an error of the file, not as a traceback)."""
+    try:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model.model_validate(raw)
+        return TypeAdapter(model).validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, problems_of(exc, model, prefix)) from None
+    except (ArithmeticError, TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(source, [f"{prefix or 'file'}: cannot be read ({type(exc).__name__}: {exc})"]) from None
+
+
+__all__ = ["ConfigError", "FieldProblem", "Reader", "load_toml", "problems_of", "validate"]

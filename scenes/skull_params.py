@@ -1,61 +1,67 @@
-"""Parameters of the parametric skull: names, SI defaults and allowed ranges, in one place.
+"""Parameters of the parametric skull: names, SI defaults, bounds and descriptions, in one place.
 
 ``twin.skull.Skull`` builds the skull from them; the scene loader (``scenes.spec``) derives
-its mm-valued fields, defaults and bounds from ``SkullParams`` so the two cannot drift.
+the ``[skull]`` table's mm-valued fields, defaults and bounds from ``SkullParams`` so the two
+cannot drift. Bounds cover adult mice and sensible twins.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from typing import ClassVar
 
-import numpy as np
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
-from scenes.schema import range_errors
+from controllers.settings import Int, Real, field_problems, order_validator
 
 
 class SkullParameterError(ValueError):
     """A skull parameter is outside its allowed range."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class SkullParams:
-    """Parameters of the skull (SI units). ``validate()`` checks every range."""
+    """Parameters of the skull (SI units), checked at construction (``SkullParameterError``)."""
 
-    seed: int = 0
-    thickness_min_m: float = 0.27e-3
-    thickness_max_m: float = 0.51e-3
-    unevenness_amplitude_m: float = 0.05e-3
-    dome_radius_ml_m: float = 7.0e-3
-    dome_radius_ap_m: float = 14.0e-3
-    bregma_lambda_m: float = 4.2e-3
-    suture_width_m: float = 40e-6
-    suture_waviness_m: float = 60e-6
-    grid_cell_m: float = 10e-6
-    milling_half_width_m: float = 5.0e-3
-    milling_half_length_m: float = 6.0e-3
+    seed: Int = Field(0, ge=0, le=2**63 - 1, description="seeds the skull's random shape and hardness field")
+    thickness_min_m: Real = Field(0.27e-3, ge=0.05e-3, le=1.0e-3, description="thinnest bone")
+    thickness_max_m: Real = Field(0.51e-3, ge=0.05e-3, le=1.0e-3, description="thickest bone")
+    unevenness_amplitude_m: Real = Field(0.05e-3, ge=0.0, le=0.3e-3, description="amplitude of the surface's bumps")
+    dome_radius_ml_m: Real = Field(7.0e-3, ge=4e-3, le=40e-3, description="dome radius, medio-lateral")
+    dome_radius_ap_m: Real = Field(14.0e-3, ge=4e-3, le=60e-3, description="dome radius, antero-posterior")
+    bregma_lambda_m: Real = Field(4.2e-3, ge=3.0e-3, le=5.5e-3, description="bregma to lambda distance")
+    suture_width_m: Real = Field(40e-6, ge=5e-6, le=200e-6, description="width of the sutures")
+    suture_waviness_m: Real = Field(60e-6, ge=0.0, le=300e-6, description="amplitude of the sutures' waviness")
+    grid_cell_m: Real = Field(10e-6, ge=2e-6, le=10e-6, description="cell size of the bone grid")
+    milling_half_width_m: Real = Field(5.0e-3, ge=2e-3, le=8e-3, description="half width of the milling region")
+    milling_half_length_m: Real = Field(6.0e-3, ge=3e-3, le=10e-3, description="half length of the milling region")
 
-    # (lower, upper) for each numeric field, inclusive. Ranges cover adult mice and sensible twins.
-    RANGES = {
-        "seed": (0, 2**63 - 1),
-        "thickness_min_m": (0.05e-3, 1.0e-3),
-        "thickness_max_m": (0.05e-3, 1.0e-3),
-        "unevenness_amplitude_m": (0.0, 0.3e-3),
-        "dome_radius_ml_m": (4e-3, 40e-3),
-        "dome_radius_ap_m": (4e-3, 60e-3),
-        "bregma_lambda_m": (3.0e-3, 5.5e-3),
-        "suture_width_m": (5e-6, 200e-6),
-        "suture_waviness_m": (0.0, 300e-6),
-        "grid_cell_m": (2e-6, 10e-6),
-        "milling_half_width_m": (2e-3, 8e-3),
-        "milling_half_length_m": (3e-3, 10e-3),
-    }
+    #: (lower, upper) field pairs that must be ordered
+    ORDER: ClassVar[tuple[tuple[str, str], ...]] = (("thickness_min_m", "thickness_max_m"),)
+
+    _ordered = order_validator(ORDER)
 
     def validate(self) -> None:
-        """Raise SkullParameterError listing every field outside its range."""
-        errors = range_errors("skull", self, self.RANGES)
-        if not errors and self.thickness_min_m > self.thickness_max_m:
-            errors.append(f"skull.thickness_min_m={self.thickness_min_m!r} exceeds "
-                          f"skull.thickness_max_m={self.thickness_max_m!r}")
-        if not isinstance(self.seed, (int, np.integer)):
-            errors.append(f"skull.seed={self.seed!r} must be an integer")
-        if errors:
-            raise SkullParameterError("; ".join(errors))
+        """Raise SkullParameterError listing every field outside its range (construction already
+        checks; kept for callers that re-check)."""
+        try:
+            TypeAdapter(SkullParams).validate_python(dataclasses.asdict(self))
+        except ValidationError as exc:
+            raise _error(exc) from None
+
+
+def _error(exc: ValidationError) -> SkullParameterError:
+    return SkullParameterError("; ".join(p.message for p in field_problems(exc, SkullParams, "skull")))
+
+
+_validated_init = SkullParams.__init__
+
+
+def _init(self, *args, **kwargs) -> None:
+    try:
+        _validated_init(self, *args, **kwargs)
+    except ValidationError as exc:
+        raise _error(exc) from None
+
+
+SkullParams.__init__ = _init     # construction errors name skull.<field>, value and bounds

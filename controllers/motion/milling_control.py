@@ -41,6 +41,7 @@ from dqrobotics.robot_control import ControlObjective, DQ_ClassicQPController
 from dqrobotics.robot_modeling import DQ_Kinematics
 from dqrobotics.solvers import DQ_QuadraticProgrammingSolver
 
+from controllers.settings import MillingControlParams
 from hw_bridge.rig import RigDescription
 from scenes.frames import matrix_to_dq
 
@@ -155,22 +156,6 @@ class VirtualFloor:
         rho2 = max(x * x + y * y, 1e-12)
         dtheta_dp = (-y * self.frame.e1_r + x * self.frame.e2_r) / rho2
         return self.frame.axis_r - float(self.slope_at(np.arctan2(y, x))) * dtheta_dp
-
-
-@dataclass(frozen=True)
-class MillingControlParams:
-    gain: float = 12.0              # 1/s, pose error feedback
-    damping: float = 1e-4           # QP damping of the joint velocities
-    velocity_scale: float = 0.9     # fraction of each joint's velocity limit the QP may use
-    limit_margin: float = 1e-3      # rad | m kept away from the joint position limits
-
-    def __post_init__(self):
-        for name in ("gain", "damping", "velocity_scale", "limit_margin"):
-            v = getattr(self, name)
-            if not np.isfinite(v) or v < 0:
-                raise ValueError(f"MillingControlParams.{name}={v!r}: must be finite and >= 0")
-        if not 0 < self.velocity_scale <= 1:
-            raise ValueError(f"MillingControlParams.velocity_scale={self.velocity_scale!r}: must be in (0, 1]")
 
 
 class MillingMotionController:

@@ -50,6 +50,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from controllers.planning.spline import TWO_PI, ClosedConstrainedSpline
 from controllers.planning.validation import PlanningParameterError, finite_vector
+from controllers.settings import DamperParams
 
 __all__ = ["DamperParams", "MillingPlanner", "StopMonitor", "StopReason"]
 
@@ -59,89 +60,6 @@ _MIN_POINTS = 3
 def _check_finite(field: str, value: float) -> None:
     if not math.isfinite(value):
         raise PlanningParameterError(field, value, "finite")
-
-
-@dataclass(frozen=True)
-class DamperParams:
-    """The multimodal velocity damper: descent speed (m/s) of each point from its completion.
-
-    Mode 1, approach (c < ``contact_level``, default 0.05): ``v_approach_m_s`` (default 60e-6)
-    for the first ``approach_depth_m`` (default 0.35 mm) below the point's starting height,
-    then ``v_cut_max_m_s``. The fitted start is rd + dd = 1 mm above the fitted surface, i.e.
-    dd = 0.5 mm of air above first contact; the fast part covers that air less a 0.15 mm
-    margin for the fit's error (measured RMS 0.08 mm), so the burr meets the bone at the
-    cutting speed instead of ramming it at ~190 um per lap (which deflects the skull by the
-    excess, see ``twin/milling.py``). Measured on the twin with perfect perception: without
-    this mode the skull deflected 130-300 um and sprang back through the membrane.
-    Mode 2, cutting (``contact_level`` <= c < ``through_level``): the speed falls linearly
-    with c from ``v_cut_max_m_s`` (default 10e-6) to ``v_cut_min_m_s`` (> 0, default 4e-6), so
-    the burr slows as the bone thins over the dura; the minimum is > 0 so that every point
-    finishes. The depth added per lap of the burr is v times the lap period (3.1 s at the
-    default 4 mm/s around r = 2 mm): 31 um at the top speed, inside the 10-50 um depth of cut
-    at which cortical bone shears cleanly, and 13 um at the minimum, under the 20 um membrane
-    tolerance, so a point's last pass cannot plunge through the dura. (15 um/s, 47 um per lap,
-    pushed the head down by 50-75 um; where that push was still on when the bone gave way, the
-    head sprang back and the burr breached the membrane.)
-    Mode 3, through (c >= ``through_level``, default 0.99): speed 0; the point is done. It
-    is below 1 because readings rarely saturate at exactly 1. Chosen on the twin: 0.95 left
-    21 um bridges (the flap breaks free below 20 um) even with perfect perception; with the
-    completion CNN 0.98 declared points through early (22-29 um bridges on the two skulls
-    tried) and 0.995 late (the burr kept descending on through bone: a membrane breach in a
-    suite case); 0.99 left 11-16 um bridges and no breach on those skulls. The window between
-    a bridge and a breach is only ~40 um (20 um each side): this threshold is the most
-    perception-sensitive number in the loop.
-    Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0, so that the speed never
-    increases with c.
-
-    ``latch_done`` (default True): a point once read at c >= ``through_level`` stays done (speed
-    0) even if a later, noisy reading says less. A breach of the dura is worse than an
-    unfinished point: the unfinished point is caught by the timeout and can be finished by
-    hand, the breach cannot be undone. False: "done" follows the last known reading.
-    """
-
-    v_approach_m_s: float = 60e-6
-    approach_depth_m: float = 0.35e-3
-    v_cut_max_m_s: float = 10e-6
-    v_cut_min_m_s: float = 4e-6
-    contact_level: float = 0.05
-    through_level: float = 0.99
-    latch_done: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("v_approach_m_s", "approach_depth_m", "v_cut_max_m_s", "v_cut_min_m_s", "contact_level",
-                     "through_level"):
-            _check_finite(name, getattr(self, name))
-        if self.approach_depth_m < 0.0:
-            raise PlanningParameterError("approach_depth_m", self.approach_depth_m, ">= 0")
-        if self.v_cut_min_m_s <= 0.0:
-            raise PlanningParameterError("v_cut_min_m_s", self.v_cut_min_m_s, "> 0")
-        if self.v_cut_max_m_s < self.v_cut_min_m_s:
-            raise PlanningParameterError("v_cut_max_m_s", self.v_cut_max_m_s,
-                                         f">= v_cut_min_m_s={self.v_cut_min_m_s!r}")
-        if self.v_approach_m_s < self.v_cut_max_m_s:
-            raise PlanningParameterError("v_approach_m_s", self.v_approach_m_s,
-                                         f">= v_cut_max_m_s={self.v_cut_max_m_s!r}")
-        if not 0.0 <= self.contact_level < 1.0:
-            raise PlanningParameterError("contact_level", self.contact_level, "in [0, 1)")
-        if not self.contact_level < self.through_level <= 1.0:
-            raise PlanningParameterError("through_level", self.through_level,
-                                         f"in (contact_level={self.contact_level!r}, 1]")
-        if not isinstance(self.latch_done, bool):
-            raise PlanningParameterError("latch_done", self.latch_done, "a bool")
-
-    def speed_m_s(self, completion: ArrayLike, descended_m: ArrayLike = 0.0) -> NDArray[np.float64]:
-        """Descent speed (m/s, >= 0) for completion levels in [0, 1] (array of c's shape), at
-        points that have descended ``descended_m`` (m) from their starting height."""
-        c = np.asarray(completion, dtype=float)
-        outside = ~((c >= 0.0) & (c <= 1.0))
-        if np.any(outside):
-            bad = np.flatnonzero(outside.ravel())[0]
-            raise PlanningParameterError(f"completion[{bad}]", float(c.ravel()[bad]), "in [0, 1]")
-        cutting = np.interp(c, [self.contact_level, self.through_level],
-                            [self.v_cut_max_m_s, self.v_cut_min_m_s])
-        approach = np.where(np.asarray(descended_m) < self.approach_depth_m, self.v_approach_m_s,
-                            self.v_cut_max_m_s)
-        return np.select([c < self.contact_level, c < self.through_level], [approach, cutting], default=0.0)
 
 
 def _heights_and_floor(heights_m: ArrayLike, floor_m: ArrayLike | float

@@ -1,58 +1,184 @@
 """Jobs: what one scenario case runs. Registered by name, imported lazily.
 
-A job is ``run_case(ctx: CaseContext) -> CaseOutput``; it declares its parameters (which
-``[parameters.job]`` may sample), the metrics it reports (which ``[metrics]`` may name) and the
-backends it can run on: jobs scored against the twin's ground truth run on the twin only;
+A job is ``run_case(ctx: CaseContext) -> CaseOutput``; it declares its parameters (a pydantic
+model: type, bounds and description of each; ``[parameters.job]`` may sample them and the suite
+loader checks every value a distribution can produce), the metrics it reports with their kind
+(which ``[metrics]`` may name; ``proportion`` only on binary ones) and the backends it can run
+on. Jobs read ``ctx.job_parameters`` as a plain dict of the same names, validated at suite load: jobs scored against the twin's ground truth run on the twin only;
 ``hw_check`` runs on any backend that drives a robot.
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, Strict, create_model
+
+from controllers.settings import FROZEN, Int, Real, MillingSettings, PremeasurementSettings
+
+#: what a metric's values are: 0/1 ("binary", the only kind a ``proportion`` may aggregate),
+#: event counts ("count") or measurements ("continuous")
+MetricKind = Literal["binary", "count", "continuous"]
+METRIC_KINDS: tuple[str, ...] = ("binary", "count", "continuous")
+
+
+def _camera_model(value: str) -> str:
+    """"estimate", a preset name in controllers/camera_models or a readable camera-model file."""
+    if value == "estimate":
+        return value
+    from controllers.reconstruction import load_camera_model   # (heavy; only when a file is named)
+    from scenes.schema import ConfigError
+
+    try:
+        load_camera_model(value)
+    except ConfigError as exc:
+        raise ValueError('must be "estimate", a preset (controllers/camera_models) or a camera-model file: '
+                         + "; ".join(exc.errors)) from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f'must be "estimate", a preset or a camera-model file ({exc})') from None
+    return value
+
+
+CameraModel = Annotated[str, Strict(), Field(min_length=1, max_length=4096), AfterValidator(_camera_model)]
+#: a sampling seed
+Seed = Annotated[Int, Field(ge=0, le=2**32 - 1)]
+
+
+def _mm(model: type[BaseModel], name: str) -> Any:
+    """The SI field ``name`` of a controllers.settings model in mm (same bounds, description)."""
+    info = model.model_fields[name]
+    kw = {a: float(f"{getattr(m, a) * 1e3:.12g}") for m in info.metadata for a in ("ge", "gt", "le", "lt")
+          if hasattr(m, a)}
+    return Annotated[Real, Field(**kw)], info.description, float(f"{info.default * 1e3:.12g}")
+
+
+_RADIUS, _RADIUS_DOC, _ = _mm(PremeasurementSettings, "radius_m")
+_TRAVERSE, _TRAVERSE_DOC, _ = _mm(MillingSettings, "traverse_speed_m_s")
+_Offset = Annotated[Real, Field(ge=-50.0, le=50.0)]
+
+
+class _Params(BaseModel):
+    model_config = FROZEN
+
+
+class TwinSmokeParams(_Params):
+    offset_x_mm: _Offset = Field(0.0, description="drill target from the setpoints' centre, {R} x")
+    offset_y_mm: _Offset = Field(0.0, description="drill target from the setpoints' centre, {R} y")
+    offset_z_mm: _Offset = Field(0.0, description="drill target from the setpoints' centre, {R} z")
+
+
+class HwCheckParams(_Params):
+    offset_x_mm: _Offset = Field(0.0, description="move target from the home pose, {R} x")
+    offset_y_mm: _Offset = Field(0.0, description="move target from the home pose, {R} y")
+    offset_z_mm: _Offset = Field(2.0, description="move target from the home pose, {R} z")
+
+
+class CalibrationParams(_Params):
+    camera_model: CameraModel = Field("estimate", description='"estimate" (characterise the rig), a preset '
+                                                              '("paper") or a camera-model file')
+    keypoint_noise_px: Real = Field(0.0, ge=0.0, le=50.0,
+                                    description="Gaussian noise per axis added to every keypoint detection")
+    extra_setpoints: Int = Field(0, ge=0, le=1000, description="random calibration setpoints beyond the paper's")
+    validation_setpoints: Int = Field(20, ge=1, le=10000, description="random setpoints the calibration is scored on")
+    radius_mm: _RADIUS = Field(2.0, description=_RADIUS_DOC)
+
+
+class SurfaceFitParams(_Params):
+    camera_model: CameraModel = Field("estimate", description=CalibrationParams.model_fields["camera_model"]
+                                      .description)
+    keypoint_noise_px: Real = Field(0.0, ge=0.0, le=50.0,
+                                    description="Gaussian noise per axis added to every keypoint detection")
+    radius_mm: _RADIUS = Field(2.0, description=_RADIUS_DOC)
+
+
+class MillingJobParams(_Params):
+    camera_model: CameraModel = Field("estimate", description=CalibrationParams.model_fields["camera_model"]
+                                      .description)
+    radius_mm: _RADIUS = Field(2.0, description=_RADIUS_DOC)
+    perception: Literal["cnn", "oracle"] = Field("cnn", description='completion sensing: the CNN or the SIM-ONLY '
+                                                                    'oracle (true completion + noise)')
+    oracle_mae: Real = Field(0.2432, ge=0.0, le=1.0,
+                             description="the oracle's mean absolute error (completion units; paper 0.2432)")
+    calibration_seed: Seed = Field(0, description="seeds the rig calibration's random choices")
+    initialisation: MillingSettings.model_fields["initialisation"].annotation = Field(
+        "fitted", description=MillingSettings.model_fields["initialisation"].description)
+    traverse_speed_mm_s: _TRAVERSE = Field(4.0, description=_TRAVERSE_DOC)
+
+
+#: types of parameters registered by default value (bounded, so that sampling cannot overflow)
+_PY_TYPES = {bool: Annotated[bool, Strict()], int: Annotated[Int, Field(ge=-2**62, le=2**62)],
+             float: Annotated[Real, Field(ge=-1e300, le=1e300)], str: Annotated[str, Strict(), Field(max_length=4096)]}
+
+
+def _model_from_defaults(name: str, defaults: dict[str, Any]) -> type[BaseModel]:
+    """A parameter model typed by a ``name -> default`` dict (for jobs registered that way)."""
+    fields = {k: (_PY_TYPES.get(type(v), Any), v) for k, v in defaults.items()}
+    return create_model(re.sub(r"\W", "_", name) or "Params", __base__=_Params, **fields)
 
 
 @dataclass(frozen=True)
 class JobEntry:
-    target: str                       # "module:function"
-    parameters: dict[str, float]      # name -> default value
-    metrics: tuple[str, ...]
-    backends: tuple[str, ...] = ("twin",)   # jobs scored with the twin's ground truth run on it only
+    """A job: ``target`` "module:function"; ``parameters`` its parameter model (pydantic, each
+    field with bounds; or a ``name -> default`` dict, typed by the defaults); ``metrics`` name ->
+    kind (or a tuple of names, all "continuous"); ``backends`` it runs on.
+
+    After construction ``parameters`` is the ``name -> default`` dict (what a case starts from,
+    ``dict(entry.parameters)``), ``params_model`` the model and ``metrics`` the name -> kind dict.
+    """
+
+    target: str                                   # "module:function"
+    parameters: Any
+    metrics: Any
+    backends: tuple[str, ...] = ("twin",)         # jobs scored with the twin's ground truth run on it only
+    params_model: type[BaseModel] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        model = self.parameters if isinstance(self.parameters, type) else \
+            _model_from_defaults(self.target, dict(self.parameters))
+        defaults = {k: f.default for k, f in model.model_fields.items()}
+        metrics = dict(self.metrics) if isinstance(self.metrics, dict) else {m: "continuous" for m in self.metrics}
+        bad = {k: v for k, v in metrics.items() if v not in METRIC_KINDS}
+        if bad:
+            raise ValueError(f"JobEntry {self.target}: metric kinds {bad} are not in {METRIC_KINDS}")
+        object.__setattr__(self, "params_model", model)
+        object.__setattr__(self, "parameters", defaults)
+        object.__setattr__(self, "metrics", metrics)
 
     def load(self):
         module, fn = self.target.split(":")
         return getattr(importlib.import_module(module), fn)
 
 
+_B, _N, _C = "binary", "count", "continuous"
+
 JOBS: dict[str, JobEntry] = {
     "twin_smoke": JobEntry(
-        "scenarios.jobs.twin_smoke:run_case",
-        {"offset_x_mm": 0.0, "offset_y_mm": 0.0, "offset_z_mm": 0.0},
-        ("fk_pybullet_error_m", "reach_error_m", "tip_reprojection_error_px", "tip_visible_fraction", "tip_on_drill",
-         "frame_age_s", "render_pair_ms")),
+        "scenarios.jobs.twin_smoke:run_case", TwinSmokeParams,
+        {"fk_pybullet_error_m": _C, "reach_error_m": _C, "tip_reprojection_error_px": _C, "tip_visible_fraction": _C,
+         "tip_on_drill": _B, "frame_age_s": _C, "render_pair_ms": _C}),
     "calibration": JobEntry(
-        "scenarios.jobs.calibration:run_case",
-        {"camera_model": "estimate", "keypoint_noise_px": 0.0, "extra_setpoints": 0, "validation_setpoints": 20,
-         "radius_mm": 2.0},
-        ("keypoint_rmse_px", "keypoint_max_px", "calibration_rmse_mm", "calibration_max_mm", "n_over_1mm",
-         "expected_error_mm", "calibration_residual_mm", "model_error_mm", "model_fit_rms_mm", "not_found")),
+        "scenarios.jobs.calibration:run_case", CalibrationParams,
+        {"keypoint_rmse_px": _C, "keypoint_max_px": _C, "calibration_rmse_mm": _C, "calibration_max_mm": _C,
+         "n_over_1mm": _N, "expected_error_mm": _C, "calibration_residual_mm": _C, "model_error_mm": _C,
+         "model_fit_rms_mm": _C, "not_found": _N}),
     "surface_fit": JobEntry(
-        "scenarios.jobs.surface_fit:run_case",
-        {"camera_model": "estimate", "keypoint_noise_px": 0.0, "radius_mm": 2.0},
-        ("bregma_rmse_px", "lambda_rmse_px", "centre_rmse_px", "height_error_rms_mm", "height_error_max_mm",
-         "height_error_provisional_rms_mm",
-         "normal_error_mean_deg", "normal_error_max_deg", "centre_3d_error_mm", "trajectory_found",
-         "calibration_residual_mm")),
+        "scenarios.jobs.surface_fit:run_case", SurfaceFitParams,
+        {"bregma_rmse_px": _C, "lambda_rmse_px": _C, "centre_rmse_px": _C, "height_error_rms_mm": _C,
+         "height_error_max_mm": _C, "height_error_provisional_rms_mm": _C, "normal_error_mean_deg": _C,
+         "normal_error_max_deg": _C, "centre_3d_error_mm": _C, "trajectory_found": _B,
+         "calibration_residual_mm": _C}),
     "milling": JobEntry(
-        "scenarios.jobs.milling:run_case",
-        {"camera_model": "estimate", "radius_mm": 2.0, "perception": "cnn", "oracle_mae": 0.2432, "calibration_seed": 0,
-         "initialisation": "fitted", "traverse_speed_mm_s": 4.0},
-        ("success", "detachable", "breached", "breaches", "complete", "milling_time_min", "idle_time_s",
-         "contact_time_sd_s", "max_bridge_um", "peak_force_n", "max_deflection_um", "perception_mae",
-         "realtime_factor", "floor_clamps", "fit_height_error_rms_mm")),
+        "scenarios.jobs.milling:run_case", MillingJobParams,
+        {"success": _B, "detachable": _B, "breached": _B, "breaches": _N, "complete": _B, "milling_time_min": _C,
+         "idle_time_s": _C, "contact_time_sd_s": _C, "max_bridge_um": _C, "peak_force_n": _C,
+         "max_deflection_um": _C, "perception_mae": _C, "realtime_factor": _C, "floor_clamps": _N,
+         "fit_height_error_rms_mm": _C}),
     "hw_check": JobEntry(
-        "scenarios.jobs.hw_check:run_case",
-        {"offset_x_mm": 0.0, "offset_y_mm": 0.0, "offset_z_mm": 2.0},
-        ("contract_checks_passed", "reach_error_m", "move_duration_s", "joint_state_age_max_s", "frame_age_s"),
+        "scenarios.jobs.hw_check:run_case", HwCheckParams,
+        {"contract_checks_passed": _C, "reach_error_m": _C, "move_duration_s": _C, "joint_state_age_max_s": _C,
+         "frame_age_s": _C},
         backends=("twin", "coppeliasim", "sas")),
 }
 

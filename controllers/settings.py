@@ -1,0 +1,498 @@
+"""The controllers' settings, typed and bounded in one place (pydantic v2), and the small
+helpers every configuration model of the project shares.
+
+Models: ``PremeasurementSettings`` (calibrate -> fit), ``MillingSettings`` (the milling loop;
+it nests the velocity damper ``DamperParams`` as ``damper`` and the QP motion controller's
+``MillingControlParams`` as ``control``, as before) and ``ControllerSettings`` (the
+``[controllers]`` table of a scene file: ``premeasurement`` and ``milling``; the damper and the
+motion controller are set under ``[controllers.milling.damper]`` and
+``[controllers.milling.control]``, so each value has exactly one path). All are frozen; units
+are SI and every name says its unit. Each field is defined once, with its bounds and
+description; the scene loader and the docs (``docs/configuration.md``) read them from here.
+
+Constructing a model with bad values raises the model's own error type, naming the field,
+the value and what is allowed (``DamperParams``: ``PlanningParameterError``;
+``MillingSettings``: ``MillingSetupError``; the others: ``SettingsError``, a ``ValueError``).
+Validating a whole table (``ControllerSettings.model_validate(dict)``) raises pydantic's
+``ValidationError``, which ``field_problems`` turns into one message per field.
+
+Layer rule: this module imports nothing from ``twin``, ``scenarios``, ``hw_bridge`` or
+``scenes`` (scenes import it).
+"""
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import annotated_types
+import numpy as np
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+
+# ----- shared field types ------------------------------------------------------------------
+
+#: a finite number; ints are accepted (TOML ``1``), bools and strings are not
+Real = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+#: an integer (not a bool, not a float; numpy integers are taken as ints)
+Int = Annotated[int, Strict(), BeforeValidator(lambda v: int(v) if isinstance(v, np.integer) else v)]
+#: a non-empty string
+Name = Annotated[str, Strict(), Field(min_length=1)]
+Bool = StrictBool
+Vec3 = tuple[Real, Real, Real]
+
+FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class SettingsError(ValueError):
+    """Settings with bad values; ``problems`` lists each (field, value, allowed, message)."""
+
+    def __init__(self, problems: list["FieldProblem"], what: str = "settings"):
+        self.problems = list(problems)
+        super().__init__(f"{what}: " + "; ".join(p.message for p in self.problems))
+
+
+class MillingSetupError(ValueError):
+    """The milling cannot start (bad settings or trajectory); nothing has moved.
+
+    Defined here (``MillingSettings`` raises it) and re-exported by ``controllers.milling``,
+    which raises it for the run-time checks that need the hardware.
+    """
+
+
+# ----- cross-field rules -------------------------------------------------------------------
+
+def cross_field_error(field: str, value: Any, allowed: str) -> PydanticCustomError:
+    """An error of a rule between fields, attributed to ``field`` (``allowed``: in words; it may
+    name sibling fields as ``{sibling:NAME}``, which messages write as their full dotted path)."""
+    return PydanticCustomError("cross_field", "{field}={value} must be {allowed}",
+                               {"field": field, "value": value, "allowed": allowed})
+
+
+def order_validator(pairs: typing.Iterable[tuple[str, str]]) -> Any:
+    """A field validator, for a model's body or ``create_model``, checking that in each pair
+    ``(lo, hi)`` of fields ``lo <= hi`` (the error names ``lo``; None: no limit). It runs on ``hi`` with ``lo``
+    already validated, so it is reported together with other fields' errors. ``lo`` must be
+    declared before ``hi``."""
+    lower = {hi: lo for lo, hi in pairs}
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        lo = lower[info.field_name]
+        if value is not None and info.data.get(lo) is not None and info.data[lo] > value:
+            raise PydanticCustomError("order", "{field}={value} exceeds {other}={other_value}",
+                                      {"field": lo, "value": info.data[lo], "other": info.field_name,
+                                       "other_value": value})
+        return value
+
+    return field_validator(*lower)(check)
+
+
+# ----- error messages ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FieldProblem:
+    field: str          # dotted path, e.g. "skull.thickness_min_mm"
+    value: Any          # the offending input (None when missing)
+    allowed: str        # what is allowed, in words
+    message: str        # names all three
+
+
+def fmt_value(value: Any, limit: int = 60) -> str:
+    """``repr`` of a user's value, short and never raising (huge ints, long strings)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"<integer of {len(str(abs(value))) if value.bit_length() < 14000 else 'over 4000'} digits>"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a message must never fail
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, int) and not isinstance(x, bool) and abs(x) < 10**30:
+        return str(x)
+    return f"{x:g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else fmt_value(x)
+
+
+def _strip(tp: Any) -> tuple[Any, list]:
+    """(bare type, metadata) of an annotation, unwrapping Annotated and Optional."""
+    meta: list = []
+    while True:
+        if typing.get_origin(tp) is Annotated:
+            tp, *m = typing.get_args(tp)
+            for x in m:
+                meta.extend(x.metadata if isinstance(x, FieldInfo) else [x])
+            continue
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) == 1:
+                tp = args[0]
+                continue
+        return tp, meta
+
+
+def _fields_of(tp: Any) -> dict[str, FieldInfo] | None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp.model_fields
+    return getattr(tp, "__pydantic_fields__", None)
+
+
+def resolve(root: Any, loc: tuple) -> tuple[Any, list, FieldInfo | None]:
+    """The (bare type, metadata, FieldInfo) at ``loc`` inside the model type ``root``; (None, [],
+    None) where the path cannot be followed (e.g. inside a union)."""
+    tp, meta, info = root, [], None
+    for part in loc:
+        fields = _fields_of(tp)
+        if fields is not None and isinstance(part, str):
+            if part not in fields:
+                return None, [], None
+            info = fields[part]
+            tp, meta = _strip(info.annotation)
+            meta = list(info.metadata) + meta
+            continue
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (tuple, list) and isinstance(part, int) and args:
+            elem = args[min(part, len(args) - 1)] if origin is tuple and args[-1] is not Ellipsis else args[0]
+            tp, meta = _strip(elem)
+            info = None
+            continue
+        if origin is dict and len(args) == 2:
+            tp, meta = _strip(args[1])
+            info = None
+            continue
+        return None, [], None
+    return tp, meta, info
+
+
+def interval_text(meta: list) -> str:
+    """``[lo, hi]``, ``(lo, hi]``, ``>= lo``... from annotated-types bounds; "" when unbounded."""
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in meta:
+        if isinstance(m, annotated_types.Ge):
+            lo = m.ge
+        elif isinstance(m, annotated_types.Gt):
+            lo, lo_open = m.gt, True
+        elif isinstance(m, annotated_types.Le):
+            hi = m.le
+        elif isinstance(m, annotated_types.Lt):
+            hi, hi_open = m.lt, True
+    if lo is not None and hi is not None:
+        return f"{'(' if lo_open else '['}{_num(lo)}, {_num(hi)}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {_num(lo)}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {_num(hi)}"
+    return ""
+
+
+def length_text(meta: list) -> str:
+    lo = next((m.min_length for m in meta if isinstance(m, annotated_types.MinLen)), None)
+    hi = next((m.max_length for m in meta if isinstance(m, annotated_types.MaxLen)), None)
+    if lo and hi:
+        return f" of {lo}-{hi} characters"
+    return " (not empty)" if lo == 1 else ""
+
+
+def allowed_text(tp: Any, meta: list) -> str:
+    """What a field of type ``tp`` with bounds ``meta`` allows, in words."""
+    interval = interval_text(meta)
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if tp is bool:
+        return "true or false"
+    if tp is float:
+        return "a finite number" + (f" in {interval}" if interval.startswith(("[", "(")) else
+                                    f" {interval}" if interval else "")
+    if tp is int:
+        return "an integer" + (f" in {interval}" if interval.startswith(("[", "(")) else
+                               f" {interval}" if interval else "")
+    if tp is str:
+        return "a string" + length_text(meta)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        inner = allowed_text(*_strip(args[0]))
+        return f"a list of {len(args)} values, each {inner}"
+    if origin in (list, tuple):
+        return "a list"
+    if _fields_of(tp) is not None or origin is dict:
+        return "a table"
+    return interval or "see the docs"
+
+
+_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_TYPE = {"float_type", "float_parsing", "finite_number", "int_type", "int_parsing", "int_from_float",
+         "bool_type", "bool_parsing", "string_type", "literal_error", "string_too_short", "string_too_long"}
+_EXTRA = {"extra_forbidden", "unexpected_keyword_argument"}
+
+
+def dotted(prefix: str, loc: tuple) -> str:
+    """``prefix.a.b[2]`` from a pydantic ``loc`` (a key with a dot is quoted: ``a."b.c"``)."""
+    out = prefix
+    for p in loc:
+        if isinstance(p, int):
+            out += f"[{p}]"
+            continue
+        p = f'"{p}"' if "." in p or not p else p
+        out += f".{p}" if out else p
+    return out
+
+
+def field_problems(exc: ValidationError, root: Any, prefix: str = "") -> list[FieldProblem]:
+    """One ``FieldProblem`` per error of ``exc`` (raised validating the model type ``root``),
+    fields named by dotted path under ``prefix``."""
+    out: list[FieldProblem] = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+        if kind == "cross_field":          # a model validator's rule: loc is the model's
+            loc = loc + tuple(ctx["field"].split("."))
+            value = ctx["value"]
+        elif kind == "order":              # order_validator, on the upper field
+            loc = loc[:-1] + (ctx["field"],)
+            value = ctx["value"]
+        path = dotted(prefix, loc) or "(the whole file)"
+
+        def name(field: str, loc: tuple = loc) -> str:
+            return dotted(prefix, loc[:-1] + (field,))
+
+        tp, meta, _ = resolve(root, loc)
+        if kind == "order":
+            allowed = f"<= {name(ctx['other'])}"
+            msg = f"{path}={_num(value)} exceeds {name(ctx['other'])}={_num(ctx['other_value'])}"
+        elif kind == "cross_field":
+            allowed = str(ctx["allowed"])
+            while "{sibling:" in allowed:
+                i = allowed.index("{sibling:")
+                j = allowed.index("}", i)
+                allowed = allowed[:i] + name(allowed[i + 9:j]) + allowed[j + 1:]
+            msg = f"{path}={_num(value)} must be {allowed}"
+        elif kind == "missing":
+            allowed = allowed_text(tp, meta) if tp is not None else "a value"
+            msg = f"{path} is required ({allowed})"
+            value = None
+        elif kind in _EXTRA:
+            parent, _, _ = resolve(root, loc[:-1])
+            known = sorted(_fields_of(parent) or {})
+            allowed = f"one of the known fields {known}"
+            msg = f"{path} is not a known field (known: {known})"
+        elif tp is not None and kind in _RANGE:
+            allowed = interval_text(meta) or err["msg"]
+            msg = f"{path}={fmt_value(value)} is outside {allowed}"
+        elif tp is not None and kind in _TYPE:
+            allowed = allowed_text(tp, meta)
+            msg = f"{path}={fmt_value(value)} must be {allowed}"
+        elif kind in ("model_type", "dict_type", "dataclass_type", "model_attributes_type"):
+            allowed = "a table"
+            msg = f"{path}={fmt_value(value)} must be a table"
+        else:
+            allowed = err["msg"].removeprefix("Value error, ")
+            msg = f"{path}={fmt_value(value)}: {allowed}"
+        out.append(FieldProblem(path, value, allowed, msg))
+    return out
+
+
+# ----- base model --------------------------------------------------------------------------
+
+class _SettingsMeta(type(BaseModel)):
+    """Direct construction (``DamperParams(v_cut_min_m_s=0.0)``) raises the model's ``_error``;
+    validating a table (``model_validate``, a nested table) keeps pydantic's ``ValidationError``
+    with the full path, for ``field_problems``. (A custom ``__init__`` would not do: pydantic
+    calls it for nested tables too.)"""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as exc:
+            raise cls._error(field_problems(exc, cls)) from None
+
+
+class _Settings(BaseModel, metaclass=_SettingsMeta):
+    """Frozen, unknown keys refused; construction errors become ``_error(problems)``."""
+
+    model_config = FROZEN
+
+    @classmethod
+    def _error(cls, problems: list[FieldProblem]) -> Exception:
+        return SettingsError(problems, cls.__name__)
+
+
+# ----- the controllers' settings -----------------------------------------------------------
+
+class PremeasurementSettings(_Settings):
+    """Calibration and 3D surface fitting (paper section III). Lengths in m."""
+
+    camera_model: Name = Field(
+        "estimate", description='"estimate" (characterise the rig on a grid first) or a camera-model '
+                                'file / preset name (e.g. "paper", see controllers/camera_models)')
+    grid_half_extent_m: tuple[Annotated[Real, Field(gt=0, le=0.05)], Annotated[Real, Field(gt=0, le=0.05)],
+                              Annotated[Real, Field(gt=0, le=0.05)]] = Field(
+        (6e-3, 10e-3, 2.5e-3), description="half size (x, y, z) of the rig-characterisation grid of tip positions")
+    grid_points_per_axis: tuple[Annotated[Int, Field(ge=2, le=15)], Annotated[Int, Field(ge=2, le=15)],
+                                Annotated[Int, Field(ge=2, le=15)]] = Field(
+        (3, 3, 3), description="grid points per axis (x, y, z) of the characterisation grid")
+    grid_lift_m: Real = Field(2.5e-3, ge=0.0, le=0.02,
+                              description="grid centre above the calibration setpoints' centre")
+    radius_m: Real = Field(2e-3, ge=1e-3, le=4e-3,
+                           description="r: radius of the circular window (the paper mills 2-4 mm; 1 mm "
+                                       "is allowed for small windows, it must stay well above the burr)")
+    n_points: Int = Field(32, ge=3, le=256, description="n: sampling points around the window")
+    safety_offset_m: Real = Field(0.5e-3, ge=0.0, le=5e-3,
+                                  description="dd: start height above the fitted surface, beyond the burr radius")
+    centre_ratio: Real = Field(1.0 / 3.0, gt=0.0, lt=1.0,
+                               description="l: window centre along bregma -> lambda")
+    park_offset_r_m: tuple[Annotated[Real, Field(ge=-0.2, le=0.2)], Annotated[Real, Field(ge=-0.2, le=0.2)],
+                           Annotated[Real, Field(ge=-0.2, le=0.2)]] = Field(
+        (25e-3, 0.0, 15e-3), description="drill out of view: offset from the setpoints' centre, in {R}")
+    roi_margin_m: Real = Field(1.8e-3, ge=0.0, le=0.01,
+                               description="dense stereo region: circle radius + this, around the centre")
+    local_refinement: Bool = Field(
+        True, description="beyond the paper: re-characterise the rig on a small grid just above the window "
+                          "before the final fit (the affine stereo model is ~0.1 mm off at the skull when "
+                          "fitted over the whole space, ~0.04 mm locally)")
+    local_grid_half_extent_m: tuple[Annotated[Real, Field(gt=0, le=0.02)], Annotated[Real, Field(gt=0, le=0.02)],
+                                    Annotated[Real, Field(gt=0, le=0.02)]] = Field(
+        (3e-3, 3e-3, 1e-3), description="half size (x, y, z) of the local refinement grid")
+    local_grid_clearance_m: Real = Field(1e-3, ge=0.0, le=0.01,
+                                         description="lowest local grid layer above the provisional surface")
+
+
+class DamperParams(_Settings):
+    """The multimodal velocity damper: descent speed (m/s) of each point from its completion c.
+
+    Mode 1, approach (c < ``contact_level``): ``v_approach_m_s`` for the first
+    ``approach_depth_m`` below the point's starting height, then ``v_cut_max_m_s``. The fitted
+    start is rd + dd = 1 mm above the fitted surface, i.e. dd = 0.5 mm of air above first
+    contact; the fast part covers that air less a 0.15 mm margin for the fit's error (measured
+    RMS 0.08 mm), so the burr meets the bone at the cutting speed instead of ramming it at ~190 um
+    per lap (which deflects the skull by the excess, see ``twin/milling.py``). Measured on the
+    twin with perfect perception: without this mode the skull deflected 130-300 um and sprang
+    back through the membrane.
+    Mode 2, cutting (``contact_level`` <= c < ``through_level``): the speed falls linearly with c
+    from ``v_cut_max_m_s`` to ``v_cut_min_m_s`` (> 0, so that every point finishes), so the burr
+    slows as the bone thins over the dura. The depth added per lap is v times the lap period
+    (3.1 s at the default 4 mm/s around r = 2 mm): 31 um at the top speed, inside the 10-50 um
+    depth of cut at which cortical bone shears cleanly, and 13 um at the minimum, under the 20 um
+    membrane tolerance. (15 um/s, 47 um per lap, pushed the head down by 50-75 um; where that
+    push was still on when the bone gave way, the head sprang back and the burr breached.)
+    Mode 3, through (c >= ``through_level``): speed 0; the point is done. Below 1 because
+    readings rarely saturate at exactly 1. Chosen on the twin: 0.95 left 21 um bridges (the flap
+    breaks free below 20 um) even with perfect perception; with the completion CNN 0.98 declared
+    points through early (22-29 um bridges) and 0.995 late (a membrane breach in a suite case);
+    0.99 left 11-16 um bridges and no breach. The window between a bridge and a breach is only
+    ~40 um: this threshold is the most perception-sensitive number in the loop.
+    Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0 (the speed never increases
+    with c), and contact_level < through_level.
+
+    ``latch_done``: a point once read at c >= ``through_level`` stays done even if a later, noisy
+    reading says less. A breach of the dura is worse than an unfinished point (the timeout
+    catches that one and it can be finished by hand). False: "done" follows the last reading.
+    Bad values raise ``PlanningParameterError`` naming the first bad field.
+    """
+
+    v_approach_m_s: Real = Field(60e-6, gt=0.0, le=0.02, description="mode 1 descent speed over the approach depth")
+    approach_depth_m: Real = Field(0.35e-3, ge=0.0, le=5e-3,
+                                   description="depth below the start covered at the approach speed")
+    v_cut_max_m_s: Real = Field(10e-6, gt=0.0, le=2e-3, description="cutting speed at c = contact_level")
+    v_cut_min_m_s: Real = Field(4e-6, gt=0.0, le=2e-3, description="cutting speed at c -> through_level (> 0)")
+    contact_level: Real = Field(0.05, ge=0.0, lt=1.0, description="completion at which cutting starts")
+    through_level: Real = Field(0.99, gt=0.0, le=1.0, description="completion at which a point is done")
+    latch_done: Bool = Field(True, description="a point once through stays done")
+
+    @model_validator(mode="after")
+    def _speeds_never_increase_with_completion(self) -> "DamperParams":
+        if self.v_cut_max_m_s < self.v_cut_min_m_s:
+            raise cross_field_error("v_cut_max_m_s", self.v_cut_max_m_s, ">= {sibling:v_cut_min_m_s}")
+        if self.v_approach_m_s < self.v_cut_max_m_s:
+            raise cross_field_error("v_approach_m_s", self.v_approach_m_s, ">= {sibling:v_cut_max_m_s}")
+        if not self.contact_level < self.through_level:
+            raise cross_field_error("through_level", self.through_level, "> {sibling:contact_level}")
+        return self
+
+    @classmethod
+    def _error(cls, problems: list[FieldProblem]) -> Exception:
+        from controllers.planning.validation import PlanningParameterError  # not at import: planning imports us
+
+        p = problems[0]
+        return PlanningParameterError(p.field, p.value, p.allowed)
+
+    def speed_m_s(self, completion, descended_m=0.0):
+        """Descent speed (m/s, >= 0) for completion levels in [0, 1] (array of c's shape), at
+        points that have descended ``descended_m`` (m) from their starting height."""
+        from controllers.planning.validation import PlanningParameterError
+
+        c = np.asarray(completion, dtype=float)
+        outside = ~((c >= 0.0) & (c <= 1.0))
+        if np.any(outside):
+            bad = np.flatnonzero(outside.ravel())[0]
+            raise PlanningParameterError(f"completion[{bad}]", float(c.ravel()[bad]), "in [0, 1]")
+        cutting = np.interp(c, [self.contact_level, self.through_level],
+                            [self.v_cut_max_m_s, self.v_cut_min_m_s])
+        approach = np.where(np.asarray(descended_m) < self.approach_depth_m, self.v_approach_m_s,
+                            self.v_cut_max_m_s)
+        return np.select([c < self.contact_level, c < self.through_level], [approach, cutting], default=0.0)
+
+
+class MillingControlParams(_Settings):
+    """The QP motion controller of the milling loop."""
+
+    gain: Real = Field(12.0, ge=0.0, le=1000.0, description="pose error feedback gain (1/s)")
+    damping: Real = Field(1e-4, ge=0.0, le=10.0, description="QP damping of the joint velocities")
+    velocity_scale: Real = Field(0.9, gt=0.0, le=1.0,
+                                 description="fraction of each joint's velocity limit the QP may use")
+    limit_margin: Real = Field(1e-3, ge=0.0, le=0.1,
+                               description="rad | m kept away from the joint position limits")
+
+
+class MillingSettings(_Settings):
+    """The milling loop, SI units. ``initialisation``: "fitted" (each point from the 3D-fitted
+    trajectory) or "equal_height" (the prior system: every point at the highest fitted start).
+    Bad values raise ``MillingSetupError``."""
+
+    initialisation: Literal["fitted", "equal_height"] = Field("fitted", description="initial height of each point")
+    traverse_speed_m_s: Real = Field(4e-3, gt=0.0, le=0.05, description="burr speed around the circle")
+    drill_speed_rpm: Real = Field(30000.0, gt=0.0, le=1e6,
+                                  description="drill speed while milling (the drill's own maximum is checked "
+                                              "at run time against the hardware)")
+    perception_period_s: Real = Field(0.2, gt=0.0, le=10.0, description="time between completion readings")
+    filter_window: Int = Field(3, ge=1, le=100, description="readings in each point's completion filter")
+    cross_section_half_width_m: Real = Field(0.15e-3, ge=0.0, lt=0.5e-3,
+                                             description="c_i = highest level across the groove within this "
+                                                         "(inside the burr's groove)")
+    cross_section_probes: Int = Field(5, ge=1, le=101, description="probes across the groove")
+    max_plausible_thickness_m: Real = Field(0.65e-3, gt=0.0, le=5e-3,
+                                            description="mouse skull above cortex: 0.1-0.65 mm (reference sec. 2)")
+    approach_clearance_m: Real = Field(0.2e-3, ge=0.0, le=0.01,
+                                       description="start this far above point 0's initial height")
+    timeout_s: Real = Field(300.0, gt=0.0, le=86400.0, description="the milling stops after this long")
+    perception_timeout_s: Real = Field(3.0, gt=0.0, le=600.0,
+                                       description="no completion reading for this long stops the milling")
+    retract_m: Real = Field(3e-3, gt=0.0, le=0.05, description="lift after the stop")
+    damper: DamperParams = Field(default_factory=DamperParams, description="the velocity damper")
+    control: MillingControlParams = Field(default_factory=MillingControlParams,
+                                          description="the QP motion controller")
+
+    @classmethod
+    def _error(cls, problems: list[FieldProblem]) -> Exception:
+        return MillingSetupError("; ".join(p.message.replace(p.field, f"MillingSettings.{p.field}", 1)
+                                           for p in problems))
+
+
+class ControllerSettings(_Settings):
+    """The ``[controllers]`` table of a scene: every controller setting, defaults as above."""
+
+    premeasurement: PremeasurementSettings = Field(default_factory=PremeasurementSettings,
+                                                   description="calibration and surface fit")
+    milling: MillingSettings = Field(default_factory=MillingSettings,
+                                     description="the milling loop (with .damper and .control)")
+
+
+INITIALISATIONS = typing.get_args(MillingSettings.model_fields["initialisation"].annotation)
+
+__all__ = ["Bool", "ControllerSettings", "DamperParams", "FieldProblem", "INITIALISATIONS", "Int",
+           "MillingControlParams", "MillingSettings", "MillingSetupError", "Name", "PremeasurementSettings", "Real",
+           "SettingsError", "Vec3", "allowed_text", "cross_field_error", "field_problems", "fmt_value",
+           "interval_text", "order_validator", "resolve"]
