@@ -22,33 +22,26 @@ reads ground truth; the one control loop is ``control_loop.ControlLoop``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from controllers.completion_sensing import CameraCompletionSensor, CompletionSensor
 from controllers.control_loop import ControlLoop
-from controllers.milling import MillingReport, MillingSettings, mill_window
+from controllers.milling import MillingReport, mill_window
 from controllers.motion.pose_control import PoseController
 from controllers.perception.completion_detector import CompletionEstimator
 from controllers.perception.keypoint_detector import KeypointDetector
 from controllers.premeasurement import (CalibrationOutcome, SurfaceOutcome, calibrate_mscs,
                                         fit_window_trajectory)
 from controllers.reconstruction import OrthoStereoModel
+from controllers.settings import ControllerSettings, PremeasurementSettings
 from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Hardware, Lifecycle
 from scenes.frames import apply
 
 STAGES = ("calibration", "fit", "mill")
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """The controllers' settings for a window (the scene's ``[controllers]`` table)."""
-
-    premeasurement: PremeasurementSettings = field(default_factory=PremeasurementSettings)
-    milling: MillingSettings = field(default_factory=MillingSettings)
 
 
 @dataclass(frozen=True)
@@ -129,13 +122,14 @@ def camera_sensor(estimator: CompletionEstimator, drill) -> SensorFactory:
     return make
 
 
-def run_window(session: Session, networks: Networks, settings: PipelineSettings = PipelineSettings(), *,
+def run_window(session: Session, networks: Networks, settings: ControllerSettings = ControllerSettings(), *,
                until: str = "mill", calibration: CalibrationOutcome | None = None,
                surface: SurfaceOutcome | None = None, setpoints_r: np.ndarray | None = None,
                make_sensor: SensorFactory | None = None,
                on_stage: Callable[[str, WindowResult], None] | None = None,
                progress: Progress | None = None) -> WindowResult:
-    """Run the stages up to ``until`` (``STAGES``) on an open ``session``.
+    """Run the stages up to ``until`` (``STAGES``) on an open ``session`` with ``settings`` (the
+    scene's ``[controllers]`` table, which the caller passes on: controllers never see the scene).
 
     ``calibration`` / ``surface``: skip that stage and use this result. ``setpoints_r`` (k, 3) m
     in {R}: landmark setpoints instead of the rig's. ``make_sensor``: the milling stage's

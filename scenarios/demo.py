@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from controllers.perception.completion_detector import load_estimator
 from controllers.perception.keypoint_detector import load_detector
-from controllers.pipeline import STAGES, Networks, PipelineSettings, WindowResult, open_session, run_window
+from controllers.pipeline import STAGES, Networks, WindowResult, open_session, run_window
 from controllers.reconstruction import save_camera_model
 from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Hardware
@@ -100,7 +100,6 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
         out_dir.mkdir(parents=True, exist_ok=True)
         networks = Networks(load_detector("drill_tip", expected_target="drill_tip"),
                             load_detector("cranial", expected_target="cranial"), load_estimator())
-        settings = PipelineSettings()
         bars: dict[str, tqdm] = {}
 
         def progress(stage: str, done: int, total: int, detail: str) -> None:
@@ -141,7 +140,8 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
                                    f"{res.milling.stop_reason.value} after {res.milling.duration_s / 60:.2f} "
                                    f"simulated min; success {bool(outcome['success'])}")
 
-        result = run_window(open_session(hw), networks, settings, until=until, on_stage=on_stage, progress=progress)
+        result = run_window(open_session(hw), networks, scene.controllers, until=until, on_stage=on_stage,
+                            progress=progress)
     except HardwareError as exc:         # a stop while the session opens
         result.stopped_by = f"{type(exc).__name__}: {exc}"
     finally:

@@ -352,6 +352,27 @@ class SceneFile(_Table):
     controllers: ControllerSettings = Field(default_factory=ControllerSettings)
 
     @model_validator(mode="after")
+    def _camera_model_loads(self) -> "SceneFile":
+        """``controllers.premeasurement.camera_model`` is "estimate" or a model that loads (checked at
+        load time: a bad name would otherwise fail every case at run time)."""
+        name = self.controllers.premeasurement.camera_model
+        if name == "estimate":
+            return self
+        from controllers.reconstruction import load_camera_model    # (heavy: only when a model is named)
+
+        try:
+            load_camera_model(name)
+        except ConfigError as exc:
+            why = "; ".join(exc.errors)
+        except (OSError, ValueError) as exc:
+            why = str(exc)
+        else:
+            return self
+        raise cross_field_error("controllers.premeasurement.camera_model", name,
+                                f'"estimate", a preset (controllers/camera_models) or a readable camera-model file '
+                                f"({why})")
+
+    @model_validator(mode="after")
     def _sensors_keep_up(self) -> "SceneFile":
         rate, period = self.sensors.joint_states.rate_hz, self.control.period_s
         if rate * period < 0.999:

@@ -3,6 +3,7 @@ load with every value inside its declared bounds, or fail with ``ConfigError`` a
 plain test per class of bad input, checking that the message names the file, the field, the
 value and what is allowed."""
 import copy
+import re
 import math
 import tomllib
 import typing
@@ -390,13 +391,13 @@ def test_cross_field_rules_at_the_corners_of_the_ranges():
 
 
 def test_distribution_shapes():
-    text = suite_errors(parameters__job={"radius_mm": {"uniform": [3.0, 2.0]}, "oracle_mae": {"normal": [0, 1]},
-                                         "traverse_speed_mm_s": {"uniform": [1.0, float("nan")]},
-                                         "calibration_seed": {"integers": [0, 10**400]},
-                                         "perception": {"choices": []}})
-    assert 'parameters.job.radius_mm={\'uniform\': [3.0, 2.0]}: uniform=[3.0, 2.0]: lo exceeds hi' in text
+    text = suite_errors(parameters__job={"oracle_mae": {"uniform": [0.3, 0.2]}, "perception": {"choices": []},
+                                         "calibration_seed": {"integers": [0, 10**400]}},
+                        parameters__scene={"controllers.milling.traverse_speed_m_s": {"uniform": [1e-3, float("nan")]},
+                                           "skull.unevenness_amplitude_mm": {"normal": [0, 1]}})
+    assert 'parameters.job.oracle_mae={\'uniform\': [0.3, 0.2]}: uniform=[0.3, 0.2]: lo exceeds hi' in text
     assert "unknown distribution 'normal'" in text
-    assert "uniform must be [lo, hi] of two finite numbers, got [1.0, nan]" in text
+    assert "uniform must be [lo, hi] of two finite numbers, got [0.001, nan]" in text
     assert ("parameters.job.calibration_seed={'integers': [0, 1000000" in text
             and "integers must be [lo, hi] of two integers in [-2**63, 2**63 - 2], got [0, 1000000" in text)
     assert "choices must be a list of 1 to 1000 values" in text
@@ -405,23 +406,47 @@ def test_distribution_shapes():
 
 
 def test_job_parameters_are_typed_and_bounded():
-    text = suite_errors(parameters__job={"radius_mm": {"choices": [5.0]}, "perception": {"choices": ["magic"]},
-                                         "camera_model": {"choices": ["no_such_model"]},
+    text = suite_errors(parameters__job={"perception": {"choices": ["magic"]},
                                          "calibration_seed": {"integers": [0, 2**32]},
-                                         "traverse_speed_mm_s": {"uniform": [0.0, 4.0]},
-                                         "initialisation": {"choices": ["z0"]}, "speed": {"choices": [1]}})
-    assert "parameters.job.radius_mm=5.0 is outside [1, 4]" in text
+                                         "speed": {"choices": [1]}})
     assert "parameters.job.perception='magic' must be one of 'cnn', 'oracle'" in text
-    assert "parameters.job.camera_model='no_such_model': must be \"estimate\", a preset" in text
     assert "parameters.job.calibration_seed=4294967296 is outside [0, 4294967295]" in text
-    assert "parameters.job.traverse_speed_mm_s=0.0 is outside (0, 50]" in text
-    assert "parameters.job.initialisation='z0' must be one of 'fitted', 'equal_height'" in text
     assert "parameters.job.\"speed\" is not a parameter of job 'milling'" in text
+
+
+def test_controller_settings_a_suite_varies_are_typed_and_bounded():
+    """The controllers' settings are the scene's [controllers] table, varied under [parameters.scene]."""
+    text = suite_errors(parameters__scene={"controllers.premeasurement.radius_m": {"choices": [5e-3]},
+                                           "controllers.milling.traverse_speed_m_s": {"uniform": [0.0, 4e-3]},
+                                           "controllers.milling.initialisation": {"choices": ["z0"]}})
+    assert "controllers.premeasurement.radius_m=0.005 is outside [0.001, 0.004]" in text
+    assert "controllers.milling.traverse_speed_m_s=0.0 is outside (0, 0.05]" in text
+    assert "controllers.milling.initialisation='z0' must be one of 'fitted', 'equal_height'" in text
+    # a model that does not load is refused when the suite loads, not in every case at run time
+    text = suite_errors(parameters__scene={"controllers.premeasurement.camera_model": {"choices": ["no_such_model"]}})
+    assert ("controllers.premeasurement.camera_model='no_such_model' must be \"estimate\", a preset "
+            "(controllers/camera_models) or a readable camera-model file (no camera model named 'no_such_model'") in text
+
+
+def test_the_jobs_take_no_copy_of_a_controller_setting():
+    """One source for each quantity: no job parameter repeats a [controllers] field (the same name
+    in another unit, e.g. radius_mm for radius_m, counts as a copy)."""
+    from controllers.settings import ControllerSettings
+
+    def quantity(name: str) -> str:
+        return re.sub(r"_(mm_s|m_s|mm|um|m|px|deg|rad|rpm|s)$", "", name)
+
+    controller = {quantity(name) for table in ControllerSettings.model_fields.values()
+                  for name in table.annotation.model_fields}
+    assert {"radius", "traverse_speed", "camera_model", "initialisation"} <= controller
+    for job, entry in JOBS.items():
+        assert not {quantity(p) for p in entry.parameters} & controller, job
 
 
 def test_camera_model_file_is_accepted_by_path():
     raw = copy.deepcopy(RAW_SUITES["calibration.toml"])
-    raw["parameters"]["job"]["camera_model"] = {"choices": [str(ROOT / "controllers/camera_models/paper.toml")]}
+    raw["parameters"]["scene"]["controllers.premeasurement.camera_model"] = {
+        "choices": [str(ROOT / "controllers/camera_models/paper.toml")]}
     suite_from_dict(raw)
 
 
@@ -451,11 +476,12 @@ def test_thresholds():
 def test_cli_exits_2_naming_the_fields(tmp_path, capsys):
     f = tmp_path / "bad.toml"
     f.write_text('[suite]\nname = "../escape"\njob = "milling"\nseed = 1\ncases = 1\n'
-                 '[parameters.job]\nradius_mm = { uniform = [1.0, 9.0] }\n'
+                 '[parameters.scene]\n"controllers.premeasurement.radius_m" = { uniform = [1e-3, 9e-3] }\n'
                  '[metrics.milling_time_min]\naggregate = "proportion"\n')
     assert main(["run", str(f)]) == 2
     err = capsys.readouterr().err
-    assert str(f) in err and "suite.name='../escape'" in err and "radius_mm=9.0 is outside [1, 4]" in err
+    assert str(f) in err and "suite.name='../escape'" in err
+    assert "controllers.premeasurement.radius_m=0.009 is outside [0.001, 0.004]" in err
     assert "milling_time_min is a continuous metric" in err
 
 

@@ -45,10 +45,10 @@ def test_grid_setpoints_spread_in_3d():
 def test_calibrate_and_fit_on_the_twin(scene):
     """End to end through hw_bridge with the shipped CNNs, scored against the twin's truth."""
     from controllers.perception.keypoint_detector import load_detector
-    from controllers.pipeline import Networks, PipelineSettings, open_session, run_window
+    from controllers.pipeline import Networks, open_session, run_window
     from hw_bridge.registry import make_hardware
 
-    settings = PipelineSettings()
+    settings = scene.controllers
     hw = make_hardware("twin", scene, 3)
     calibrated = []
     try:

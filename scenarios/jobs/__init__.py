@@ -4,8 +4,12 @@ A job is ``run_case(ctx: CaseContext) -> CaseOutput``; it declares its parameter
 model: type, bounds and description of each; ``[parameters.job]`` may sample them and the suite
 loader checks every value a distribution can produce), the metrics it reports with their kind
 (which ``[metrics]`` may name; ``proportion`` only on binary ones) and the backends it can run
-on. Jobs read ``ctx.job_parameters`` as a plain dict of the same names, validated at suite load: jobs scored against the twin's ground truth run on the twin only;
-``hw_check`` runs on any backend that drives a robot.
+on. Jobs read ``ctx.job_parameters`` as a plain dict of the same names, validated at suite load.
+Job parameters are what the experiment varies beyond the scene (perception mode, noise, counts);
+the controllers' own settings are the scene's ``[controllers]`` table (a suite varies them as
+``[parameters.scene] "controllers.milling.traverse_speed_m_s"``), so each has one source. Jobs
+scored against the twin's ground truth run on the twin only; ``hw_check`` runs on any backend
+that drives a robot (the mock included).
 """
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, Strict, create_model
+from pydantic import BaseModel, Field, Strict, create_model
 
-from controllers.settings import FROZEN, Int, Real, MillingSettings, PremeasurementSettings
+from controllers.settings import FROZEN, Int, Real
 
 #: what a metric's values are: 0/1 ("binary", the only kind a ``proportion`` may aggregate),
 #: event counts ("count") or measurements ("continuous")
@@ -24,38 +28,10 @@ MetricKind = Literal["binary", "count", "continuous"]
 METRIC_KINDS: tuple[str, ...] = ("binary", "count", "continuous")
 
 
-def _camera_model(value: str) -> str:
-    """"estimate", a preset name in controllers/camera_models or a readable camera-model file."""
-    if value == "estimate":
-        return value
-    from controllers.reconstruction import load_camera_model   # (heavy; only when a file is named)
-    from scenes.schema import ConfigError
-
-    try:
-        load_camera_model(value)
-    except ConfigError as exc:
-        raise ValueError('must be "estimate", a preset (controllers/camera_models) or a camera-model file: '
-                         + "; ".join(exc.errors)) from None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f'must be "estimate", a preset or a camera-model file ({exc})') from None
-    return value
-
-
-CameraModel = Annotated[str, Strict(), Field(min_length=1, max_length=4096), AfterValidator(_camera_model)]
 #: a sampling seed
 Seed = Annotated[Int, Field(ge=0, le=2**32 - 1)]
 
 
-def _mm(model: type[BaseModel], name: str) -> Any:
-    """The SI field ``name`` of a controllers.settings model in mm (same bounds, description)."""
-    info = model.model_fields[name]
-    kw = {a: float(f"{getattr(m, a) * 1e3:.12g}") for m in info.metadata for a in ("ge", "gt", "le", "lt")
-          if hasattr(m, a)}
-    return Annotated[Real, Field(**kw)], info.description, float(f"{info.default * 1e3:.12g}")
-
-
-_RADIUS, _RADIUS_DOC, _ = _mm(PremeasurementSettings, "radius_m")
-_TRAVERSE, _TRAVERSE_DOC, _ = _mm(MillingSettings, "traverse_speed_m_s")
 _Offset = Annotated[Real, Field(ge=-50.0, le=50.0)]
 
 
@@ -76,35 +52,23 @@ class HwCheckParams(_Params):
 
 
 class CalibrationParams(_Params):
-    camera_model: CameraModel = Field("estimate", description='"estimate" (characterise the rig), a preset '
-                                                              '("paper") or a camera-model file')
     keypoint_noise_px: Real = Field(0.0, ge=0.0, le=50.0,
                                     description="Gaussian noise per axis added to every keypoint detection")
     extra_setpoints: Int = Field(0, ge=0, le=1000, description="random calibration setpoints beyond the paper's")
     validation_setpoints: Int = Field(20, ge=1, le=10000, description="random setpoints the calibration is scored on")
-    radius_mm: _RADIUS = Field(2.0, description=_RADIUS_DOC)
 
 
 class SurfaceFitParams(_Params):
-    camera_model: CameraModel = Field("estimate", description=CalibrationParams.model_fields["camera_model"]
-                                      .description)
     keypoint_noise_px: Real = Field(0.0, ge=0.0, le=50.0,
                                     description="Gaussian noise per axis added to every keypoint detection")
-    radius_mm: _RADIUS = Field(2.0, description=_RADIUS_DOC)
 
 
 class MillingJobParams(_Params):
-    camera_model: CameraModel = Field("estimate", description=CalibrationParams.model_fields["camera_model"]
-                                      .description)
-    radius_mm: _RADIUS = Field(2.0, description=_RADIUS_DOC)
     perception: Literal["cnn", "oracle"] = Field("cnn", description='completion sensing: the CNN or the SIM-ONLY '
                                                                     'oracle (true completion + noise)')
     oracle_mae: Real = Field(0.2432, ge=0.0, le=1.0,
                              description="the oracle's mean absolute error (completion units; paper 0.2432)")
     calibration_seed: Seed = Field(0, description="seeds the rig calibration's random choices")
-    initialisation: MillingSettings.model_fields["initialisation"].annotation = Field(
-        "fitted", description=MillingSettings.model_fields["initialisation"].description)
-    traverse_speed_mm_s: _TRAVERSE = Field(4.0, description=_TRAVERSE_DOC)
 
 
 #: types of parameters registered by default value (bounded, so that sampling cannot overflow)
@@ -179,7 +143,7 @@ JOBS: dict[str, JobEntry] = {
         "scenarios.jobs.hw_check:run_case", HwCheckParams,
         {"contract_checks_passed": _C, "reach_error_m": _C, "move_duration_s": _C, "joint_state_age_max_s": _C,
          "frame_age_s": _C},
-        backends=("twin", "coppeliasim", "sas")),
+        backends=("twin", "mock", "coppeliasim", "sas")),
 }
 
 

@@ -27,11 +27,10 @@ import numpy as np
 from controllers.auto_calibration import observe_tip
 from controllers.calibration import fit_rigid
 from controllers.perception.keypoint_detector import load_detector
-from controllers.pipeline import Networks, PipelineSettings, open_session, run_window
+from controllers.pipeline import Networks, open_session, run_window
 from scenes.frames import apply
 from scenes.spec import load_scene
-from scenarios.jobs.premeasurement_common import (NoisyKeypoints, label_axes_3d_mm, new_figure, save_figure,
-                                                  settings_from_job)
+from scenarios.jobs.premeasurement_common import NoisyKeypoints, label_axes_3d_mm, new_figure, save_figure
 from scenarios.runner import CaseContext, CaseOutput, case_hardware
 from scenarios.scoring import rms, true_tip_projections
 
@@ -83,7 +82,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
     detector = NoisyKeypoints(load_detector("drill_tip", expected_target="drill_tip"), float(p["keypoint_noise_px"]),
                               np.random.default_rng([ctx.seed, 1]))
-    settings = PipelineSettings(settings_from_job(p))
+    settings = scene.controllers
     hw = case_hardware(ctx, scene)
     try:
         s = open_session(hw)

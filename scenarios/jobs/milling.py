@@ -8,8 +8,9 @@ in the same worker process, so results do not depend on the number of workers. E
 fits its own initial trajectory (with the local refinement above its window) and mills
 (``controllers.pipeline.run_window`` from the fit stage on) with the
 completion CNN, or with the SIM-ONLY oracle (``perception = "oracle"``: the twin's true
-completion plus the paper's error level), and with the fitted or the prior system's
-equal-height initialisation.
+completion plus the paper's error level). The controllers' settings (window radius, camera
+model, initialisation "fitted" or the prior system's "equal_height", traverse speed, ...) are the
+scene's ``[controllers]`` table, which the milling suites set under ``[parameters.scene]``.
 
 Metrics (ground truth from the twin's bone model, ``world.mill``):
 - ``success``: the flap is detachable (no bridge thicker than the break threshold) and the
@@ -34,24 +35,19 @@ from pathlib import Path
 
 import numpy as np
 
-from controllers.milling import MillingReport, MillingSettings
+from controllers.milling import MillingReport
 from controllers.perception.completion_detector import load_estimator
 from controllers.perception.keypoint_detector import load_detector
-from controllers.pipeline import Networks, PipelineSettings, camera_sensor, open_session, run_window
+from controllers.pipeline import Networks, camera_sensor, open_session, run_window
 from controllers.premeasurement import CalibrationOutcome
 from scenes.frames import apply, invert
 from scenes.spec import load_scene
-from scenarios.jobs.premeasurement_common import new_figure, save_figure, settings_from_job
+from scenarios.jobs.premeasurement_common import new_figure, save_figure
 from scenarios.runner import CaseContext, CaseOutput, case_hardware
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
 from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
 
 PERCEPTIONS = ("cnn", "oracle")
-
-
-def milling_settings_from_job(p: dict) -> MillingSettings:
-    return MillingSettings(initialisation=str(p["initialisation"]),
-                           traverse_speed_m_s=float(p["traverse_speed_mm_s"]) * 1e-3)
 
 
 def milling_figure(path: Path, world, report: MillingReport, title: str) -> None:
@@ -93,25 +89,24 @@ def milling_figure(path: Path, world, report: MillingReport, title: str) -> None
     save_figure(fig, path, title)
 
 
-_RIG_KEYS = ("mscs.", "robot.", "calibration.", "sensors.", "lighting.", "control.")
+_RIG_KEYS = ("mscs.", "robot.", "calibration.", "sensors.", "lighting.", "control.", "controllers.premeasurement.")
 _calibrations: dict[tuple, CalibrationOutcome] = {}
 
 
-def _rig_calibration(ctx: CaseContext, networks: Networks, settings: PipelineSettings) -> CalibrationOutcome:
+def _rig_calibration(ctx: CaseContext, networks: Networks) -> CalibrationOutcome:
     """The rig's calibration (the pipeline's calibration stage), computed once per rig in this process.
 
-    The key is the scene file, every override that can change the rig or its images, the
-    camera-model setting and ``calibration_seed``; skull overrides are not part of it (the
+    The key is the scene file, every override that can change the rig, its images or the
+    pre-measurement settings, and ``calibration_seed``; skull overrides are not part of it (the
     calibration session's skull is the scene's own, seeded by ``calibration_seed``)."""
     rig = {k: v for k, v in ctx.scene_overrides.items() if k.startswith(_RIG_KEYS)}
     seed = int(ctx.job_parameters["calibration_seed"])
-    key = (str(ctx.scene_path), tuple(sorted((k, repr(v)) for k, v in rig.items())),
-           settings.premeasurement.camera_model, seed)
+    key = (str(ctx.scene_path), tuple(sorted((k, repr(v)) for k, v in rig.items())), seed)
     if key not in _calibrations:
         scene = load_scene(ctx.scene_path, rig)
         hw = case_hardware(ctx, scene, seed, tag="_rig")
         try:
-            result = run_window(open_session(hw), networks, settings, until="calibration")
+            result = run_window(open_session(hw), networks, scene.controllers, until="calibration")
             if result.calibration is None:
                 raise RuntimeError(f"rig calibration stopped: {result.stopped_by}")
             _calibrations[key] = result.calibration
@@ -132,9 +127,8 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     networks = Networks(load_detector("drill_tip", expected_target="drill_tip"),
                         load_detector("cranial", expected_target="cranial"),
                         load_estimator() if perception == "cnn" else None)
-    settings = PipelineSettings(settings_from_job(p), milling_settings_from_job(p))
     wall0 = time.perf_counter()
-    cal = _rig_calibration(ctx, networks, settings)
+    cal = _rig_calibration(ctx, networks)
     wall_cal = time.perf_counter() - wall0
     wall0 = time.perf_counter()
     hw = case_hardware(ctx, scene)
@@ -161,7 +155,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             scored.append(ScoredSensor(sensor, gt))
             return scored[0]
 
-        result = run_window(session, networks, settings, calibration=cal, make_sensor=make_sensor,
+        result = run_window(session, networks, scene.controllers, calibration=cal, make_sensor=make_sensor,
                             on_stage=on_stage)
         if result.trajectory is None:
             why = result.surface.failure if result.surface is not None else result.stopped_by

@@ -1,11 +1,10 @@
-"""Pieces shared by the calibration, surface-fit and milling jobs: the job parameters'
-pre-measurement settings, the sim-only keypoint-noise condition, and figure helpers."""
+"""Pieces shared by the calibration, surface-fit and milling jobs: the sim-only keypoint-noise
+condition and figure helpers."""
 from __future__ import annotations
 
 import numpy as np
 
 from controllers.perception.keypoint_detector import Keypoint, KeypointDetector
-from controllers.premeasurement import PremeasurementSettings
 
 
 class NoisyKeypoints:
@@ -25,10 +24,6 @@ class NoisyKeypoints:
             return out
         return [Keypoint(k.name, k.found, k.xy_px + self.rng.normal(0.0, self.sigma_px, 2) if k.found else None,
                          k.confidence) for k in out]
-
-
-def settings_from_job(p: dict) -> PremeasurementSettings:
-    return PremeasurementSettings(camera_model=str(p["camera_model"]), radius_m=float(p["radius_mm"]) * 1e-3)
 
 
 def new_figure(figsize: tuple[float, float]):

@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from controllers.perception.keypoint_detector import load_detector
-from controllers.pipeline import Networks, PipelineSettings, open_session, run_window
+from controllers.pipeline import Networks, open_session, run_window
 from scenes.frames import apply
 from scenes.spec import load_scene
-from scenarios.jobs.premeasurement_common import (NoisyKeypoints, label_axes_3d_mm, new_figure, save_figure,
-                                                  settings_from_job)
+from scenarios.jobs.premeasurement_common import NoisyKeypoints, label_axes_3d_mm, new_figure, save_figure
 from scenarios.runner import CaseContext, CaseOutput, case_hardware
 from scenarios.scoring import score_keypoints, score_surface_fit
 
@@ -75,15 +74,14 @@ def run_case(ctx: CaseContext) -> CaseOutput:
                                        np.random.default_rng([ctx.seed, 1])),
                         NoisyKeypoints(load_detector("cranial", expected_target="cranial"), noise,
                                        np.random.default_rng([ctx.seed, 2])))
-    settings = PipelineSettings(settings_from_job(p))
     hw = case_hardware(ctx, scene)
     try:
-        result = run_window(open_session(hw), networks, settings, until="fit")
+        result = run_window(open_session(hw), networks, scene.controllers, until="fit")
         if result.stopped_by is not None:
             raise RuntimeError(f"stopped: {result.stopped_by}")
         gt = hw.ground_truth
         cal, out = result.calibration, result.surface
-        l = settings.premeasurement.centre_ratio
+        l = scene.controllers.premeasurement.centre_ratio
         T_final = out.local_fit.T_mi_to_r if out.local_fit is not None else cal.calibration.T_mi_to_r
         m, kp_true_left, kp_det_left = score_keypoints(gt, out, l)
         fit_m, true_z_r = score_surface_fit(gt, out, T_final, l)
