@@ -295,6 +295,25 @@ def field_problems(exc: ValidationError, root: Any, prefix: str = "") -> list[Fi
     return out
 
 
+def raise_construction_errors_as(cls: Any, error: type[Exception], section: str):
+    """Make constructing the pydantic dataclass ``cls`` raise ``error`` (one message per field,
+    named ``section.<field>``, with the value and what is allowed) instead of pydantic's
+    ``ValidationError``; returns the converter, for re-validation paths."""
+    validated_init = cls.__init__
+
+    def convert(exc: ValidationError) -> Exception:
+        return error("; ".join(p.message for p in field_problems(exc, cls, section)))
+
+    def init(self, *args, **kwargs) -> None:
+        try:
+            validated_init(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise convert(exc) from None
+
+    cls.__init__ = init
+    return convert
+
+
 # ----- base model --------------------------------------------------------------------------
 
 class _SettingsMeta(type(BaseModel)):

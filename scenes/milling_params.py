@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from controllers.settings import Real, field_problems, order_validator
+from controllers.settings import Real, order_validator, raise_construction_errors_as
 
 
 class MillingParameterError(ValueError):
@@ -65,18 +65,4 @@ class MillingParams:
     _ordered = order_validator(ORDER)
 
 
-def _error(exc: ValidationError) -> MillingParameterError:
-    return MillingParameterError("; ".join(p.message for p in field_problems(exc, MillingParams, "milling")))
-
-
-_validated_init = MillingParams.__init__
-
-
-def _init(self, *args, **kwargs) -> None:
-    try:
-        _validated_init(self, *args, **kwargs)
-    except ValidationError as exc:
-        raise _error(exc) from None
-
-
-MillingParams.__init__ = _init   # construction errors name milling.<field>, value and bounds
+raise_construction_errors_as(MillingParams, MillingParameterError, "milling")   # errors name milling.<field>

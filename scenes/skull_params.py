@@ -12,7 +12,7 @@ from typing import ClassVar
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from controllers.settings import Int, Real, field_problems, order_validator
+from controllers.settings import Int, Real, order_validator, raise_construction_errors_as
 
 
 class SkullParameterError(ValueError):
@@ -50,18 +50,5 @@ class SkullParams:
             raise _error(exc) from None
 
 
-def _error(exc: ValidationError) -> SkullParameterError:
-    return SkullParameterError("; ".join(p.message for p in field_problems(exc, SkullParams, "skull")))
-
-
-_validated_init = SkullParams.__init__
-
-
-def _init(self, *args, **kwargs) -> None:
-    try:
-        _validated_init(self, *args, **kwargs)
-    except ValidationError as exc:
-        raise _error(exc) from None
-
-
-SkullParams.__init__ = _init     # construction errors name skull.<field>, value and bounds
+#: construction errors name skull.<field>, the value and its bounds
+_error = raise_construction_errors_as(SkullParams, SkullParameterError, "skull")

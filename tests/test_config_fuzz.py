@@ -232,8 +232,9 @@ def test_the_bounds_check_can_fail():
 
 # ----- one test per class of bad input -----------------------------------------------------
 
-def scene_errors(**changes) -> str:
-    raw = copy.deepcopy(RAW_SCENES["default.toml"])
+def _errors(raw: dict, load, changes: dict) -> str:
+    """``raw`` changed at each ``table__field`` key (``_DELETE`` deletes it), loaded: the ConfigError's text."""
+    raw = copy.deepcopy(raw)
     for key, value in changes.items():
         *tables, leaf = key.split("__")
         node = raw
@@ -244,28 +245,18 @@ def scene_errors(**changes) -> str:
         else:
             node[leaf] = value
     with pytest.raises(ConfigError) as exc:
-        scene_from_dict(raw, SOURCE)
+        load(raw, SOURCE)
     text = str(exc.value)
     assert text.startswith(SOURCE)
     return text
+
+
+def scene_errors(**changes) -> str:
+    return _errors(RAW_SCENES["default.toml"], scene_from_dict, changes)
 
 
 def suite_errors(name="milling.toml", **changes) -> str:
-    raw = copy.deepcopy(RAW_SUITES[name])
-    for key, value in changes.items():
-        *tables, leaf = key.split("__")
-        node = raw
-        for t in tables:
-            node = node.setdefault(t, {})
-        if value is _DELETE:
-            del node[leaf]
-        else:
-            node[leaf] = value
-    with pytest.raises(ConfigError) as exc:
-        suite_from_dict(raw, SOURCE)
-    text = str(exc.value)
-    assert text.startswith(SOURCE)
-    return text
+    return _errors(RAW_SUITES[name], suite_from_dict, changes)
 
 
 _DELETE = object()
