@@ -448,8 +448,9 @@ class DamperParams(_Settings):
         if np.any(outside):
             bad = np.flatnonzero(outside.ravel())[0]
             raise PlanningParameterError(f"completion[{bad}]", float(c.ravel()[bad]), "in [0, 1]")
-        cutting = np.interp(c, [self.contact_level, self.through_level],
-                            [self.v_cut_max_m_s, self.v_cut_min_m_s])
+        # interp can round an ulp outside its end values just below through_level: keep the law's range
+        cutting = np.clip(np.interp(c, [self.contact_level, self.through_level],
+                                    [self.v_cut_max_m_s, self.v_cut_min_m_s]), self.v_cut_min_m_s, self.v_cut_max_m_s)
         approach = np.where(np.asarray(descended_m) < self.approach_depth_m, self.v_approach_m_s,
                             self.v_cut_max_m_s)
         return np.select([c < self.contact_level, c < self.through_level], [approach, cutting], default=0.0)

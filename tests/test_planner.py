@@ -244,6 +244,13 @@ def test_speed_is_the_documented_law(data):
         assert v == 0.0
 
 
+def test_speed_never_rounds_below_the_slowest_cut():
+    """Found by hypothesis: np.interp rounded one ulp below v_cut_min just below through_level."""
+    p = DamperParams(v_approach_m_s=9.963486575215397e-05, approach_depth_m=0.0, v_cut_max_m_s=9.963486575215397e-05,
+                     v_cut_min_m_s=3.3211621917384654e-05, contact_level=0.0625, through_level=1.0, latch_done=False)
+    assert float(p.speed_m_s(0.9999999999999999, 0.0)) >= p.v_cut_min_m_s
+
+
 @FAST
 @given(st.data())
 def test_descent_speed_is_non_increasing_in_completion_at_fixed_depth(data):

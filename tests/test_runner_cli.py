@@ -132,7 +132,10 @@ def test_a_job_scored_by_the_twin_is_refused_on_another_backend(tmp_path, capsys
     assert main(["run", "scenarios/milling.toml", "--backend", "sas", "--out", str(tmp_path)]) == 2
     assert "backend='sas': job 'milling' runs on twin only" in capsys.readouterr().err
     assert main(["run", "scenarios/hw_check.toml", "--backend", "gazebo", "--out", str(tmp_path)]) == 2
-    assert "backend='gazebo': job 'hw_check' runs on twin, coppeliasim, sas only" in capsys.readouterr().err
+    assert "backend='gazebo': job 'hw_check' runs on twin, mock, coppeliasim, sas only" in capsys.readouterr().err
+    assert main(["run", "scenarios/hw_check.toml", "--backend", "mokc", "--out", str(tmp_path)]) == 2
+    assert "backend='mokc': job 'hw_check' runs on twin, mock, coppeliasim, sas only; did you mean 'mock'?" in \
+        capsys.readouterr().err
     assert main(["run", "scenarios/hw_check.toml", "--backend", "sas", "--workers", "2", "--out", str(tmp_path)]) == 2
     assert "use --workers 1" in capsys.readouterr().err
 

@@ -13,6 +13,7 @@ that drives a robot (the mock included).
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
 from dataclasses import dataclass, field
@@ -152,8 +153,10 @@ def job_backend_problem(job: str, backend: str, field: str = "backend") -> str |
     allowed = JOBS[job].backends
     if backend in allowed:
         return None
+    close = difflib.get_close_matches(backend, allowed, n=1)
     return (f"{field}={backend!r}: job {job!r} runs on {', '.join(allowed)} only"
-            + (" (it is scored against the twin's ground truth)" if allowed == ("twin",) else ""))
+            + (" (it is scored against the twin's ground truth)" if allowed == ("twin",) else "")
+            + (f"; did you mean {close[0]!r}?" if close else ""))
 
 
 def check_job_backend(job: str, backend: str, source: str) -> None:
