@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from controllers.settings import ControllerSettings, _fields_of, _strip, allowed_text, interval_text
+from controllers.settings import ControllerSettings
+from scenes.fields import _fields_of, _strip, allowed_text, interval_text
 from scenarios.jobs import JOBS
 from scenarios.suite import AGGREGATES_BY_KIND, MetricTable, SuiteFile, ThresholdTable
 from scenes.spec import SceneFile

@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, Field, PlainValidator, Strict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from controllers.settings import FROZEN, Int, Real, fmt_value, order_validator, resolve
+from scenes.fields import FROZEN, Int, Real, fmt_value, order_validator, resolve
 from hw_bridge.registry import backend_names
 from scenes.schema import ConfigError, load_toml, problems_of
 from scenes.spec import SCENES_DIR, SceneFile, _apply_overrides

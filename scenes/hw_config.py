@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, Field, Strict, model_validator
 
-from controllers.settings import FROZEN, Bool, Int, Name, Real, cross_field_error
+from scenes.fields import FROZEN, Bool, Int, Name, Real, cross_field_error
 
 MM = 1e-3
 #: a ROS 2 topic or prefix: "/" then names of letters, digits and "_", separated by "/"

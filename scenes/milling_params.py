@@ -30,7 +30,7 @@ from typing import ClassVar
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from controllers.settings import Real, order_validator, raise_construction_errors_as
+from scenes.fields import Real, order_validator, raise_construction_errors_as
 
 
 class MillingParameterError(ValueError):

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from controllers.settings import FieldProblem, field_problems
+from scenes.fields import FieldProblem, field_problems
 
 
 class ConfigError(ValueError):

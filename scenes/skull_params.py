@@ -12,7 +12,7 @@ from typing import ClassVar
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from controllers.settings import Int, Real, order_validator, raise_construction_errors_as
+from scenes.fields import Int, Real, order_validator, raise_construction_errors_as
 
 
 class SkullParameterError(ValueError):

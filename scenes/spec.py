@@ -26,8 +26,8 @@ from pydantic import BaseModel, Field, create_model, field_validator, model_vali
 from pydantic.fields import FieldInfo
 from scipy.spatial.transform import Rotation
 
-from controllers.settings import (FROZEN, ControllerSettings, Int, Name, Real, cross_field_error, order_validator,
-                                  resolve)
+from controllers.settings import ControllerSettings
+from scenes.fields import FROZEN, Int, Name, Real, cross_field_error, order_validator, resolve
 from scenes.frames import make_transform
 from scenes.hw_config import BackendsSpec, SafetyFile, SafetySpec
 from scenes.milling_params import MillingParams

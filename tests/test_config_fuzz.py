@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from pydantic import ValidationError
 
-from controllers.settings import resolve
+from scenes.fields import resolve
 from scenarios.cli import main
 from scenarios.jobs import JOBS
 from scenarios.suite import AGGREGATES_BY_KIND, load_suite, suite_from_dict

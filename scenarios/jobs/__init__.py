@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, Strict, create_model
 
-from controllers.settings import FROZEN, Int, Real
+from scenes.fields import FROZEN, Int, Real
 
 #: what a metric's values are: 0/1 ("binary", the only kind a ``proportion`` may aggregate),
 #: event counts ("count") or measurements ("continuous")
