@@ -39,7 +39,7 @@ from controllers.motion.milling_control import MillingMotionController, VirtualF
 from controllers.motion.pose_control import PoseController
 from controllers.planning import MillingPlanner, StopMonitor, StopReason
 from controllers.surface_fit import FittedTrajectory
-from controllers.settings import INITIALISATIONS, MillingSettings, MillingSetupError  # noqa: F401 (re-exported)
+from controllers.settings import MillingSettings, MillingSetupError  # noqa: F401 (MillingSetupError re-exported)
 from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Lifecycle
 from scenes.frames import apply, make_transform

@@ -1,9 +1,11 @@
 """The autonomous cranial window, once: calibrate -> fit -> mill, through ``hw_bridge``.
 
 ``run_window`` is the only place that chains the paper's stages (Fig. 2); the demo, the suite
-jobs, the benchmarks and the tests call it. Each stage can be skipped by giving its result
-(``calibration=``: a rig calibrated earlier, as a lab reuses one calibration for a session of
-mice; ``surface=``: a trajectory fitted earlier) or cut off (``until=``). Each stage returns a
+jobs and the tests call it (the milling benchmark and the milling-loop tests call the mill stage,
+``milling.mill_window``, on a ground-truth trajectory). Each stage can be skipped by giving its
+result (``calibration=``: a rig calibrated earlier, as a lab reuses one calibration for a session
+of mice; ``surface=``, with the ``calibration=`` it was fitted with: a trajectory fitted earlier)
+or cut off (``until=``). Each stage returns a
 dataclass (``CalibrationOutcome``, ``SurfaceOutcome``, ``MillingReport``), collected in
 ``WindowResult``; ``on_stage`` sees the result after each finished stage (to write outputs as
 they come, or to score the fit before milling changes the bone).
@@ -136,10 +138,13 @@ def run_window(session: Session, networks: Networks, settings: ControllerSetting
     completion sensor (default: the completion CNN of ``networks``)."""
     if until not in STAGES:
         raise ValueError(f"until={until!r}: allowed {', '.join(STAGES)}")
+    if surface is not None and calibration is None:
+        raise ValueError("surface= needs the calibration= it was fitted with (calibrating again would "
+                         "pair the fitted trajectory with another stereo model)")
     last = STAGES.index(until)
     loop, pc, rig = session.loop, session.pc, session.hw.rig
     pre = settings.premeasurement
-    setpoints = rig.calibration_setpoints_r if setpoints_r is None else np.asarray(setpoints_r, float)
+    setpoints = rig.calibration_targets_r if setpoints_r is None else np.asarray(setpoints_r, float)
     result = WindowResult(calibration=calibration, surface=surface)
 
     def done(stage: str) -> None:
@@ -162,7 +167,7 @@ def run_window(session: Session, networks: Networks, settings: ControllerSetting
             if networks.cranial is None:
                 raise ValueError("the fit stage needs networks.cranial (the bregma/lambda detector)")
             cal = result.calibration
-            park = rig.calibration_setpoints_r.mean(axis=0) + np.array(pre.park_offset_r_m)
+            park = rig.calibration_targets_r.mean(axis=0) + np.array(pre.park_offset_r_m)
             result.surface = fit_window_trajectory(loop, pc, networks.cranial, cal.model, cal.calibration.T_mi_to_r,
                                                    park, session.R_tool_to_r, pre, tip_detector=networks.tip)
         if last >= STAGES.index("fit"):

@@ -22,7 +22,6 @@ table).
 """
 from __future__ import annotations
 
-import typing
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -242,7 +241,5 @@ class ControllerSettings(_Settings):
                                      description="the milling loop (with .damper and .control)")
 
 
-INITIALISATIONS = typing.get_args(MillingSettings.model_fields["initialisation"].annotation)
-
-__all__ = ["ControllerSettings", "DamperParams", "INITIALISATIONS", "MillingControlParams", "MillingSettings",
+__all__ = ["ControllerSettings", "DamperParams", "MillingControlParams", "MillingSettings",
            "MillingSetupError", "PremeasurementSettings", "SettingsError"]

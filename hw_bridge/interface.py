@@ -299,7 +299,7 @@ class Hardware(ABC):
     def set_drill(self, on: bool, speed_rpm: float) -> None:
         """Switch the drill (speed in rpm, 0..drill.max_speed_rpm of the scene)."""
         self._require(Lifecycle.ACTIVE, action="command the drill")
-        vmax = self._scene.drill.max_speed_rpm
+        vmax = self.rig.drill.max_speed_rpm
         problem = None
         if not isinstance(on, bool):
             problem = f"drill on={on!r} must be a bool"

@@ -35,7 +35,7 @@ class RigDescription:
     image_width_px: int
     image_height_px: int
     drill: DrillSpec                       # the mounted drill (m; rpm): the one source of the burr radius rd
-    calibration_setpoints_r: np.ndarray    # (k, 3) tip setpoints in {R} for landmark calibration (m)
+    calibration_targets_r: np.ndarray      # (k, 3) absolute tip setpoints in {R} for landmark calibration (m)
 
     @property
     def image_size_px(self) -> tuple[int, int]:

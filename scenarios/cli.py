@@ -25,6 +25,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from scenarios.limits import MAX_CASES, MAX_EPOCHS, MAX_TRAIN_SCENES, MAX_WORKERS
+
 
 def _recorder(path: str | None, image_scale: float, program: str, arguments: dict, backend: str, seed: int,
               scene, overrides: dict):
@@ -160,16 +162,6 @@ def _scale(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-#: bounds of ``micromill run --cases`` (as a suite's ``cases``) and ``--workers``
-MAX_CASES = 100000
-MAX_WORKERS = 64
 
 
 def _int_in(lo: int, hi: int):
@@ -233,10 +225,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--target", required=True, choices=["drill_tip", "cranial"])
         p.add_argument("--out", default=None, help="folder for <name>.pt/.md (default: the shipped weights folder)")
         p.add_argument("--seed", type=_seed, default=0)
-        p.add_argument("--workers", type=_positive, default=2, help="data-generation processes (default 2)")
+        p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2,
+                       help=f"data-generation processes, 1..{MAX_WORKERS} (default 2)")
         p.add_argument("--budget-min", type=float, default=19.0, help="wall-clock budget in minutes (default 19)")
-        p.add_argument("--scenes", type=_positive, default=None, help="override the number of rendered scenes")
-        p.add_argument("--epochs", type=_positive, default=None, help="override the (planned) epochs per network")
+        p.add_argument("--scenes", type=_int_in(1, MAX_TRAIN_SCENES), default=None,
+                       help=f"override the number of rendered scenes, 1..{MAX_TRAIN_SCENES}")
+        p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=None,
+                       help=f"override the (planned) epochs per network, 1..{MAX_EPOCHS}")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=_cmd_train)
     p = sub.add_parser("sas-twin", help="a SmartArmStack robot driver over ROS 2, backed by the twin (runs until "

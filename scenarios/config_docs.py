@@ -113,8 +113,8 @@ def render() -> str:
           "below, enumerations, unknown keys (usually typos) and the cross-field rules named in each section. "
           "Every problem of a file is reported at once, as `scenes.schema.ConfigError`, one line per field "
           "naming the file, the field (dotted path), the value and what is allowed; `micromill` then exits "
-          "with status 2. Units are in the field names of files (`radius_mm`, `cy_px`); inside the code "
-          "everything is SI.", "",
+          "with status 2. Units are in the field names of files (`thickness_min_mm`, `cy_px`); inside "
+          "the code everything is SI.", "",
           "## Scene files (`scenes/*.toml`)", "",
           "Loaded by `scenes.spec.load_scene(path, overrides)` (model `scenes.spec.SceneFile`, built into the "
           "SI `SceneSpec`). `overrides` and a suite's `[parameters.scene]` use the dotted paths below, e.g. "
@@ -125,7 +125,9 @@ def render() -> str:
           "milling.hardness_max`; `lighting.direction_s` points upwards (z > 0); "
           "`sensors.joint_states.rate_hz >= 1 / control.period_s`; `safety.workspace_min_mm_s` below "
           "`safety.workspace_max_mm_s` on every axis; `backends.coppeliasim.left_sensor_path` and "
-          "`right_sensor_path` both set or both empty; `robot.description` must exist.", ""]
+          "`right_sensor_path` both set or both empty; `robot.description` must exist; "
+          "`controllers.premeasurement.camera_model` is `\"estimate\"` or a camera model that loads (a preset "
+          "in `controllers/camera_models` or a file).", ""]
     md += table(SceneFile, skip=("controllers.",))
     md += ["", "## The `[controllers]` table", "",
            "Optional; every field defaults to the value below (`controllers.settings.ControllerSettings`; the "

@@ -159,7 +159,7 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
             "residuals_mm": (cal.calibration.residuals_m * 1e3).round(4).tolist(),
             "inliers": cal.calibration.inliers.tolist(), "rms_mm": round(cal.calibration.rms_m * 1e3, 4),
             "expected_error_at_centre_mm": round(float(cal.calibration.expected_error_m(
-                hw.rig.calibration_setpoints_r.mean(axis=0))) * 1e3, 4),
+                hw.rig.calibration_targets_r.mean(axis=0))) * 1e3, 4),
             "skipped_setpoints": cal.skipped + [f"grid {i}" for i in cal.skipped_grid]},
         "trajectory": None if surf is None or surf.trajectory is None else {
             "centre_left_px": surf.centre_left_px.round(2).tolist(),

@@ -15,7 +15,7 @@ from controllers.milling import MillingReport
 from controllers.planning import StopReason
 from controllers.premeasurement import SurfaceOutcome
 from controllers.reconstruction import estimate_camera_model
-from controllers.surface_fit import FittedTrajectory
+from controllers.surface_fit import FittedTrajectory, trajectory_centre_px
 from scenes.frames import apply, invert
 from twin.completion_oracle import true_cross_section_completion
 
@@ -33,6 +33,14 @@ def true_tip_projections(world, robot, stamp_s: float) -> tuple[np.ndarray, np.n
     after grabbing the frame: the twin keeps only a short joint history."""
     p = robot.fk(world.true_q_at(stamp_s))[:3, 3]
     return p, world.cameras[0].project(p)[0], world.cameras[1].project(p)[0]
+
+
+def true_window_centre_s(world, centre_ratio: float) -> np.ndarray:
+    """The true window centre on the outer surface, in {S} (m): bregma + l (lambda - bregma)."""
+    sk = world.skull
+    c_s = sk.bregma_s + centre_ratio * (sk.lambda_s - sk.bregma_s)
+    c_s[2] = sk.outer_height(c_s[0], c_s[1])
+    return c_s
 
 
 def trajectory_height_errors(world, traj: FittedTrajectory) -> tuple[np.ndarray, np.ndarray]:
@@ -59,9 +67,9 @@ def score_keypoints(world, surface: SurfaceOutcome, centre_ratio: float):
     kp_true_left, kp_det_left = {}, {}
     for cam, kps in zip(world.cameras, (surface.keypoints_left, surface.keypoints_right)):
         uv = {n: cam.project(x)[0] for n, x in true_3d.items()}
-        uv["centre"] = uv["bregma"] + l * (uv["lambda"] - uv["bregma"])
+        uv["centre"] = trajectory_centre_px(uv["bregma"], uv["lambda"], l)
         det = {k.name: k.xy_px for k in kps}
-        det["centre"] = (det["bregma"] + l * (det["lambda"] - det["bregma"])
+        det["centre"] = (trajectory_centre_px(det["bregma"], det["lambda"], l)
                          if det["bregma"] is not None and det["lambda"] is not None else None)
         for n in errs:
             if det[n] is not None:
@@ -89,8 +97,7 @@ def score_surface_fit(world, surface: SurfaceOutcome, T_final_mi_to_r: np.ndarra
     n_s = traj.normals_r @ T_s_to_r[:3, :3]        # {R} -> {S}: R^T n
     n_true = sk.outer_normal(pf_s[:, 0], pf_s[:, 1])
     ang = np.degrees(np.arccos(np.clip(np.sum(n_s * n_true, axis=1), -1.0, 1.0)))
-    c_s = sk.bregma_s + centre_ratio * (sk.lambda_s - sk.bregma_s)
-    c_s[2] = sk.outer_height(c_s[0], c_s[1])
+    c_s = true_window_centre_s(world, centre_ratio)
     c_fit_s = apply(invert(T_s_to_r), apply(T_final_mi_to_r, traj.centre_mi))
     m.update(score_fit_heights(world, traj))
     m.update({"normal_error_mean_deg": float(ang.mean()), "normal_error_max_deg": float(ang.max()),
@@ -161,8 +168,7 @@ def ideal_trajectory(world, radius_m: float = 2e-3, n: int = 32, offset_m: float
     """The trajectory a perfect pre-measurement would fit (true surface points and normals,
     {Mi} = {R}). For benchmarks and tests that study milling alone."""
     sk, T = world.skull, world.T_s_to_r
-    c_s = sk.bregma_s + centre_ratio * (sk.lambda_s - sk.bregma_s)
-    c_s[2] = sk.outer_height(c_s[0], c_s[1])
+    c_s = true_window_centre_s(world, centre_ratio)
     th = 2 * np.pi * np.arange(n) / n
     pts_s = np.stack([c_s[0] + radius_m * np.cos(th), c_s[1] + radius_m * np.sin(th), np.zeros(n)], axis=1)
     pts_s[:, 2] = sk.outer_height(pts_s[:, 0], pts_s[:, 1])

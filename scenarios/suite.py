@@ -44,12 +44,12 @@ from hw_bridge.registry import backend_names
 from scenes.schema import ConfigError, load_toml, problems_of
 from scenes.spec import SCENES_DIR, SceneFile, _apply_overrides
 from scenarios.jobs import JOBS, job_backend_problem
+from scenarios.limits import MAX_CASES
 
 AGGREGATES = ("mean", "median", "max", "min", "p95", "proportion")
 #: aggregates each metric kind allows (a proportion of 0/1 values only for binary metrics)
 AGGREGATES_BY_KIND = {"binary": AGGREGATES, "count": AGGREGATES[:-1], "continuous": AGGREGATES[:-1]}
 #: bounds on what a user can type
-MAX_CASES = 100000
 MAX_CHOICES = 1000
 MAX_PARAMETERS = 200
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -68,9 +68,6 @@ class Distribution:
         if self.kind == "integers":
             return int(rng.integers(self.args[0], self.args[1] + 1))
         return self.args[int(rng.integers(len(self.args)))]
-
-    def extremes(self) -> list[Any]:
-        return list(self.args) if self.kind != "integers" else [int(a) for a in self.args]
 
 
 @dataclass(frozen=True)
@@ -91,11 +88,6 @@ class Threshold:
         if not math.isfinite(value):
             return False
         return (self.max is None or value <= self.max) and (self.min is None or value >= self.min)
-
-    def limit_text(self) -> str:
-        parts = ([f"<= {self.max:g}"] if self.max is not None else []) + \
-                ([f">= {self.min:g}"] if self.min is not None else [])
-        return " and ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 (scene files, suites, job parameters, the controllers' settings; pydantic v2).
 
 - Field types: ``Real`` (finite; ints accepted, bools and strings not), ``Int``, ``Name``,
-  ``Bool``, ``Vec3``; ``FROZEN`` (frozen models that refuse unknown keys).
+  ``Bool``; ``FROZEN`` (frozen models that refuse unknown keys).
 - Cross-field rules: ``order_validator`` (min <= max pairs), ``cross_field_error``.
 - Messages: ``field_problems`` turns pydantic's ``ValidationError`` into one ``FieldProblem``
   per field, naming the dotted field, the value and what is allowed (read from the model's
@@ -34,7 +34,6 @@ Int = Annotated[int, Strict(), BeforeValidator(lambda v: int(v) if isinstance(v,
 #: a non-empty string
 Name = Annotated[str, Strict(), Field(min_length=1)]
 Bool = StrictBool
-Vec3 = tuple[Real, Real, Real]
 
 FROZEN = ConfigDict(frozen=True, extra="forbid")
 

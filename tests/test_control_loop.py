@@ -102,3 +102,27 @@ def test_controllers_never_touch_the_scene_or_ground_truth():
             if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
     assert not bad, bad
+
+
+def test_a_stage_given_its_result_is_skipped_and_a_surface_needs_its_calibration():
+    """run_window: a given calibration is used as is (the robot does not move for it); a fitted
+    surface without the calibration it was fitted with is refused before anything moves."""
+    from controllers.pipeline import Networks, run_window
+
+    class NoDetector:                       # would fail the calibration if it were asked
+        def detect(self, image):
+            raise AssertionError("the calibration stage ran although its result was given")
+
+    hw = _mock()
+    try:
+        s = open_session(hw)
+        calls, given, seen = Counting(hw), object(), []
+        result = run_window(s, Networks(NoDetector()), until="calibration", calibration=given,
+                            on_stage=lambda stage, r: seen.append((stage, r.calibration)))
+        assert result.calibration is given and seen == [("calibration", given)] and result.stopped_by is None
+        assert calls.n["write"] == calls.n["advance"] == 0
+        with pytest.raises(ValueError, match="surface= needs the calibration= it was fitted with"):
+            run_window(s, Networks(NoDetector()), surface=object())
+        assert calls.n["write"] == 0
+    finally:
+        hw.close()

@@ -25,7 +25,6 @@ from scenes.fields import FROZEN, Int, Real
 
 #: what a metric's values are: 0/1 ("binary", the only kind a ``proportion`` may aggregate),
 #: event counts ("count") or measurements ("continuous")
-MetricKind = Literal["binary", "count", "continuous"]
 METRIC_KINDS: tuple[str, ...] = ("binary", "count", "continuous")
 
 

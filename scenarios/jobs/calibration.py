@@ -87,7 +87,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     try:
         s = open_session(hw)
         gt = hw.ground_truth
-        setpoints = hw.rig.calibration_setpoints_r
+        setpoints = hw.rig.calibration_targets_r
         centre = setpoints.mean(axis=0)
         n_extra = int(p["extra_setpoints"])
         if n_extra:

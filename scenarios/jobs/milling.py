@@ -47,9 +47,6 @@ from scenarios.runner import CaseContext, CaseOutput, case_hardware
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
 from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
 
-PERCEPTIONS = ("cnn", "oracle")
-
-
 def milling_figure(path: Path, world, report: MillingReport, title: str) -> None:
     """c_i(t) and h_i(t) per point, and the final groove (remaining thickness) with the path."""
     log = report.log.arrays()
@@ -120,9 +117,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
 
     torch.set_num_threads(1)     # one core per case: suite workers would otherwise oversubscribe the CPU
     p = ctx.job_parameters
-    perception = str(p["perception"])
-    if perception not in PERCEPTIONS:
-        raise ValueError(f"job parameter perception={perception!r}: allowed {', '.join(PERCEPTIONS)}")
+    perception = str(p["perception"])          # "cnn" | "oracle", checked when the suite loaded
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
     networks = Networks(load_detector("drill_tip", expected_target="drill_tip"),
                         load_detector("cranial", expected_target="cranial"),
@@ -136,36 +131,38 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         session = open_session(hw)
         gt = hw.ground_truth
         fit_scores: dict[str, float] = {}
-        scored: list[ScoredSensor] = []
-        stage_wall = {"start": wall0, "t_pre": hw.now()}
+        wall_fit = t_pre = None
+        scored = None
 
         def on_stage(stage: str, result) -> None:
+            nonlocal wall_fit, wall0, t_pre
             if stage == "fit" and result.trajectory is not None:   # scored before milling changes the bone
                 fit_scores.update(score_fit_heights(gt, result.trajectory))
-                stage_wall["fit"] = time.perf_counter() - stage_wall["start"]
-                stage_wall["start"] = time.perf_counter()
-                stage_wall["t_pre"] = hw.now()
+                wall_fit, wall0, t_pre = time.perf_counter() - wall0, time.perf_counter(), hw.now()
 
         def make_sensor(surface, model):
+            nonlocal scored
             if perception == "cnn":
                 sensor = camera_sensor(networks.completion, hw.rig.drill)(surface, model)
             else:
                 sensor = OracleCompletionSensor(gt, OracleErrorModel(mae=float(p["oracle_mae"])),
                                                 np.random.default_rng([ctx.seed, 7]))
-            scored.append(ScoredSensor(sensor, gt))
-            return scored[0]
+            scored = ScoredSensor(sensor, gt)
+            return scored
 
         result = run_window(session, networks, scene.controllers, calibration=cal, make_sensor=make_sensor,
                             on_stage=on_stage)
         if result.trajectory is None:
             why = result.surface.failure if result.surface is not None else result.stopped_by
             raise RuntimeError(f"pre-measurement failed: {why}")
+        if result.milling is None:          # a hardware stop outside the milling loop (e.g. on the approach)
+            raise RuntimeError(f"milling stopped without a report: {result.stopped_by}")
         report = result.milling
-        wall = time.perf_counter() - stage_wall["start"]
+        wall = time.perf_counter() - wall0
         m = score_milling(gt, report)
-        m["perception_mae"] = scored[0].mae()
+        m["perception_mae"] = scored.mae()
         m["fit_height_error_rms_mm"] = fit_scores["height_error_rms_mm"]
-        m["realtime_factor"] = (hw.now() - stage_wall["t_pre"]) / wall
+        m["realtime_factor"] = (hw.now() - t_pre) / wall
         m["floor_clamps"] = float(report.floor_clamps)
         artifacts = []
         if ctx.save_artifacts:
@@ -178,6 +175,6 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         return CaseOutput(metrics=m, artifacts=artifacts,
                           notes={"stop": report.message, "first_breach": repr(first),
                                  "simulated_time_s": hw.now(), "calibration_wall_s": wall_cal,
-                                 "fit_wall_s": stage_wall["fit"], "milling_wall_s": wall})
+                                 "fit_wall_s": wall_fit, "milling_wall_s": wall})
     finally:
         hw.close()

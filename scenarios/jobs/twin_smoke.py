@@ -41,7 +41,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     try:
         s = open_session(hw)
         gt = hw.ground_truth
-        centre = hw.rig.calibration_setpoints_r.mean(axis=0)
+        centre = hw.rig.calibration_targets_r.mean(axis=0)
         p = ctx.job_parameters
         target = centre + 1e-3 * np.array([p["offset_x_mm"], p["offset_y_mm"], p["offset_z_mm"]])
         move = s.pc.move_to(s.loop, make_transform(s.R_tool_to_r, target), timeout_s=15.0)
