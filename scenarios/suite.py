@@ -42,7 +42,7 @@ from pydantic_core import PydanticCustomError
 from scenes.fields import FROZEN, Int, Real, fmt_value, order_validator, resolve
 from hw_bridge.registry import backend_names
 from scenes.schema import ConfigError, load_toml, problems_of
-from scenes.spec import SCENES_DIR, SceneFile, _apply_overrides
+from scenes.spec import SCENES_DIR, SceneFile, scene_from_dict
 from scenarios.jobs import JOBS, job_backend_problem
 from scenarios.limits import MAX_CASES
 
@@ -318,16 +318,12 @@ def _scene_checker(scene_path: Path):
         return lambda overrides: unreadable
 
     def check(overrides: dict[str, Any]) -> list[str]:
-        errors: list[str] = []
-        changed = _apply_overrides(raw, overrides, errors)
-        if errors:
-            return errors
+        """What loading the scene with ``overrides`` would refuse (the loader itself: the file
+        model and the SI re-check of the skull and milling parameters)."""
         try:
-            SceneFile.model_validate(changed)
-        except ValidationError as exc:
-            return problems_of(exc, SceneFile)
-        except (ArithmeticError, TypeError, ValueError) as exc:
-            return [f"cannot be read ({type(exc).__name__}: {exc})"]
+            scene_from_dict(raw, str(scene_path), overrides)
+        except ConfigError as exc:
+            return exc.errors
         return []
     return check
 
