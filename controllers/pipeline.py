@@ -95,8 +95,7 @@ class WindowResult:
 class Session:
     """An active interface with its control loop and point-to-point controller."""
 
-    hw: Hardware
-    loop: ControlLoop
+    loop: ControlLoop              # its ``hw`` is the interface
     pc: PoseController
     R_tool_to_r: np.ndarray        # the tool orientation kept throughout (the one at activation)
 
@@ -107,7 +106,7 @@ def open_session(hw: Hardware) -> Session:
         hw.configure()
     hw.activate()
     loop = ControlLoop(hw)
-    return Session(hw, loop, PoseController(hw.rig), hw.rig.robot.fk(loop.state.position)[:3, :3])
+    return Session(loop, PoseController(hw.rig), hw.rig.robot.fk(loop.state.position)[:3, :3])
 
 
 def calibration_stop_count(settings: PremeasurementSettings, n_setpoints: int) -> int:
@@ -142,7 +141,7 @@ def run_window(session: Session, networks: Networks, settings: ControllerSetting
         raise ValueError("surface= needs the calibration= it was fitted with (calibrating again would "
                          "pair the fitted trajectory with another stereo model)")
     last = STAGES.index(until)
-    loop, pc, rig = session.loop, session.pc, session.hw.rig
+    loop, pc, rig = session.loop, session.pc, session.loop.rig
     pre = settings.premeasurement
     setpoints = rig.calibration_targets_r if setpoints_r is None else np.asarray(setpoints_r, float)
     result = WindowResult(calibration=calibration, surface=surface)
