@@ -3,7 +3,9 @@
     micromill demo [--out DIR] [--scene FILE] [--seed N] [--backend B] [--arm] [--until STAGE]
                    [--record FILE.mcap] [--record-image-scale S]
     micromill run SUITE.toml [--backend B] [--arm] [--workers N] [--out DIR] [--cases N] [--seed S]
+                  [--engine local|ray] [--address auto|HOST:PORT] [--resume DIR | --force]
                   [--record] [--record-image-scale S] [--no-progress]
+    micromill report DIR
     micromill replay FILE.mcap [--out DIR]
     micromill backends
     micromill sas-twin --prefix /arm1 [--scene FILE] [--overrides JSON] [--seed N] [--domain N] [--image-rate-hz R]
@@ -11,9 +13,11 @@
     micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M]
 
 Exit codes: 0 success; 1 a suite threshold failed or a case errored (demo: the pipeline did
-not reach its own stop; replay: the controllers decided differently from the recording);
-2 invalid input (bad scene or suite file, unknown backend, --arm without safety.armed, a bad
-recording), reported with every offending field.
+not reach its own stop; replay: the controllers decided differently from the recording; report:
+the run failed or has cases missing); 2 invalid input (bad scene or suite file, unknown
+backend, --arm without safety.armed, a bad recording, an output folder that cannot be used),
+reported with every offending field; 130 / 143 a run stopped by Ctrl-C / SIGTERM (what finished
+is written, and ``--resume`` continues it).
 
 ``--arm`` is one half of arming a robot that really moves (CoppeliaSim, SmartArmStack); the
 other is ``safety.armed = true`` in the scene. Without both, such a run is a dry run: commands
@@ -81,18 +85,42 @@ def _cmd_replay(args) -> int:
     return 1 if report.diverged else 0
 
 
+def _run_exit_code(summary: dict) -> int:
+    """0 passed; 128 + signal for a run stopped by one (130 Ctrl-C, 143 SIGTERM); else 1."""
+    import signal
+
+    if summary["interrupted"] in ("SIGINT", "SIGTERM"):
+        return 128 + int(signal.Signals[summary["interrupted"]])
+    return 0 if summary["passed"] else 1
+
+
 def _cmd_run(args) -> int:
     from scenarios.report import summary_table
-    from scenarios.runner import run_suite
+    from scenarios.runner import RunFolderError, run_suite
     from scenarios.suite import load_suite
 
     suite = load_suite(args.suite)
-    out = Path(args.out) if args.out else Path("runs") / suite.name
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise RunFolderError(f"--out {args.out} and --resume {args.resume}: a resumed run writes into the folder "
+                             f"it resumes; give one of them")
+    out = Path(args.resume or args.out or Path("runs") / suite.name)
     summary = run_suite(suite, out, workers=args.workers, n_cases=args.cases, seed=args.seed,
                         progress=not args.no_progress, backend=args.backend, armed=args.arm, record=args.record,
-                        record_image_scale=args.record_image_scale)
+                        record_image_scale=args.record_image_scale, engine=args.engine, address=args.address,
+                        resume=args.resume is not None, force=args.force)
     print(summary_table(summary))
-    print(f"results.json and report.md in {out}")
+    print(f"results.json and report.md in {out}"
+          + (f"; continue with: micromill run {args.suite} --resume {out}" if summary["interrupted"] else ""))
+    return _run_exit_code(summary)
+
+
+def _cmd_report(args) -> int:
+    from scenarios.report import summary_table
+    from scenarios.runner import rebuild_outputs
+
+    summary = rebuild_outputs(Path(args.dir))
+    print(summary_table(summary))
+    print(f"results.json and report.md rebuilt in {args.dir}")
     return 0 if summary["passed"] else 1
 
 
@@ -205,9 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_replay)
     p = sub.add_parser("run", help="run a scenario suite")
     p.add_argument("suite", help="suite TOML file, e.g. scenarios/twin_smoke.toml")
-    p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=1,
-                   help=f"processes, 1..{MAX_WORKERS} (default 1)")
-    p.add_argument("--out", default=None, help="output folder (default runs/<suite name>)")
+    p.add_argument("--workers", type=_int_in(1, 10**9), default=None,
+                   help=f"local engine: processes (default 1; more than the cases, the usable CPUs or {MAX_WORKERS} "
+                        f"warns and uses that cap); ray: tasks in flight (default twice the cluster's CPUs)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<suite name>); must be empty or new")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the interrupted or crashed run in DIR (its finished cases are kept)")
+    p.add_argument("--force", action="store_true", help="replace an earlier run's outputs in --out")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: processes on this machine (default); ray: tasks on a Ray cluster (extra 'ray')")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="--engine ray: the cluster (auto: the one this machine joined; default: a running local "
+                        "instance, else a new one)")
     p.add_argument("--cases", type=_int_in(1, MAX_CASES), default=None,
                    help=f"override the number of cases, 1..{MAX_CASES}")
     p.add_argument("--seed", type=_seed, default=None, help="override the suite seed")
@@ -216,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", action="store_true", help="record every hardware session (OUT/recordings/*.mcap)")
     _image_scale_argument(p)
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("report", help="rebuild results.json and report.md of a run from its cases.jsonl")
+    p.add_argument("dir", help="a run's output folder")
+    p.set_defaults(func=_cmd_report)
     p = sub.add_parser("train", help="train a network from twin renders")
     train_sub = p.add_subparsers(dest="what", required=True, metavar="{keypoints,completion}")
     for what, text in (("keypoints", "drill-tip or cranial keypoint detector"),
@@ -250,11 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     from hw_bridge.recording import RecordingError
     from hw_bridge.registry import UnknownBackendError
     from hw_bridge.safety import ArmingError
+    from scenarios.runner import RunFolderError
     from scenes.schema import ConfigError
 
     try:
         return args.func(args)
-    except (ConfigError, UnknownBackendError, ArmingError, RecordingError) as exc:
+    except (ConfigError, UnknownBackendError, ArmingError, RecordingError, RunFolderError) as exc:
         print(f"micromill: {exc}", file=sys.stderr)
         return 2
 

@@ -17,20 +17,28 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def verdict(summary: dict[str, Any]) -> str:
+    """PASSED / FAILED, or for a run that did not finish "interrupted: N of M cases (why)"."""
+    planned = summary.get("planned_cases", summary["cases"])
+    if summary.get("interrupted") or summary["cases"] < planned:
+        why = summary.get("interrupted") or "cases missing"
+        return f"interrupted: {summary['cases']} of {planned} cases ({why})"
+    return "PASSED" if summary["passed"] else "FAILED"
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     """Plain-text table: metric, aggregate, value, threshold, verdict."""
     rows = [("metric", "aggregate", "value", "threshold", "result")]
     for name, m in summary["metrics"].items():
         th = summary["thresholds"].get(name)
         limit = " and ".join(f"{'<=' if k == 'max' else '>='} {v:g}" for k, v in th["limit"].items()) if th else "-"
-        verdict = ("PASS" if th["passed"] else "FAIL") if th else "-"
+        mark = ("PASS" if th["passed"] else "FAIL") if th else "-"
         value = _fmt(m["value"]) + (f" [{_fmt(m['ci95'][0])}, {_fmt(m['ci95'][1])}]" if "ci95" in m else "")
-        rows.append((name, m["aggregate"], value, limit, verdict))
+        rows.append((name, m["aggregate"], value, limit, mark))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    status = "PASSED" if summary["passed"] else "FAILED"
-    tail = f"{summary['suite']}: {summary['cases']} cases, {len(summary['failed_cases'])} failed -> {status}"
+    tail = f"{summary['suite']}: {summary['cases']} cases, {len(summary['failed_cases'])} errored -> {verdict(summary)}"
     return "\n".join(lines + [tail])
 
 
@@ -39,18 +47,18 @@ def write_report(suite, summary: dict[str, Any], results, out_dir: Path) -> Path
     plots.mkdir(exist_ok=True)
     md = [f"# {suite.name}", "", suite.description, "",
           f"Backend `{suite.backend}`, job `{suite.job}`, scene `{suite.scene_path.name}`, "
-          f"{summary['cases']} cases, result **{'PASSED' if summary['passed'] else 'FAILED'}**.", "",
+          f"{summary['cases']} cases, result **{verdict(summary)}**.", "",
           "| metric | aggregate | value | mean ± sd | min | max | threshold | result | paper |",
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in summary["metrics"].items():
         th = summary["thresholds"].get(name)
         limit = " and ".join(f"{'≤' if k == 'max' else '≥'} {v:g}" for k, v in th["limit"].items()) if th else "–"
-        verdict = ("pass" if th["passed"] else "**FAIL**") if th else "–"
+        mark = ("pass" if th["passed"] else "**FAIL**") if th else "–"
         value = _fmt(m["value"])
         if "ci95" in m:
             value += f" (95 % CI {_fmt(m['ci95'][0])}–{_fmt(m['ci95'][1])})"
         md.append(f"| {name} | {m['aggregate']} | {value} | {_fmt(m['mean'])} ± {_fmt(m.get('sd'))} | {_fmt(m['min'])} "
-                  f"| {_fmt(m['max'])} | {limit} | {verdict} | {m.get('paper') or '–'} |")
+                  f"| {_fmt(m['max'])} | {limit} | {mark} | {m.get('paper') or '–'} |")
     md.append("")
     for name, m in summary["metrics"].items():
         vals = [r.metrics[name] for r in results if r.error is None and name in r.metrics
@@ -76,7 +84,7 @@ def write_report(suite, summary: dict[str, Any], results, out_dir: Path) -> Path
         md += ["", "## Case artifacts", ""] + [f"![{Path(a).stem}]({a})" for a in arts]
     failed = [r for r in results if r.error is not None]
     if failed:
-        md += ["", "## Failed cases", ""]
+        md += ["", "## Errored cases", ""]
         for r in failed:
             md += [f"### case {r.index} (seed {r.seed})", "```", r.error.strip(), "```"]
     path = out_dir / "report.md"

@@ -1,107 +1,191 @@
-"""Run a scenario suite: cases in a process pool, results written as they arrive, a report.
+"""Run a scenario suite, write every result as it arrives, and never lose one.
 
-Output folder:
-- ``cases.jsonl``: one line per finished case, appended immediately (a crash later loses
-  nothing already computed);
-- ``results.json``: ``summary`` (per metric: value by its aggregate, plus stats; per
-  threshold: limit, value, passed; ``passed`` overall), ``suite`` (source, seed, backend, job,
-  scene, ``started_utc``, ``git_commit``), then every case;
+Output folder (``--out``):
+- ``run.json``: the plan, written before any case starts: the suite file (path, SHA-256 and
+  text), seed, number of cases, backend, engine, arming, recording, start time, code commit.
+  ``--resume`` continues from it; ``micromill report`` rebuilds the outputs from it.
+- ``cases.jsonl``: one line per finished case, appended and flushed immediately;
+- ``results.json``: ``summary`` (per metric: value by its aggregate, plus stats; per threshold:
+  limit, value, passed; ``planned_cases``; ``interrupted`` (null, or why the run stopped early);
+  ``passed`` overall, never true for an interrupted or incomplete run), ``suite`` (source, seed,
+  backend, engine, job, scene, ``started_utc``, ``git_commit``), then every case;
 - ``report.md`` with ``plots/*.png`` (one histogram per metric) and case artifacts.
 
-Each case gets its own seed from ``SeedSequence([suite seed, case index])``: the same suite
-seed gives the same parameters and the same results, whatever the number of workers.
+What can go wrong, and what is kept:
+- a case raises: an errored case with its traceback; the run goes on;
+- a worker process dies (killed, out of memory, segfault) or a Ray worker is lost: an errored
+  case naming the cause; a fresh worker takes the remaining cases;
+- Ctrl-C or SIGTERM: the cases finished so far are written, ``results.json`` and the report say
+  "interrupted: N of M cases" (never "passed"); the CLI exits 130 / 143;
+- the runner itself is killed (SIGKILL, power): ``run.json`` and ``cases.jsonl`` remain;
+  ``micromill run SUITE --resume DIR`` redoes only the missing cases and ends with the same
+  results as an uninterrupted run; ``micromill report DIR`` rebuilds the outputs as they stand.
+A non-empty ``--out`` is refused unless it is resumed or ``--force`` replaces an earlier run.
+
+Counts are bounded: ``--cases`` like the suite file's field (``scenarios.limits``), ``--workers``
+by the cases to run and the CPUs this process may use (a larger request warns and uses the cap).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
+import signal
 import subprocess
-import time
-import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+import sys
+import threading
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scenarios.jobs import JOBS, check_job_backend
-from scenarios.suite import Suite
+from scenarios.cases import CaseContext, CaseResult, make_cases
+from scenarios.engines import ENGINES, ray_available, run_local, run_ray, run_serial, usable_cpus
+from scenarios.jobs import check_job_backend
+from scenarios.limits import MAX_CASES, MAX_WORKERS
+from scenarios.progress import Progress
+from scenarios.suite import Suite, load_suite, suite_from_dict
 from scenes.schema import ConfigError
 
 #: backends whose cases may run in parallel processes (each case builds its own world)
 SHARED_NOTHING_BACKENDS = ("twin",)
 
+RUN_PLAN, CASE_LOG, RESULTS = "run.json", "cases.jsonl", "results.json"
+#: what a run writes into its folder (``--force`` removes these, and only these)
+RUN_OUTPUTS = (RUN_PLAN, CASE_LOG, RESULTS, "report.md", "plots", "artifacts", "recordings")
+
+
+class RunFolderError(ValueError):
+    """The output folder cannot be used as asked (not empty, not a run, a different suite, ...)."""
+
+
+class RunInterrupted(BaseException):
+    """Raised in the runner's thread by SIGINT or SIGTERM (a BaseException, so that a job's
+    ``except Exception`` cannot swallow it)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
 
 @dataclass(frozen=True)
-class CaseContext:
-    """What a job receives for one case."""
+class RunPlan:
+    """What a run was asked to do (``run.json``); a resumed run does exactly this."""
 
-    suite_name: str
-    index: int
+    suite_file: str
+    suite_sha256: str
+    suite_text: str
     seed: int
-    scene_path: str
+    cases: int
     backend: str
-    scene_overrides: dict[str, Any]
-    job_parameters: dict[str, Any]
-    artifacts_dir: str
-    save_artifacts: bool
-    armed: bool = False                  # the run's --arm flag (a robot that really moves also needs safety.armed)
-    record_dir: str = ""                 # where each hardware session writes its MCAP recording ("" = none)
-    record_image_scale: float = 1.0
+    engine: str
+    armed: bool
+    record: bool
+    record_image_scale: float
+    started_utc: str
+    git_commit: str | None
+
+    @staticmethod
+    def read(out_dir: Path) -> "RunPlan":
+        path = out_dir / RUN_PLAN
+        if not path.is_file():
+            raise RunFolderError(f"{out_dir}: no {RUN_PLAN} (not a micromill run folder, or one written before "
+                                 f"runs recorded their plan)")
+        try:
+            return RunPlan(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+            raise RunFolderError(f"{path}: not a readable run plan ({type(exc).__name__}: {exc})") from None
+
+    def write(self, out_dir: Path) -> None:
+        tmp = out_dir / (RUN_PLAN + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.replace(out_dir / RUN_PLAN)
+
+    def suite(self) -> Suite:
+        """The suite as it was run: the file if it is unchanged, else the text kept in the plan."""
+        path = Path(self.suite_file)
+        if path.is_file() and _sha256(path.read_text()) == self.suite_sha256:
+            return load_suite(path)
+        import tomllib
+
+        return suite_from_dict(tomllib.loads(self.suite_text), f"{self.suite_file} (as run, kept in {RUN_PLAN})")
 
 
-def case_hardware(ctx: CaseContext, scene, seed: int | None = None, tag: str = ""):
-    """The case's hardware interface (``ctx.backend``, armed as the run asked), recording to
-    ``<record_dir>/case<index><tag>.mcap`` when the run records."""
-    from hw_bridge.registry import make_hardware
-
-    seed = ctx.seed if seed is None else seed
-    recorder = None
-    if ctx.record_dir:
-        from hw_bridge.recording import McapRecorder, RunMetadata
-
-        meta = RunMetadata.for_run(f"job:{ctx.suite_name}", {"case": ctx.index, "job_parameters": ctx.job_parameters},
-                                   ctx.backend, seed, scene, ctx.scene_overrides)
-        recorder = McapRecorder(Path(ctx.record_dir) / f"case{ctx.index:03d}{tag}.mcap", meta, ctx.record_image_scale)
-    return make_hardware(ctx.backend, scene, seed, armed=ctx.armed, recorder=recorder)
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass
-class CaseOutput:
-    metrics: dict[str, float]
-    artifacts: list[str] = field(default_factory=list)   # paths relative to the output folder
-    notes: dict[str, Any] = field(default_factory=dict)
+def prepare_out_dir(out_dir: Path, resume: bool, force: bool) -> None:
+    """Refuse a non-empty folder unless resuming; ``force`` first removes an earlier run's outputs
+    (only a folder holding nothing but a run's outputs is cleared: never a user's other files)."""
+    if resume and force:
+        raise RunFolderError("--resume and --force contradict each other: --resume continues the run in the "
+                             "folder, --force replaces it")
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunFolderError(f"--out {out_dir}: exists and is not a folder")
+    if resume:
+        if not entries:
+            raise RunFolderError(f"--resume {out_dir}: nothing to resume (the folder is empty or missing)")
+        return
+    if not entries:
+        return
+    others = [e for e in entries if e not in RUN_OUTPUTS and not e.endswith(".tmp")]
+    if not force:
+        raise RunFolderError(f"--out {out_dir} is not empty ({', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}): "
+                             f"continue that run with --resume {out_dir}, replace it with --force, or choose "
+                             f"another --out")
+    if others:
+        raise RunFolderError(f"--force {out_dir}: the folder holds files a run does not write "
+                             f"({', '.join(others[:5])}); it is not cleared. Choose another --out")
+    for e in entries:
+        p = out_dir / e
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-@dataclass
-class CaseResult:
-    index: int
-    seed: int
-    scene_overrides: dict[str, Any]
-    job_parameters: dict[str, Any]
-    metrics: dict[str, float]
-    artifacts: list[str]
-    notes: dict[str, Any]
-    error: str | None
-    wall_s: float
+def read_case_log(path: Path) -> tuple[list[CaseResult], list[str]]:
+    """The finished cases in ``cases.jsonl`` and problems found: a line cut short by a crash is
+    skipped (the case is redone on resume), a repeated case index keeps its first result."""
+    results: dict[int, CaseResult] = {}
+    problems: list[str] = []
+    if not path.is_file():
+        return [], problems
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            res = CaseResult(**json.loads(line))
+        except (json.JSONDecodeError, TypeError) as exc:
+            problems.append(f"{path.name} line {n}: skipped, not a complete case record ({type(exc).__name__})")
+            continue
+        res.metrics = {k: (math.nan if v is None else float(v)) for k, v in res.metrics.items()}
+        if res.index in results:
+            problems.append(f"{path.name} line {n}: case {res.index} again; the first result is kept")
+            continue
+        results[res.index] = res
+    return [results[i] for i in sorted(results)], problems
 
 
-def make_cases(suite: Suite, n_cases: int, seed: int, out_dir: Path, n_artifact_cases: int = 3,
-               backend: str | None = None, armed: bool = False, record: bool = False,
-               record_image_scale: float = 1.0) -> list[CaseContext]:
-    cases = []
-    for i in range(n_cases):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
-        case_seed = int(rng.integers(2**31))
-        scene = {k: d.sample(rng) for k, d in suite.scene_parameters.items()}
-        job = dict(JOBS[suite.job].parameters)
-        job.update({k: d.sample(rng) for k, d in suite.job_parameters.items()})
-        cases.append(CaseContext(suite.name, i, case_seed, str(suite.scene_path), backend or suite.backend, scene, job,
-                                 str(out_dir / "artifacts"), i < n_artifact_cases, armed,
-                                 str(out_dir / "recordings") if record else "", record_image_scale))
-    return cases
+def plan_workers(requested: int | None, n_to_run: int, engine: str, backend: str, source: str) -> tuple[int, str | None]:
+    """How many local workers to start, and a warning when fewer than requested: never more than
+    the cases to run, the CPUs this process may use, or ``MAX_WORKERS``."""
+    requested = 1 if requested is None else requested
+    if requested < 1:
+        raise ConfigError(source, [f"--workers={requested}: must be >= 1"])
+    if backend not in SHARED_NOTHING_BACKENDS and requested > 1:
+        raise ConfigError(source, [f"--workers={requested}: backend {backend!r} drives one robot or simulator; "
+                                   f"use --workers 1"])
+    if engine != "local":
+        return requested, None
+    cpus = usable_cpus()
+    cap = max(min(n_to_run, cpus, MAX_WORKERS), 1)
+    if requested <= cap:
+        return requested, None
+    return cap, (f"--workers {requested}: using {cap} (at most one per case to run ({n_to_run}), per usable CPU "
+                 f"({cpus}) and {MAX_WORKERS} in all)")
 
 
 def _check_arming(cases: list[CaseContext], backend: str, armed: bool) -> None:
@@ -113,19 +197,6 @@ def _check_arming(cases: list[CaseContext], backend: str, armed: bool) -> None:
     for ctx in cases:
         scene = load_scene(ctx.scene_path, ctx.scene_overrides)
         backend_armed(backend, armed, scene, f"{scene.source} (case {ctx.index})")
-
-
-def run_case(job_name: str, ctx: CaseContext) -> CaseResult:
-    """Run one case; exceptions become a failed case with the traceback, never a crash."""
-    t0 = time.perf_counter()
-    try:
-        out: CaseOutput = JOBS[job_name].load()(ctx)
-        metrics = {k: float(v) for k, v in out.metrics.items()}
-        return CaseResult(ctx.index, ctx.seed, ctx.scene_overrides, ctx.job_parameters, metrics, out.artifacts,
-                          out.notes, None, time.perf_counter() - t0)
-    except Exception:  # noqa: BLE001 - a case failure is a result, reported with its traceback
-        return CaseResult(ctx.index, ctx.seed, ctx.scene_overrides, ctx.job_parameters, {}, [], {},
-                          traceback.format_exc(), time.perf_counter() - t0)
 
 
 def aggregate(values: list[float], how: str) -> float:
@@ -149,7 +220,12 @@ def proportion_ci95(values: list[float]) -> tuple[float, float]:
     return (float(ci.low), float(ci.high))
 
 
-def summarize(suite: Suite, results: list[CaseResult]) -> dict[str, Any]:
+def summarize(suite: Suite, results: list[CaseResult], planned: int | None = None,
+              interrupted: str | None = None) -> dict[str, Any]:
+    """Metrics, thresholds and the verdict over ``results``. ``planned``: the cases the run was to
+    have (default: as many as there are results); a run with fewer results, or ``interrupted``
+    (why it stopped early), has ``passed`` false whatever its thresholds say."""
+    planned = len(results) if planned is None else planned
     metrics = {}
     for name, spec in suite.metrics.items():
         vals = [r.metrics[name] for r in results if r.error is None and name in r.metrics]
@@ -168,9 +244,10 @@ def summarize(suite: Suite, results: list[CaseResult]) -> dict[str, Any]:
         thresholds[th.metric] = {"limit": {k: v for k, v in (("max", th.max), ("min", th.min)) if v is not None},
                                  "value": value, "passed": th.passes(value)}
     failed_cases = [r.index for r in results if r.error is not None]
-    return {"suite": suite.name, "cases": len(results), "failed_cases": failed_cases,
-            "metrics": metrics, "thresholds": thresholds,
-            "passed": not failed_cases and all(t["passed"] for t in thresholds.values())}
+    complete = interrupted is None and len(results) >= planned
+    return {"suite": suite.name, "cases": len(results), "planned_cases": planned, "interrupted": interrupted,
+            "failed_cases": failed_cases, "metrics": metrics, "thresholds": thresholds,
+            "passed": complete and not failed_cases and all(t["passed"] for t in thresholds.values())}
 
 
 def _json_default(o):
@@ -208,61 +285,185 @@ def git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
-def run_suite(suite: Suite, out_dir: Path, workers: int = 1, n_cases: int | None = None,
+def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int | None = None,
               seed: int | None = None, progress: bool = True, backend: str | None = None, armed: bool = False,
-              record: bool = False, record_image_scale: float = 1.0) -> dict[str, Any]:
-    """Run the suite and write its outputs; returns the summary.
+              record: bool = False, record_image_scale: float = 1.0, engine: str = "local",
+              address: str | None = None, resume: bool = False, force: bool = False) -> dict[str, Any]:
+    """Run the suite (or, with ``resume``, the cases the run in ``out_dir`` has not finished) and
+    write its outputs; returns the summary.
 
     ``backend`` overrides the suite's (checked against the job's backends first, ConfigError);
     a backend that drives one real robot runs with one worker. ``armed``: the ``--arm`` flag.
-    ``record``: one MCAP file per hardware session under ``<out_dir>/recordings``."""
-    from tqdm import tqdm
-
-    backend = backend or suite.backend
-    check_job_backend(suite.job, backend, suite.source)
-    if backend not in SHARED_NOTHING_BACKENDS and workers > 1:
-        raise ConfigError(suite.source, [f"--workers={workers}: backend {backend!r} drives one robot or simulator; "
-                                         f"use --workers 1"])
+    ``record``: one MCAP file per hardware session under ``<out_dir>/recordings``. ``engine``:
+    "local" (this machine's processes) or "ray" (a Ray cluster at ``address``; ``workers`` then
+    bounds the tasks in flight, default twice the cluster's CPUs). SIGINT / SIGTERM during the
+    run end it early with everything finished written (``summary["interrupted"]``)."""
     out_dir = Path(out_dir)
+    if engine not in ENGINES:
+        raise ConfigError(suite.source, [f"--engine={engine!r}: allowed: {', '.join(ENGINES)}"])
+    prepare_out_dir(out_dir, resume, force)
+    if resume:
+        plan = _resumed_plan(suite, out_dir, n_cases, seed, backend, armed, record, record_image_scale, engine)
+    else:
+        backend = backend or suite.backend
+        plan = RunPlan(suite.source, _sha256(Path(suite.source).read_text()) if Path(suite.source).is_file() else "",
+                       Path(suite.source).read_text() if Path(suite.source).is_file() else "",
+                       suite.seed if seed is None else seed, suite.cases if n_cases is None else n_cases, backend,
+                       engine, armed, record, record_image_scale,
+                       datetime.now(timezone.utc).isoformat(timespec="seconds"), git_commit())
+    if not 1 <= plan.cases <= MAX_CASES:
+        raise ConfigError(suite.source, [f"cases={plan.cases}: allowed 1..{MAX_CASES}"])
+    check_job_backend(suite.job, plan.backend, suite.source)
+    if engine == "ray":
+        _check_ray_run(suite, plan)
+    cases = make_cases(suite, plan.cases, plan.seed, out_dir, backend=plan.backend, armed=plan.armed,
+                       record=plan.record, record_image_scale=plan.record_image_scale)
+    done, problems = read_case_log(out_dir / CASE_LOG) if resume else ([], [])
+    finished = {r.index for r in done}
+    todo = [c for c in cases if c.index not in finished]
+    n_workers, warning = plan_workers(workers, len(todo), engine, plan.backend, suite.source)
+    _check_arming(todo, plan.backend, plan.armed)
+
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "artifacts").mkdir(exist_ok=True)
-    n_cases = suite.cases if n_cases is None else n_cases
-    seed = suite.seed if seed is None else seed
-    cases = make_cases(suite, n_cases, seed, out_dir, backend=backend, armed=armed, record=record,
-                       record_image_scale=record_image_scale)
-    _check_arming(cases, backend, armed)
-    results: list[CaseResult] = []
-    started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    log = (out_dir / "cases.jsonl").open("w")
-    bar = tqdm(total=len(cases), desc=suite.name, unit="case", disable=not progress)
+    plan.write(out_dir)
+    _rewrite_case_log(out_dir / CASE_LOG, done)        # drops a line cut short by a crash before appending
+    bar = Progress(suite.name, plan.cases, done=len(done), enabled=progress)
+    for message in problems + ([warning] if warning else []):
+        print(f"micromill: {message}", file=sys.stderr)
+    results = list(done)
+    log = (out_dir / CASE_LOG).open("a")
 
-    def record(res: CaseResult) -> None:
+    def on_result(res: CaseResult) -> None:
         results.append(res)
         log.write(json.dumps(_clean(asdict(res)), default=_json_default) + "\n")
         log.flush()
-        bar.update(1)
+        bar.update(res.error is not None)
         if res.error is not None:
-            bar.write(f"case {res.index} failed: {res.error.strip().splitlines()[-1]}")
+            bar.write(f"case {res.index} errored: {res.error.strip().splitlines()[-1]}")
 
-    try:
-        if workers <= 1:
-            for ctx in cases:
-                record(run_case(suite.job, ctx))
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(run_case, suite.job, ctx) for ctx in cases]
-                for fut in as_completed(futures):
-                    record(fut.result())
-    finally:
-        bar.close()
-        log.close()
-        results.sort(key=lambda r: r.index)
-        summary = summarize(suite, results)
-        doc = {"summary": summary, "suite": {"source": suite.source, "seed": seed, "backend": backend, "armed": armed,
-                                             "job": suite.job, "scene": str(suite.scene_path),
-                                             "started_utc": started_utc, "git_commit": git_commit()},
-               "cases": [asdict(r) for r in results]}
-        (out_dir / "results.json").write_text(json.dumps(_clean(doc), indent=1, default=_json_default))
-        from scenarios.report import write_report
-        write_report(suite, summary, results, out_dir)
+    interrupted: str | None = None
+    with _interrupts_raise():
+        try:
+            if engine == "ray":
+                run_ray(suite.job, todo, on_result, address, out_dir, max_in_flight=workers)
+            elif n_workers <= 1:
+                run_serial(suite.job, todo, on_result)
+            else:
+                run_local(suite.job, todo, on_result, n_workers)
+        except (RunInterrupted, KeyboardInterrupt) as exc:
+            signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+            interrupted = f"{signal.Signals(signum).name}"
+        finally:
+            bar.close()
+            log.close()
+            with _interrupts_ignored():
+                summary = write_outputs(out_dir, suite, plan, results, interrupted)
     return summary
+
+
+def _resumed_plan(suite: Suite, out_dir: Path, n_cases, seed, backend, armed, record, record_image_scale,
+                  engine) -> RunPlan:
+    """The plan in ``out_dir``, checked against the suite and options given now: a resumed run
+    must be the same run (options left out take the plan's values)."""
+    plan = RunPlan.read(out_dir)
+    text = Path(suite.source).read_text() if Path(suite.source).is_file() else ""
+    problems = []
+    if _sha256(text) != plan.suite_sha256:
+        problems.append(f"the suite {suite.source} is not the one the run in {out_dir} started with "
+                        f"({plan.suite_file}, SHA-256 {plan.suite_sha256[:12]}...): a resumed run must be the same run")
+    for name, given, planned in (("--cases", n_cases, plan.cases), ("--seed", seed, plan.seed),
+                                 ("--backend", backend, plan.backend)):
+        if given is not None and given != planned:
+            problems.append(f"{name} {given}: the run in {out_dir} was started with {planned}")
+    for name, given, planned in (("--arm", armed, plan.armed), ("--record", record, plan.record)):
+        if given and not planned:
+            problems.append(f"{name}: the run in {out_dir} was started without it")
+    if problems:
+        raise RunFolderError("cannot resume: " + "; ".join(problems))
+    return RunPlan(**{**asdict(plan), "engine": engine})
+
+
+def _check_ray_run(suite: Suite, plan: RunPlan) -> None:
+    ok, why = ray_available()
+    problems = [] if ok else [f"--engine ray: {why}"]
+    if plan.backend not in SHARED_NOTHING_BACKENDS:
+        problems.append(f"--engine ray: backend {plan.backend!r} drives one robot or simulator; use the local engine")
+    if plan.record:
+        problems.append("--engine ray with --record: recordings are written on the machine that runs the case; "
+                        "record on the local engine")
+    if problems:
+        raise ConfigError(suite.source, problems)
+
+
+def _rewrite_case_log(path: Path, results: list[CaseResult]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(_clean(asdict(r)), default=_json_default) + "\n" for r in results))
+    tmp.replace(path)
+
+
+class _interrupts_raise:
+    """SIGINT and SIGTERM raise ``RunInterrupted`` in this thread while the run is on (only the
+    main thread can handle signals; elsewhere nothing changes)."""
+
+    def __enter__(self):
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum, frame):
+                raise RunInterrupted(signum)
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, handler)
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
+
+
+class _interrupts_ignored(_interrupts_raise):
+    """A second Ctrl-C while the outputs are written would leave them half written: held off."""
+
+    def __enter__(self):
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, signal.SIG_IGN)
+
+
+def write_outputs(out_dir: Path, suite: Suite, plan: RunPlan, results: list[CaseResult],
+                  interrupted: str | None) -> dict[str, Any]:
+    """``results.json`` and the report from the finished cases; returns the summary."""
+    from scenarios.report import write_report
+
+    results = sorted(results, key=lambda r: r.index)
+    summary = summarize(suite, results, plan.cases, interrupted)
+    doc = {"summary": summary, "suite": {"source": suite.source, "seed": plan.seed, "backend": plan.backend,
+                                         "engine": plan.engine, "armed": plan.armed, "job": suite.job,
+                                         "scene": str(suite.scene_path), "started_utc": plan.started_utc,
+                                         "git_commit": plan.git_commit},
+           "cases": [asdict(r) for r in results]}
+    tmp = out_dir / (RESULTS + ".tmp")
+    tmp.write_text(json.dumps(_clean(doc), indent=1, default=_json_default))
+    tmp.replace(out_dir / RESULTS)
+    write_report(suite, summary, results, out_dir)
+    return summary
+
+
+def rebuild_outputs(out_dir: Path) -> dict[str, Any]:
+    """``micromill report DIR``: ``results.json`` and the report again from ``run.json`` and
+    ``cases.jsonl`` (after a crash, or to redraw them); a run with missing cases is reported as
+    incomplete."""
+    out_dir = Path(out_dir)
+    plan = RunPlan.read(out_dir)
+    results, problems = read_case_log(out_dir / CASE_LOG)
+    for message in problems:
+        print(f"micromill: {message}", file=sys.stderr)
+    previous = None
+    if (out_dir / RESULTS).is_file():
+        try:
+            previous = json.loads((out_dir / RESULTS).read_text())["summary"].get("interrupted")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            previous = None
+    why = previous or ("the runner stopped before the end, without a record of why (killed?)"
+                       if len(results) < plan.cases else None)
+    return write_outputs(out_dir, plan.suite(), plan, results, why)

@@ -29,7 +29,7 @@ def _params():
 
 @pytest.mark.parametrize("pinned", list(_params()))
 def test_seeded_case_outcome_unchanged(pinned, tmp_path):
-    from scenarios.runner import make_cases, run_case
+    from scenarios.cases import make_cases, run_case
     from scenarios.suite import load_suite
 
     suite = load_suite(Path("scenarios") / f"{pinned['suite']}.toml")

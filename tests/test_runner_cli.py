@@ -8,7 +8,8 @@ import pytest
 from hw_bridge.checker import CHECKS
 from scenarios.cli import main
 from scenarios.jobs import JOBS, JobEntry
-from scenarios.runner import CaseOutput, make_cases, run_suite
+from scenarios.cases import CaseOutput, make_cases
+from scenarios.runner import run_suite
 from scenarios.suite import suite_from_dict
 
 
@@ -67,7 +68,7 @@ def test_threshold_failure_gives_nonzero_exit(tmp_path, monkeypatch, fake_suite)
     monkeypatch.setattr("scenarios.suite.load_toml", lambda p: fake_suite)
     assert main(["run", "x.toml", "--out", str(tmp_path), "--no-progress"]) == 1
     fake_suite["thresholds"]["value"] = {"max": 2.0}
-    assert main(["run", "x.toml", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert main(["run", "x.toml", "--out", str(tmp_path), "--no-progress", "--force"]) == 0
 
 
 def test_bad_suite_file_exit_code_2(tmp_path, capsys):

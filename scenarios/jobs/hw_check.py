@@ -26,7 +26,7 @@ from hw_bridge.checker import CHECKS
 from hw_bridge.registry import backend_armed
 from scenes.frames import make_transform
 from scenes.spec import load_scene
-from scenarios.runner import CaseContext, CaseOutput, case_hardware
+from scenarios.cases import CaseContext, CaseOutput, case_hardware
 
 
 #: the checks that need no motion (a dry run can pass them): connection, lifecycle, fresh joint

@@ -43,7 +43,7 @@ from controllers.premeasurement import CalibrationOutcome
 from scenes.frames import apply, invert
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import new_figure, save_figure
-from scenarios.runner import CaseContext, CaseOutput, case_hardware
+from scenarios.cases import CaseContext, CaseOutput, case_hardware
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
 from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
 

@@ -27,7 +27,7 @@ from controllers.pipeline import Networks, open_session, run_window
 from scenes.frames import apply
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import NoisyKeypoints, label_axes_3d_mm, new_figure, save_figure
-from scenarios.runner import CaseContext, CaseOutput, case_hardware
+from scenarios.cases import CaseContext, CaseOutput, case_hardware
 from scenarios.scoring import score_keypoints, score_surface_fit
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from controllers.pipeline import open_session
 from scenes.frames import make_transform
 from scenes.spec import load_scene
-from scenarios.runner import CaseContext, CaseOutput, case_hardware
+from scenarios.cases import CaseContext, CaseOutput, case_hardware
 from twin.render import LABEL_BURR, LABEL_SHAFT
 
 

@@ -1,0 +1,106 @@
+"""One scenario case: what a job receives (``CaseContext``), returns (``CaseOutput``) and what the
+runner records (``CaseResult``), how a suite's cases are planned (``make_cases``) and run
+(``run_case``, which turns any exception into an errored case).
+
+Each case gets its own seed from ``SeedSequence([suite seed, case index])``: the same suite
+seed gives the same parameters and the same results, whatever the number of workers or the engine.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenarios.jobs import JOBS
+from scenarios.suite import Suite
+
+
+@dataclass(frozen=True)
+class CaseContext:
+    """What a job receives for one case."""
+
+    suite_name: str
+    index: int
+    seed: int
+    scene_path: str
+    backend: str
+    scene_overrides: dict[str, Any]
+    job_parameters: dict[str, Any]
+    artifacts_dir: str
+    save_artifacts: bool
+    armed: bool = False                  # the run's --arm flag (a robot that really moves also needs safety.armed)
+    record_dir: str = ""                 # where each hardware session writes its MCAP recording ("" = none)
+    record_image_scale: float = 1.0
+
+
+def case_hardware(ctx: CaseContext, scene, seed: int | None = None, tag: str = ""):
+    """The case's hardware interface (``ctx.backend``, armed as the run asked), recording to
+    ``<record_dir>/case<index><tag>.mcap`` when the run records."""
+    from hw_bridge.registry import make_hardware
+
+    seed = ctx.seed if seed is None else seed
+    recorder = None
+    if ctx.record_dir:
+        from hw_bridge.recording import McapRecorder, RunMetadata
+
+        meta = RunMetadata.for_run(f"job:{ctx.suite_name}", {"case": ctx.index, "job_parameters": ctx.job_parameters},
+                                   ctx.backend, seed, scene, ctx.scene_overrides)
+        recorder = McapRecorder(Path(ctx.record_dir) / f"case{ctx.index:03d}{tag}.mcap", meta, ctx.record_image_scale)
+    return make_hardware(ctx.backend, scene, seed, armed=ctx.armed, recorder=recorder)
+
+
+@dataclass
+class CaseOutput:
+    metrics: dict[str, float]
+    artifacts: list[str] = field(default_factory=list)   # paths relative to the output folder
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CaseResult:
+    index: int
+    seed: int
+    scene_overrides: dict[str, Any]
+    job_parameters: dict[str, Any]
+    metrics: dict[str, float]
+    artifacts: list[str]
+    notes: dict[str, Any]
+    error: str | None
+    wall_s: float
+
+
+def make_cases(suite: Suite, n_cases: int, seed: int, out_dir: Path, n_artifact_cases: int = 3,
+               backend: str | None = None, armed: bool = False, record: bool = False,
+               record_image_scale: float = 1.0) -> list[CaseContext]:
+    cases = []
+    for i in range(n_cases):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
+        case_seed = int(rng.integers(2**31))
+        scene = {k: d.sample(rng) for k, d in suite.scene_parameters.items()}
+        job = dict(JOBS[suite.job].parameters)
+        job.update({k: d.sample(rng) for k, d in suite.job_parameters.items()})
+        cases.append(CaseContext(suite.name, i, case_seed, str(suite.scene_path), backend or suite.backend, scene, job,
+                                 str(out_dir / "artifacts"), i < n_artifact_cases, armed,
+                                 str(out_dir / "recordings") if record else "", record_image_scale))
+    return cases
+
+
+def run_case(job_name: str, ctx: CaseContext) -> CaseResult:
+    """Run one case; exceptions become a failed case with the traceback, never a crash."""
+    t0 = time.perf_counter()
+    try:
+        out: CaseOutput = JOBS[job_name].load()(ctx)
+        metrics = {k: float(v) for k, v in out.metrics.items()}
+        return CaseResult(ctx.index, ctx.seed, ctx.scene_overrides, ctx.job_parameters, metrics, out.artifacts,
+                          out.notes, None, time.perf_counter() - t0)
+    except Exception:  # noqa: BLE001 - a case failure is a result, reported with its traceback
+        return errored_case(ctx, traceback.format_exc(), time.perf_counter() - t0)
+
+
+def errored_case(ctx: CaseContext, error: str, wall_s: float = 0.0) -> CaseResult:
+    """The result of a case that did not finish: ``error`` says why (a traceback, a dead worker's cause)."""
+    return CaseResult(ctx.index, ctx.seed, ctx.scene_overrides, ctx.job_parameters, {}, [], {}, error, wall_s)

@@ -1,0 +1,189 @@
+"""Where a suite's cases run: in this process, in a local pool of worker processes, or as Ray tasks.
+
+Every engine takes the cases still to run and calls ``on_result`` in the calling thread with each
+``CaseResult`` as it finishes (in completion order). A case whose worker dies (killed, out of
+memory, segfault; a lost Ray worker) becomes an errored case naming the cause, and the run goes
+on. An interrupt (``KeyboardInterrupt`` or the runner's ``RunInterrupted``) raised while waiting
+stops the workers and propagates; cases still running are not recorded (a resumed run redoes them).
+
+- ``serial``: one case after the other in this process (one worker, or backends that drive one
+  robot).
+- ``local``: a pool of at most ``workers`` processes (``pebble.ProcessPool``: unlike the standard
+  library's pool, a dead worker fails only its own case and is replaced). Workers ignore SIGINT:
+  the runner, not each worker, handles Ctrl-C.
+- ``ray``: Ray tasks on an existing cluster (``ray.init(address=...)``). The five micromill
+  packages travel with the job (``runtime_env.py_modules``: code, shipped scenes, network weights,
+  camera models), so a worker needs only the dependencies installed; a scene file outside them
+  travels as bytes with the tasks, and case artifacts come back as bytes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from scenarios.cases import CaseContext, CaseResult, errored_case, run_case
+
+OnResult = Callable[[CaseResult], None]
+
+ENGINES = ("local", "ray")
+
+#: the packages a Ray worker receives (code plus package data: scenes, weights, camera models)
+PACKAGES = ("twin", "scenes", "controllers", "hw_bridge", "scenarios")
+
+
+def worker_death_cause(exitcode: int | None) -> str:
+    """Why a worker process ended, from its exit code (negative: killed by that signal)."""
+    if exitcode is None:
+        return "the worker process ended without an exit code"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = {"SIGKILL": " (killed: e.g. by the out-of-memory killer or `kill -9`)",
+                "SIGSEGV": " (segmentation fault in native code)", "SIGTERM": " (terminated)"}.get(name, "")
+        return f"the worker process was killed by {name}{hint}"
+    return f"the worker process exited with code {exitcode}"
+
+
+def run_serial(job: str, cases: list[CaseContext], on_result: OnResult) -> None:
+    """Each case in this process, in order."""
+    for ctx in cases:
+        on_result(run_case(job, ctx))
+
+
+def _worker_init() -> None:
+    """In each pool worker: Ctrl-C goes to the runner (which stops the pool), SIGTERM kills."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def run_local(job: str, cases: list[CaseContext], on_result: OnResult, workers: int) -> None:
+    """The cases on a pool of ``workers`` processes (``workers`` already capped by the runner)."""
+    from pebble import ProcessExpired, ProcessPool
+
+    pool = ProcessPool(max_workers=workers, initializer=_worker_init)
+    try:
+        futures: dict[Future, CaseContext] = {pool.schedule(run_case, args=(job, ctx)): ctx for ctx in cases}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=lambda f: futures[f].index):
+                ctx = futures[fut]
+                try:
+                    res = fut.result()
+                except ProcessExpired as exc:
+                    res = errored_case(ctx, f"{worker_death_cause(exc.exitcode)} while running case {ctx.index}; "
+                                            f"a fresh worker took the remaining cases")
+                except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
+                    res = errored_case(ctx, f"the worker could not return the case: {type(exc).__name__}: {exc}")
+                on_result(res)
+        pool.close()
+    finally:
+        pool.stop()          # on an interrupt: terminate the workers still running cases
+        pool.join()
+
+
+# ---- Ray --------------------------------------------------------------------------------------
+
+def _portable(ctx: CaseContext, roots: dict[str, Path]) -> tuple[CaseContext, dict[str, bytes]]:
+    """The case as a remote worker can run it: its scene as a path inside a shipped package
+    (``pkg:scenes/default.toml``) or as the file's bytes (``bundle:<name>``), artifacts
+    written into the worker's own folder, no recordings."""
+    scene = Path(ctx.scene_path).resolve()
+    files: dict[str, bytes] = {}
+    for name, root in roots.items():
+        if scene.is_relative_to(root):
+            where = f"pkg:{name}/{scene.relative_to(root).as_posix()}"
+            break
+    else:
+        where = f"bundle:{scene.name}"
+        files[scene.name] = scene.read_bytes()
+    return replace(ctx, scene_path=where, artifacts_dir="", record_dir=""), files
+
+
+def ray_case(job: str, ctx: CaseContext, files: dict[str, bytes]) -> tuple[CaseResult, dict[str, bytes]]:
+    """Run one case on a Ray worker: unpack its scene, run it in a temporary folder, return the
+    result and the artifacts' bytes (by their paths relative to the run folder)."""
+    import importlib
+
+    with tempfile.TemporaryDirectory(prefix="micromill_case_") as tmp:
+        kind, _, rel = ctx.scene_path.partition(":")
+        if kind == "pkg":
+            pkg, _, inner = rel.partition("/")
+            scene_path = Path(importlib.import_module(pkg).__file__).parent / inner
+        else:
+            scene_path = Path(tmp) / rel
+            scene_path.write_bytes(files[rel])
+        (Path(tmp) / "artifacts").mkdir()
+        res = run_case(job, replace(ctx, scene_path=str(scene_path), artifacts_dir=str(Path(tmp) / "artifacts")))
+        arts = {a: (Path(tmp) / a).read_bytes() for a in res.artifacts if (Path(tmp) / a).is_file()}
+    return res, arts
+
+
+def ray_available() -> tuple[bool, str]:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False, "Ray is not installed: pip install -e '.[ray]' (on the driver and every worker)"
+    return True, ""
+
+
+def run_ray(job: str, cases: list[CaseContext], on_result: OnResult, address: str | None,
+            out_dir: Path, max_in_flight: int | None = None) -> None:
+    """The cases as Ray tasks (one CPU each) on the cluster at ``address`` ("auto": the one this
+    machine belongs to; None: an already initialised Ray, else a local instance). At most
+    ``max_in_flight`` tasks are submitted at a time (default: twice the cluster's CPUs)."""
+    import importlib
+
+    import ray
+    from ray.exceptions import RayError
+
+    roots = {name: Path(importlib.import_module(name).__file__).resolve().parent for name in PACKAGES}
+    runtime_env = {"py_modules": [str(p) for p in roots.values()],
+                   "excludes": ["__pycache__", "*.pyc"]}
+    if not ray.is_initialized():
+        ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=1, max_retries=0)(ray_case).options(runtime_env=runtime_env)
+    limit = max_in_flight or max(2 * int(ray.cluster_resources().get("CPU", 1)), 1)
+    bundles: dict[str, object] = {}
+    queue = list(cases)
+    running: dict[object, CaseContext] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < limit:
+                ctx, files = _portable(queue.pop(0), roots)
+                key = ",".join(sorted(files))
+                if key not in bundles:
+                    bundles[key] = ray.put(files)          # one copy per scene file in the object store
+                running[remote.remote(job, ctx, bundles[key])] = ctx
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                ctx = running.pop(ref)
+                try:
+                    res, arts = ray.get(ref)
+                except RayError as exc:
+                    on_result(errored_case(ctx, f"the Ray task of case {ctx.index} failed "
+                                                f"({type(exc).__name__}): {str(exc).strip()[:2000]}"))
+                    continue
+                for rel, data in arts.items():
+                    path = out_dir / rel
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+                on_result(res)
+    finally:
+        for ref in running:
+            ray.cancel(ref, force=True)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:        # not on Linux
+        return os.cpu_count() or 1
