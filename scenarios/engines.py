@@ -134,10 +134,35 @@ def ray_available() -> tuple[bool, str]:
     return True, ""
 
 
-def run_ray(job: str, cases: list[CaseContext], on_result: OnResult, address: str | None,
-            out_dir: Path, max_in_flight: int | None = None) -> None:
-    """The cases as Ray tasks (one CPU each) on the cluster at ``address`` ("auto": the one this
-    machine belongs to; None: an already initialised Ray, else a local instance). At most
+def connect_ray(address: str | None) -> None:
+    """Connect to the Ray cluster at ``address`` ("auto": the one this machine belongs to; None: a
+    running local instance, else a new one), shipping the five micromill packages with the job.
+
+    Ray uploads local packages only when it connects (``ray.init``'s job-level runtime_env), so a
+    Ray already initialised in this process is used as it is: it must have been given the code
+    (as this function does the first time). Called before the runner installs its signal
+    handlers, which ``ray.init`` would otherwise replace."""
+    import importlib
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    roots = [Path(importlib.import_module(name).__file__).resolve().parent for name in PACKAGES]
+    try:
+        ray.init(address=address, runtime_env={"py_modules": [str(p) for p in roots],
+                                               "excludes": ["__pycache__", "*.pyc"]},
+                 include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        from scenes.schema import ConfigError
+
+        raise ConfigError("micromill run", [f"--address={address!r}: cannot join a Ray cluster ({exc}); start one "
+                                            f"with `ray start --head` (see docs/scaling.md)"]) from None
+
+
+def run_ray(job: str, cases: list[CaseContext], on_result: OnResult, out_dir: Path,
+            max_in_flight: int | None = None) -> None:
+    """The cases as Ray tasks (one CPU each) on the cluster ``connect_ray`` joined. At most
     ``max_in_flight`` tasks are submitted at a time (default: twice the cluster's CPUs)."""
     import importlib
 
@@ -145,11 +170,7 @@ def run_ray(job: str, cases: list[CaseContext], on_result: OnResult, address: st
     from ray.exceptions import RayError
 
     roots = {name: Path(importlib.import_module(name).__file__).resolve().parent for name in PACKAGES}
-    runtime_env = {"py_modules": [str(p) for p in roots.values()],
-                   "excludes": ["__pycache__", "*.pyc"]}
-    if not ray.is_initialized():
-        ray.init(address=address, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1, max_retries=0)(ray_case).options(runtime_env=runtime_env)
+    remote = ray.remote(num_cpus=1, max_retries=0)(ray_case)
     limit = max_in_flight or max(2 * int(ray.cluster_resources().get("CPU", 1)), 1)
     bundles: dict[str, object] = {}
     queue = list(cases)
@@ -162,7 +183,7 @@ def run_ray(job: str, cases: list[CaseContext], on_result: OnResult, address: st
                 if key not in bundles:
                     bundles[key] = ray.put(files)          # one copy per scene file in the object store
                 running[remote.remote(job, ctx, bundles[key])] = ctx
-            done, _ = ray.wait(list(running), num_returns=1)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)   # signals are handled between waits
             for ref in done:
                 ctx = running.pop(ref)
                 try:

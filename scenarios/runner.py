@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from scenarios.cases import CaseContext, CaseResult, make_cases
-from scenarios.engines import ENGINES, ray_available, run_local, run_ray, run_serial, usable_cpus
+from scenarios.engines import ENGINES, connect_ray, ray_available, run_local, run_ray, run_serial, usable_cpus
 from scenarios.jobs import check_job_backend
 from scenarios.limits import MAX_CASES, MAX_WORKERS
 from scenarios.progress import Progress
@@ -118,9 +118,10 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def prepare_out_dir(out_dir: Path, resume: bool, force: bool) -> None:
-    """Refuse a non-empty folder unless resuming; ``force`` first removes an earlier run's outputs
-    (only a folder holding nothing but a run's outputs is cleared: never a user's other files)."""
+def check_out_dir(out_dir: Path, resume: bool, force: bool) -> list[Path]:
+    """Refuse a non-empty folder unless resuming; with ``force``, the earlier run's outputs to
+    remove once the new run has passed its checks (only a folder holding nothing but a run's
+    outputs is cleared: never a user's other files)."""
     if resume and force:
         raise RunFolderError("--resume and --force contradict each other: --resume continues the run in the "
                              "folder, --force replaces it")
@@ -130,9 +131,9 @@ def prepare_out_dir(out_dir: Path, resume: bool, force: bool) -> None:
     if resume:
         if not entries:
             raise RunFolderError(f"--resume {out_dir}: nothing to resume (the folder is empty or missing)")
-        return
+        return []
     if not entries:
-        return
+        return []
     others = [e for e in entries if e not in RUN_OUTPUTS and not e.endswith(".tmp")]
     if not force:
         raise RunFolderError(f"--out {out_dir} is not empty ({', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}): "
@@ -141,8 +142,11 @@ def prepare_out_dir(out_dir: Path, resume: bool, force: bool) -> None:
     if others:
         raise RunFolderError(f"--force {out_dir}: the folder holds files a run does not write "
                              f"({', '.join(others[:5])}); it is not cleared. Choose another --out")
-    for e in entries:
-        p = out_dir / e
+    return [out_dir / e for e in entries]
+
+
+def _remove(paths: list[Path]) -> None:
+    for p in paths:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
@@ -301,7 +305,9 @@ def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int
     out_dir = Path(out_dir)
     if engine not in ENGINES:
         raise ConfigError(suite.source, [f"--engine={engine!r}: allowed: {', '.join(ENGINES)}"])
-    prepare_out_dir(out_dir, resume, force)
+    if address is not None and engine != "ray":
+        raise ConfigError(suite.source, [f"--address={address!r} is for --engine ray (the engine is {engine!r})"])
+    earlier_run = check_out_dir(out_dir, resume, force)
     if resume:
         plan = _resumed_plan(suite, out_dir, n_cases, seed, backend, armed, record, record_image_scale, engine)
     else:
@@ -323,7 +329,10 @@ def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int
     todo = [c for c in cases if c.index not in finished]
     n_workers, warning = plan_workers(workers, len(todo), engine, plan.backend, suite.source)
     _check_arming(todo, plan.backend, plan.armed)
+    if engine == "ray":
+        connect_ray(address)             # before anything is written: a cluster that cannot be joined leaves no run
 
+    _remove(earlier_run)                 # --force, and only now that the new run passed its checks
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "artifacts").mkdir(exist_ok=True)
     plan.write(out_dir)
@@ -346,7 +355,7 @@ def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int
     with _interrupts_raise():
         try:
             if engine == "ray":
-                run_ray(suite.job, todo, on_result, address, out_dir, max_in_flight=workers)
+                run_ray(suite.job, todo, on_result, out_dir, max_in_flight=workers)
             elif n_workers <= 1:
                 run_serial(suite.job, todo, on_result)
             else:
