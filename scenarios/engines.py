@@ -3,8 +3,8 @@
 Every engine takes the cases still to run and calls ``on_result`` in the calling thread with each
 ``CaseResult`` as it finishes (in completion order). A case whose worker dies (killed, out of
 memory, segfault; a lost Ray worker) becomes an errored case naming the cause, and the run goes
-on. An interrupt (``KeyboardInterrupt`` or the runner's ``RunInterrupted``) raised while waiting
-stops the workers and propagates; cases still running are not recorded (a resumed run redoes them).
+on. An interrupt (``KeyboardInterrupt``, which the runner raises for SIGINT and SIGTERM) raised
+while waiting stops the workers and propagates; cases still running are not recorded (a resumed run redoes them).
 
 - ``serial``: one case after the other in this process (one worker, or backends that drive one
   robot).

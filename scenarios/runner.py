@@ -62,15 +62,6 @@ class RunFolderError(ValueError):
     """The output folder cannot be used as asked (not empty, not a run, a different suite, ...)."""
 
 
-class RunInterrupted(BaseException):
-    """Raised in the runner's thread by SIGINT or SIGTERM (a BaseException, so that a job's
-    ``except Exception`` cannot swallow it)."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(signal.Signals(signum).name)
-
-
 @dataclass(frozen=True)
 class RunPlan:
     """What a run was asked to do (``run.json``); a resumed run does exactly this."""
@@ -352,7 +343,7 @@ def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int
             bar.write(f"case {res.index} errored: {res.error.strip().splitlines()[-1]}")
 
     interrupted: str | None = None
-    with _interrupts_raise():
+    with _interrupts_raise() as signals:
         try:
             if engine == "ray":
                 run_ray(suite.job, todo, on_result, out_dir, max_in_flight=workers)
@@ -360,9 +351,8 @@ def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int
                 run_serial(suite.job, todo, on_result)
             else:
                 run_local(suite.job, todo, on_result, n_workers)
-        except (RunInterrupted, KeyboardInterrupt) as exc:
-            signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
-            interrupted = f"{signal.Signals(signum).name}"
+        except KeyboardInterrupt:
+            interrupted = signal.Signals(signals.received or signal.SIGINT).name
         finally:
             bar.close()
             log.close()
@@ -412,16 +402,22 @@ def _rewrite_case_log(path: Path, results: list[CaseResult]) -> None:
 
 
 class _interrupts_raise:
-    """SIGINT and SIGTERM raise ``RunInterrupted`` in this thread while the run is on (only the
-    main thread can handle signals; elsewhere nothing changes)."""
+    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` in this thread while the run is on, and
+    ``received`` says which (only the main thread can handle signals; elsewhere nothing changes).
+    KeyboardInterrupt, because it is what native waits (Ray's) let through cleanly, and a job's
+    ``except Exception`` cannot swallow it."""
+
+    received: int | None = None
 
     def __enter__(self):
         self._old = {}
         if threading.current_thread() is threading.main_thread():
             def handler(signum, frame):
-                raise RunInterrupted(signum)
+                self.received = signum
+                raise KeyboardInterrupt(signal.Signals(signum).name)
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, handler)
+        return self
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
@@ -437,6 +433,7 @@ class _interrupts_ignored(_interrupts_raise):
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, signal.SIG_IGN)
+        return self
 
 
 def write_outputs(out_dir: Path, suite: Suite, plan: RunPlan, results: list[CaseResult],

@@ -71,3 +71,23 @@ def test_a_lost_ray_worker_errors_its_case_and_the_run_goes_on(tmp_path, monkeyp
     assert summary["failed_cases"] == [1] and summary["cases"] == 3 and not summary["passed"]
     err = json.loads((tmp_path / "ray" / "results.json").read_text())["cases"][1]["error"]
     assert "Ray task of case 1 failed" in err
+
+
+def test_ctrl_c_on_ray_writes_the_finished_cases_and_resume_completes(tmp_path, monkeypatch, ray_local):
+    from scenarios.progress import Progress
+
+    update = Progress.update
+
+    def ctrl_c_after_the_first_case(self, errored):
+        update(self, errored)
+        if self.done == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    suite = _suite_outside_the_packages(tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(Progress, "update", ctrl_c_after_the_first_case)
+        summary = run_suite(suite, tmp_path / "ray", n_cases=3, progress=False, engine="ray")
+    assert summary["interrupted"] == "SIGINT" and 1 <= summary["cases"] < 3 and not summary["passed"]
+    resumed = run_suite(suite, tmp_path / "ray", n_cases=3, progress=False, engine="ray", resume=True)
+    local = run_suite(suite, tmp_path / "local", workers=2, n_cases=3, progress=False)
+    assert _comparable(resumed) == _comparable(local)
