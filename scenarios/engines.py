@@ -6,9 +6,8 @@ memory, segfault; a lost Ray worker) becomes an errored case naming the cause, a
 on. An interrupt (``KeyboardInterrupt``, which the runner raises for SIGINT and SIGTERM) raised
 while waiting stops the workers and propagates; cases still running are not recorded (a resumed run redoes them).
 
-- ``serial``: one case after the other in this process (one worker, or backends that drive one
-  robot).
-- ``local``: a pool of at most ``workers`` processes (``pebble.ProcessPool``: unlike the standard
+- ``serial``: one case after the other in this process (backends that drive one robot).
+- ``local``: a pool of at most ``workers`` processes (one too: a dying case cannot take the run with it) (``pebble.ProcessPool``: unlike the standard
   library's pool, a dead worker fails only its own case and is replaced). Workers ignore SIGINT:
   the runner, not each worker, handles Ctrl-C.
 - ``ray``: Ray tasks on an existing cluster (``ray.init(address=...)``). The five micromill
@@ -21,7 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -71,8 +70,8 @@ def run_local(job: str, cases: list[CaseContext], on_result: OnResult, workers: 
     try:
         futures: dict[Future, CaseContext] = {pool.schedule(run_case, args=(job, ctx)): ctx for ctx in cases}
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+
+        def deliver(done) -> None:
             for fut in sorted(done, key=lambda f: futures[f].index):
                 ctx = futures[fut]
                 try:
@@ -83,6 +82,16 @@ def run_local(job: str, cases: list[CaseContext], on_result: OnResult, workers: 
                 except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
                     res = errored_case(ctx, f"the worker could not return the case: {type(exc).__name__}: {exc}")
                 on_result(res)
+
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                deliver(done)
+        except KeyboardInterrupt:        # keep what finished before the interrupt, then stop
+            pool.stop()
+            deliver({f for f in pending if f.done() and not f.cancelled()
+                     and not isinstance(f.exception(), (ProcessExpired, CancelledError))})
+            raise
         pool.close()
     finally:
         pool.stop()          # on an interrupt: terminate the workers still running cases
@@ -172,6 +181,20 @@ def run_ray(job: str, cases: list[CaseContext], on_result: OnResult, out_dir: Pa
     roots = {name: Path(importlib.import_module(name).__file__).resolve().parent for name in PACKAGES}
     remote = ray.remote(num_cpus=1, max_retries=0)(ray_case)
     limit = max_in_flight or max(2 * int(ray.cluster_resources().get("CPU", 1)), 1)
+
+    def deliver(ref, ctx: CaseContext) -> None:
+        try:
+            res, arts = ray.get(ref)
+        except RayError as exc:
+            on_result(errored_case(ctx, f"the Ray task of case {ctx.index} failed "
+                                        f"({type(exc).__name__}): {str(exc).strip()[:2000]}"))
+            return
+        for rel, data in arts.items():
+            path = out_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        on_result(res)
+
     bundles: dict[str, object] = {}
     queue = list(cases)
     running: dict[object, CaseContext] = {}
@@ -183,20 +206,15 @@ def run_ray(job: str, cases: list[CaseContext], on_result: OnResult, out_dir: Pa
                 if key not in bundles:
                     bundles[key] = ray.put(files)          # one copy per scene file in the object store
                 running[remote.remote(job, ctx, bundles[key])] = ctx
-            done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)   # signals are handled between waits
+            try:
+                done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)   # signals are handled between waits
+            except KeyboardInterrupt:     # keep what finished before the interrupt, then stop
+                done, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
+                for ref in done:
+                    deliver(ref, running.pop(ref))
+                raise
             for ref in done:
-                ctx = running.pop(ref)
-                try:
-                    res, arts = ray.get(ref)
-                except RayError as exc:
-                    on_result(errored_case(ctx, f"the Ray task of case {ctx.index} failed "
-                                                f"({type(exc).__name__}): {str(exc).strip()[:2000]}"))
-                    continue
-                for rel, data in arts.items():
-                    path = out_dir / rel
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(data)
-                on_result(res)
+                deliver(ref, running.pop(ref))
     finally:
         for ref in running:
             ray.cancel(ref, force=True)

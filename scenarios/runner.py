@@ -347,10 +347,10 @@ def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int
         try:
             if engine == "ray":
                 run_ray(suite.job, todo, on_result, out_dir, max_in_flight=workers)
-            elif n_workers <= 1:
-                run_serial(suite.job, todo, on_result)
-            else:
+            elif plan.backend in SHARED_NOTHING_BACKENDS:     # worker processes, even one: a crash costs one case
                 run_local(suite.job, todo, on_result, n_workers)
+            else:                                           # one robot: in this process
+                run_serial(suite.job, todo, on_result)
         except KeyboardInterrupt:
             interrupted = signal.Signals(signals.received or signal.SIGINT).name
         finally:

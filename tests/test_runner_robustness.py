@@ -33,15 +33,17 @@ value = { max = 2.0 }
 """
 
 #: marker files: while one exists, the case with that index does what the name says
-TRIGGERS = ("sigint", "sigterm_parent", "sigkill")
+TRIGGERS = ("sigint_parent", "sigterm_parent", "sigkill")
 
 
 def fake_job(ctx):
     marks = Path(ctx.job_parameters["marks"])
     for what in TRIGGERS:
         if (marks / f"{what}_{ctx.index}").exists():
-            if what == "sigint":
-                os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)                     # the runner has collected the cases before this one
+            if what == "sigint_parent":         # Ctrl-C (which the workers ignore)
+                os.kill(os.getppid(), signal.SIGINT)
+                time.sleep(5.0)
             elif what == "sigterm_parent":
                 os.kill(os.getppid(), signal.SIGTERM)
                 time.sleep(5.0)
@@ -87,10 +89,11 @@ def test_cases_are_bounded_before_anything_runs(suite_file, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_killed_worker_errors_only_its_case(suite_file, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_killed_worker_errors_only_its_case(suite_file, tmp_path, workers):
     (tmp_path / "marks" / "sigkill_2").touch()
     out = tmp_path / "out"
-    assert main(["run", str(suite_file), "--workers", "2", "--out", str(out), "--no-progress"]) == 1
+    assert main(["run", str(suite_file), "--workers", workers, "--out", str(out), "--no-progress"]) == 1
     doc = _results(out)
     assert doc["summary"]["failed_cases"] == [2] and not doc["summary"]["passed"]
     errors = {c["index"]: c["error"] for c in doc["cases"]}
@@ -102,7 +105,7 @@ def test_ctrl_c_writes_an_interrupted_run_that_resume_completes(suite_file, tmp_
     full = tmp_path / "full"
     assert main(["run", str(suite_file), "--out", str(full), "--no-progress"]) == 0
     capsys.readouterr()
-    (tmp_path / "marks" / "sigint_3").touch()
+    (tmp_path / "marks" / "sigint_parent_3").touch()
     out = tmp_path / "out"
     assert main(["run", str(suite_file), "--out", str(out), "--no-progress"]) == 130
     doc = _results(out)
@@ -113,7 +116,7 @@ def test_ctrl_c_writes_an_interrupted_run_that_resume_completes(suite_file, tmp_
     assert "interrupted: 3 of 6 cases" in printed and "PASSED" not in printed and "--resume" in printed
     assert len((out / "cases.jsonl").read_text().splitlines()) == 3
 
-    (tmp_path / "marks" / "sigint_3").unlink()
+    (tmp_path / "marks" / "sigint_parent_3").unlink()
     assert main(["run", str(suite_file), "--resume", str(out), "--no-progress"]) == 0
     a, b = _results(out), _results(full)
     assert a["summary"] == b["summary"] and _case_values(out) == _case_values(full)
