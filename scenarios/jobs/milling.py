@@ -34,6 +34,7 @@ calibration is cached), ``world_wall_s`` (the case's hardware and twin world), `
 """
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -116,6 +117,14 @@ def _rig_calibration(ctx: CaseContext, networks: Networks) -> CalibrationOutcome
     return _calibrations[key]
 
 
+@functools.cache
+def _networks(completion: bool) -> Networks:
+    """The trained networks (with the completion CNN if ``completion``), loaded once per process:
+    they keep no state from one image to the next."""
+    return Networks(load_detector("drill_tip", expected_target="drill_tip"),
+                    load_detector("cranial", expected_target="cranial"), load_estimator() if completion else None)
+
+
 def run_case(ctx: CaseContext) -> CaseOutput:
     import torch
 
@@ -123,9 +132,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     p = ctx.job_parameters
     perception = str(p["perception"])          # "cnn" | "oracle", checked when the suite loaded
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
-    networks = Networks(load_detector("drill_tip", expected_target="drill_tip"),
-                        load_detector("cranial", expected_target="cranial"),
-                        load_estimator() if perception == "cnn" else None)
+    networks = _networks(perception == "cnn")
     wall0 = time.perf_counter()
     cal = _rig_calibration(ctx, networks)
     wall_cal = time.perf_counter() - wall0
