@@ -134,6 +134,14 @@ def _to_srgb_u8(linear: np.ndarray) -> np.ndarray:
     return _SRGB_LUT[(np.clip(linear, 0.0, 1.0) * 4095.0 + 0.5).astype(np.intp)]
 
 
+def _nonzero_box(mask: np.ndarray) -> CellBox:
+    """The smallest box holding every True cell of ``mask`` (an empty box at 0 if none)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return CellBox(0, 0, 0, 0)
+    return CellBox(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+
+
 def _box_minus(box: CellBox, hole: CellBox | None) -> list[CellBox]:
     """Non-empty boxes that together cover ``box`` without ``hole``: the bands above and below
     the hole, then its left and right sides."""
@@ -173,11 +181,26 @@ class SkullTexture:
         ax, ay = self.EXPOSURE_HALF_AXES_M
         r = np.sqrt((xs[None, :] / ax) ** 2 + ((ys[:, None] - skull.apex_y_m) / ay) ** 2)
         self._skin = np.clip((r - 1.0) / 0.06, 0.0, 1.0).astype(np.float32)   # 0 bone, 1 skin
-        tex = skull.texture(xs, ys).astype(np.float32)
-        sut = (np.exp(-(skull.suture_distance(xs, ys) / skull.params.suture_width_m) ** 2) * 0.8)
-        bone = BONE_RGB * (1.0 + 0.07 * tex[..., None])
-        self._bone_albedo = (bone * (1 - sut[..., None]) + SUTURE_RGB * sut[..., None]).astype(np.float32)
-        self._skin_albedo = (SKIN_RGB * (1.0 + 0.15 * tex[..., None])).astype(np.float32)
+        # The bone's albedo (texture, sutures) and thickness (translucency) count only where the
+        # skin does not cover it fully (skin < 1): elsewhere a cell's colour is the skin's, exactly
+        # (bone * 0 + skin), so they are computed in that box only (zero albedo, zero thickness outside).
+        bare = _nonzero_box(self._skin < 1)
+        texture = skull.texture(xs, ys)
+        self._bone_albedo = np.zeros((g.ny, g.nx, 3), np.float32)
+        self._skin_albedo = np.empty((g.ny, g.nx, 3), np.float32)
+        for r0 in range(0, g.ny, self.SHADE_BLOCK_ROWS):       # per cell: blocks of rows stay in cache
+            rows = slice(r0, r0 + self.SHADE_BLOCK_ROWS)
+            tex = texture[rows].astype(np.float32)
+            self._skin_albedo[rows] = SKIN_RGB * (1.0 + 0.15 * tex[..., None])
+            rows = slice(max(r0, bare.r0), min(r0 + self.SHADE_BLOCK_ROWS, bare.r1))
+            if rows.stop > rows.start:
+                tex = texture[rows, bare.cols].astype(np.float32)
+                d = skull.suture_distance(xs[bare.cols], ys[rows])
+                sut = (np.exp(-(d / skull.params.suture_width_m) ** 2) * 0.8)
+                bone = BONE_RGB * (1.0 + 0.07 * tex[..., None])
+                self._bone_albedo[rows, bare.cols] = bone * (1 - sut[..., None]) + SUTURE_RGB * sut[..., None]
+        thick = np.zeros((g.ny, g.nx))
+        thick[bare.rows, bare.cols] = skull.initial_thickness_grid(xs[bare.cols], ys[bare.rows])
         self.height = np.empty((g.ny, g.nx), np.float32)
         self.bgr_u8 = np.empty((g.ny, g.nx, 3), np.uint8)
         self.label = np.where(self._skin > 0.5, LABEL_SKIN, LABEL_BONE).astype(np.uint8)
@@ -185,7 +208,7 @@ class SkullTexture:
         self._k = max(int(round(cell_m / skull.grid.cell)), 1)      # area filter of the skull grid
         whole = CellBox(0, g.ny, 0, g.nx)
         # The first refresh re-shades the milling region from the skull's grid: not shaded here.
-        self._update(whole, whole, skull.initial_outer_grid(xs, ys), skull.initial_thickness_grid(xs, ys),
+        self._update(whole, whole, skull.initial_outer_grid(xs, ys), thick,
                      skip=self._render_box(CellBox(0, skull.grid.ny, 0, skull.grid.nx)))
         #: height (m) where the cameras' ray casting starts: the median of the untouched surface
         #: (independent of milling, so incremental and full renders iterate identically)
@@ -301,6 +324,14 @@ class SkullTexture:
         return TextureChange(CellBox(0, g.ny, 0, g.nx), -np.inf, np.inf, whole=True)
 
 
+def _noise_frame(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal noise in 1/256 units as int16 (clipped to +-32767), computed in place."""
+    x = rng.standard_normal(shape, dtype=np.float32)
+    x *= 256
+    np.clip(x, -32767, 32767, out=x)
+    return x.astype(np.int16)
+
+
 class CameraRenderer:
     """Renders one camera: cached skull layer plus the drill on top."""
 
@@ -328,8 +359,7 @@ class CameraRenderer:
         self.noise = noise
         rng = np.random.default_rng(noise_seed)
         self._noise_pad = 32
-        self._noise_bank = [np.clip(rng.standard_normal((h + 32, w + 32, 3), dtype=np.float32) * 256,
-                                    -32767, 32767).astype(np.int16) for _ in range(4)]
+        self._noise_bank = [_noise_frame(rng, (h + 32, w + 32, 3)) for _ in range(4)]
         dn = np.arange(256, dtype=np.float64)
         sigma = np.sqrt(noise.read_noise_dn ** 2 + noise.shot_noise_gain * dn)
         self._sigma_lut = np.clip(np.round(16 * sigma), 0, 255).astype(np.uint8)
