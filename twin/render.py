@@ -249,9 +249,12 @@ class SkullTexture:
                light: np.ndarray) -> None:
         """Shaded sRGB of cells ``box`` from their height gradients ``gx``, ``gy`` (m/m), bone
         thickness ``thick`` (m), skin weight ``skin`` (0-1) and unit light direction ``light`` ({S})."""
-        translucency = (0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3))[..., None]
-        bone = self._bone_albedo[box.rows, box.cols] * (1 - translucency) + DURA_RGB * translucency
-        albedo = bone * (1 - skin[..., None]) + self._skin_albedo[box.rows, box.cols] * skin[..., None]
+        if skin.min() == 1.0:              # all skin: the mix below gives exactly the skin's albedo
+            albedo = self._skin_albedo[box.rows, box.cols]
+        else:
+            translucency = (0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3))[..., None]
+            bone = self._bone_albedo[box.rows, box.cols] * (1 - translucency) + DURA_RGB * translucency
+            albedo = bone * (1 - skin[..., None]) + self._skin_albedo[box.rows, box.cols] * skin[..., None]
         n = np.stack([-gx, -gy, np.ones_like(gx)], axis=-1)
         n /= np.linalg.norm(n, axis=-1, keepdims=True)
         shade_f = self.lighting.ambient + self.lighting.intensity * np.clip(n @ light, 0.0, None)
