@@ -1,6 +1,7 @@
-"""The twin's set-up shortcuts (issue 12) change no number: the skull texture equals its plain
+"""The set-up shortcuts (issue 12) change no number: the skull texture equals its plain
 whole-grid form, Fourier fields are the same on any sub-grid, cached pixel rays equal fresh ones,
-and frames rendered when first read equal frames rendered when grabbed."""
+frames rendered when first read equal frames rendered when grabbed, and a remembered
+matrix-to-DQ conversion equals a fresh one."""
 import numpy as np
 import pytest
 
@@ -158,3 +159,22 @@ def test_held_frames_render_before_the_drill_can_mill(scene):
             frame.images
     finally:
         world.close()
+
+
+def test_matrix_to_dq_remembers_only_exact_repeats():
+    """The remembered last conversion gives a new, equal DQ; any other matrix is converted."""
+    from dqrobotics import vec8
+    from scipy.spatial.transform import Rotation
+
+    from scenes.frames import make_transform, matrix_to_dq
+
+    T = make_transform(Rotation.from_rotvec([0.1, -0.2, 0.3]).as_matrix(), [0.01, 0.02, -0.03])
+    a, b = matrix_to_dq(T), matrix_to_dq(T.copy())
+    assert a is not b
+    np.testing.assert_array_equal(vec8(a), vec8(b))
+    a.q = np.zeros(8)                                    # a caller's DQ is its own
+    np.testing.assert_array_equal(vec8(matrix_to_dq(T)), vec8(b))
+    U = T.copy()
+    U[0, 3] = np.nextafter(U[0, 3], 1.0)                  # one ulp away: converted afresh
+    assert vec8(matrix_to_dq(U))[5] != vec8(b)[5]
+    np.testing.assert_array_equal(vec8(matrix_to_dq(T)), vec8(b))
