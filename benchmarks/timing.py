@@ -1,4 +1,4 @@
-"""The one timing helper of the benchmarks: median wall time of repeated calls."""
+"""The timing helpers of the benchmarks: median wall time of repeated calls, medians of phases."""
 from __future__ import annotations
 
 import time
@@ -15,3 +15,8 @@ def median_s(fn: Callable[[], object], n: int) -> float:
         fn()
         ts.append(time.perf_counter() - t0)
     return float(np.median(ts))
+
+
+def phase_medians(samples: list[dict[str, float]]) -> dict[str, float]:
+    """Median (s) of each phase over repeated runs; ``samples`` holds one {phase: wall s} per run."""
+    return {k: float(np.median([s[k] for s in samples])) for k in samples[0]}

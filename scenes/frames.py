@@ -7,7 +7,7 @@ Units: metres and radians.
 from __future__ import annotations
 
 import numpy as np
-from dqrobotics import DQ, E_, rotation, translation, vec4
+from dqrobotics import DQ, E_, rotation, translation, vec4, vec8
 from scipy.spatial.transform import Rotation
 
 
@@ -38,12 +38,25 @@ def dq_to_matrix(x: DQ) -> np.ndarray:
     return make_transform(Rotation.from_quat([qx, qy, qz, w]).as_matrix(), t)
 
 
+#: the last ``matrix_to_dq`` conversion: (the matrix's float64 bytes, the DQ's 8 coefficients)
+_last_matrix_to_dq: tuple[bytes, np.ndarray] | None = None
+
+
 def matrix_to_dq(T: np.ndarray) -> DQ:
-    """Unit dual quaternion of a 4x4 rigid transform."""
-    qx, qy, qz, w = Rotation.from_matrix(T[:3, :3]).as_quat()
-    r = DQ([w, qx, qy, qz])
-    t = DQ([0.0, *T[:3, 3]])
-    return r + 0.5 * E_ * t * r
+    """Unit dual quaternion of a 4x4 rigid transform (a new ``DQ`` on every call).
+
+    The last conversion is remembered, keyed by the matrix's exact float64 values: a
+    point-to-point move converts the same target every control period, and SciPy's
+    ``Rotation.from_matrix`` costs ~50 us of each."""
+    global _last_matrix_to_dq
+    T = np.asarray(T, dtype=float)
+    key = T.tobytes() + str(T.shape).encode()
+    if _last_matrix_to_dq is None or _last_matrix_to_dq[0] != key:
+        qx, qy, qz, w = Rotation.from_matrix(T[:3, :3]).as_quat()
+        r = DQ([w, qx, qy, qz])
+        t = DQ([0.0, *T[:3, 3]])
+        _last_matrix_to_dq = key, vec8(r + 0.5 * E_ * t * r)
+    return DQ(_last_matrix_to_dq[1])
 
 
 def dq_from_vec8(v) -> DQ:

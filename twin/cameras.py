@@ -11,12 +11,17 @@ that they agree.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from scenes.frames import invert, make_transform
+
+
+#: ``CameraModel.pixel_rays`` by intrinsics, the oldest dropped beyond ``_PIXEL_RAYS_KEPT``
+_PIXEL_RAYS: dict[tuple, np.ndarray] = {}
+_PIXEL_RAYS_KEPT = 8
 
 
 @dataclass
@@ -34,7 +39,6 @@ class CameraModel:
     T_cam_to_r: np.ndarray        # 4x4 pose of {C} in {R}
     focus_distance_m: float       # distance along the optical axis that is in focus
     aperture_diameter_m: float    # entrance pupil, sets the depth of field
-    _rays: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def K(self) -> np.ndarray:
@@ -77,12 +81,21 @@ class CameraModel:
         return d / np.linalg.norm(d, axis=1, keepdims=True)
 
     def pixel_rays(self) -> np.ndarray:
-        """Unit ray directions (H, W, 3) float32 in {C} for every pixel centre (cached)."""
-        if self._rays is None:
+        """Unit ray directions (H, W, 3) float32 in {C} for every pixel centre: read-only, cached
+        per intrinsics (size, focal lengths, principal point, distortion) for the whole process,
+        since every case on a rig builds cameras with the same ones."""
+        key = (self.width_px, self.height_px, float(self.fx_px), float(self.fy_px), float(self.cx_px),
+               float(self.cy_px), *(float(d) for d in np.ravel(self.dist)))
+        rays = _PIXEL_RAYS.get(key)
+        if rays is None:
             u, v = np.meshgrid(np.arange(self.width_px), np.arange(self.height_px))
             uv = np.stack([u, v], axis=-1).reshape(-1, 2)
-            self._rays = self.rays_for_pixels(uv).reshape(self.height_px, self.width_px, 3).astype(np.float32)
-        return self._rays
+            rays = self.rays_for_pixels(uv).reshape(self.height_px, self.width_px, 3).astype(np.float32)
+            rays.flags.writeable = False
+            if len(_PIXEL_RAYS) >= _PIXEL_RAYS_KEPT:
+                _PIXEL_RAYS.pop(next(iter(_PIXEL_RAYS)))
+            _PIXEL_RAYS[key] = rays
+        return rays
 
     def blur_sigma_px(self, depth_m: np.ndarray) -> np.ndarray:
         """Gaussian sigma (px) of defocus blur at optical depth ``depth_m``.

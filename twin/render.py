@@ -134,6 +134,28 @@ def _to_srgb_u8(linear: np.ndarray) -> np.ndarray:
     return _SRGB_LUT[(np.clip(linear, 0.0, 1.0) * 4095.0 + 0.5).astype(np.intp)]
 
 
+def _nonzero_box(mask: np.ndarray) -> CellBox:
+    """The smallest box holding every True cell of ``mask`` (an empty box at 0 if none)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return CellBox(0, 0, 0, 0)
+    return CellBox(int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+
+
+def _box_minus(box: CellBox, hole: CellBox | None) -> list[CellBox]:
+    """Non-empty boxes that together cover ``box`` without ``hole``: the bands above and below
+    the hole, then its left and right sides."""
+    if hole is None:
+        return [box]
+    r0, r1 = min(max(hole.r0, box.r0), box.r1), max(min(hole.r1, box.r1), box.r0)
+    c0, c1 = min(max(hole.c0, box.c0), box.c1), max(min(hole.c1, box.c1), box.c0)
+    if r1 <= r0 or c1 <= c0:
+        return [box]
+    parts = [CellBox(box.r0, r0, box.c0, box.c1), CellBox(r1, box.r1, box.c0, box.c1),
+             CellBox(r0, r1, box.c0, c0), CellBox(r0, r1, c1, box.c1)]
+    return [p for p in parts if p.r1 > p.r0 and p.c1 > p.c0]
+
+
 class SkullTexture:
     """The skull's outer surface height and shaded colour on a render grid (cell 20 um).
 
@@ -144,6 +166,7 @@ class SkullTexture:
     """
 
     EXPOSURE_HALF_AXES_M = (4.2e-3, 5.6e-3)   # the skin incision, around the dome apex
+    SHADE_BLOCK_ROWS = 32                     # rows of cells shaded at a time (see ``_update``)
     SKIN_THICKNESS_M = 0.6e-3
     CHANGE_LOG_LENGTH = 1024
 
@@ -158,21 +181,38 @@ class SkullTexture:
         ax, ay = self.EXPOSURE_HALF_AXES_M
         r = np.sqrt((xs[None, :] / ax) ** 2 + ((ys[:, None] - skull.apex_y_m) / ay) ** 2)
         self._skin = np.clip((r - 1.0) / 0.06, 0.0, 1.0).astype(np.float32)   # 0 bone, 1 skin
-        tex = skull.texture(xs, ys).astype(np.float32)
-        sut = (np.exp(-(skull.suture_distance(xs, ys) / skull.params.suture_width_m) ** 2) * 0.8)
-        bone = BONE_RGB * (1.0 + 0.07 * tex[..., None])
-        self._bone_albedo = (bone * (1 - sut[..., None]) + SUTURE_RGB * sut[..., None]).astype(np.float32)
-        self._skin_albedo = (SKIN_RGB * (1.0 + 0.15 * tex[..., None])).astype(np.float32)
+        # The bone's albedo (texture, sutures) and thickness (translucency) count only where the
+        # skin does not cover it fully (skin < 1): elsewhere a cell's colour is the skin's, exactly
+        # (bone * 0 + skin), so they are computed in that box only (zero albedo, zero thickness outside).
+        bare = _nonzero_box(self._skin < 1)
+        texture = skull.texture(xs, ys)
+        self._bone_albedo = np.zeros((g.ny, g.nx, 3), np.float32)
+        self._skin_albedo = np.empty((g.ny, g.nx, 3), np.float32)
+        for r0 in range(0, g.ny, self.SHADE_BLOCK_ROWS):       # per cell: blocks of rows stay in cache
+            rows = slice(r0, r0 + self.SHADE_BLOCK_ROWS)
+            tex = texture[rows].astype(np.float32)
+            self._skin_albedo[rows] = SKIN_RGB * (1.0 + 0.15 * tex[..., None])
+            rows = slice(max(r0, bare.r0), min(r0 + self.SHADE_BLOCK_ROWS, bare.r1))
+            if rows.stop > rows.start:
+                tex = texture[rows, bare.cols].astype(np.float32)
+                d = skull.suture_distance(xs[bare.cols], ys[rows])
+                sut = (np.exp(-(d / skull.params.suture_width_m) ** 2) * 0.8)
+                bone = BONE_RGB * (1.0 + 0.07 * tex[..., None])
+                self._bone_albedo[rows, bare.cols] = bone * (1 - sut[..., None]) + SUTURE_RGB * sut[..., None]
+        thick = np.zeros((g.ny, g.nx))
+        thick[bare.rows, bare.cols] = skull.initial_thickness_grid(xs[bare.cols], ys[bare.rows])
         self.height = np.empty((g.ny, g.nx), np.float32)
         self.bgr_u8 = np.empty((g.ny, g.nx, 3), np.uint8)
         self.label = np.where(self._skin > 0.5, LABEL_SKIN, LABEL_BONE).astype(np.uint8)
+        self.window = self._physics_window()
+        self._k = max(int(round(cell_m / skull.grid.cell)), 1)      # area filter of the skull grid
         whole = CellBox(0, g.ny, 0, g.nx)
-        self._update(whole, whole, skull.initial_outer_grid(xs, ys), skull.initial_thickness_grid(xs, ys))
+        # The first refresh re-shades the milling region from the skull's grid: not shaded here.
+        self._update(whole, whole, skull.initial_outer_grid(xs, ys), thick,
+                     skip=self._render_box(CellBox(0, skull.grid.ny, 0, skull.grid.nx)))
         #: height (m) where the cameras' ray casting starts: the median of the untouched surface
         #: (independent of milling, so incremental and full renders iterate identically)
         self.reference_height_m = float(np.median(self.height))
-        self.window = self._physics_window()
-        self._k = max(int(round(cell_m / skull.grid.cell)), 1)      # area filter of the skull grid
         self._changes: deque[tuple[int, int, TextureChange]] = deque(maxlen=self.CHANGE_LOG_LENGTH)
         self.version = -1
         self.refresh()
@@ -186,25 +226,39 @@ class SkullTexture:
         i1 = min(int(np.floor((pg.y0 + pg.cell * (pg.ny - 1) - g.y0) / g.cell)), g.ny - 1) + 1
         return CellBox(i0, max(i1, i0), j0, max(j1, j0))
 
-    def _update(self, heights: CellBox, shade: CellBox, outer: np.ndarray, thick: np.ndarray) -> None:
+    def _update(self, heights: CellBox, shade: CellBox, outer: np.ndarray, thick: np.ndarray,
+                skip: CellBox | None = None) -> None:
         """Store heights on ``heights`` (from ``outer``, ``thick`` sampled there) and shade the cells
-        of ``shade`` (inside ``heights``; normals from height differences within ``heights``)."""
+        of ``shade`` (inside ``heights``; normals from height differences within ``heights``) but
+        those of ``skip`` (None: none). Shading is per cell, so it is done ``SHADE_BLOCK_ROWS``
+        rows at a time (the temporaries stay in the CPU cache) with the same result."""
         skin = self._skin[heights.rows, heights.cols]
         height = outer + self.SKIN_THICKNESS_M * skin
         self.height[heights.rows, heights.cols] = height
         gy, gx = np.gradient(height, self.grid.cell)
-        crop = (slice(shade.r0 - heights.r0, shade.r1 - heights.r0),
-                slice(shade.c0 - heights.c0, shade.c1 - heights.c0))
-        gy, gx, thick, skin = gy[crop], gx[crop], thick[crop], skin[crop]
-        translucency = (0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3))[..., None]
-        bone = self._bone_albedo[shade.rows, shade.cols] * (1 - translucency) + DURA_RGB * translucency
-        albedo = bone * (1 - skin[..., None]) + self._skin_albedo[shade.rows, shade.cols] * skin[..., None]
-        n = np.stack([-gx, -gy, np.ones_like(gx)], axis=-1)
-        n /= np.linalg.norm(n, axis=-1, keepdims=True)
         L = np.asarray(self.lighting.direction_s, float)
         L = L / np.linalg.norm(L)
-        shade_f = self.lighting.ambient + self.lighting.intensity * np.clip(n @ L, 0.0, None)
-        self.bgr_u8[shade.rows, shade.cols] = _to_srgb_u8(albedo * shade_f[..., None])[..., ::-1]
+        n_rows = self.SHADE_BLOCK_ROWS
+        for part in _box_minus(shade, skip):
+            for r0 in range(part.r0, part.r1, n_rows):
+                b = CellBox(r0, min(r0 + n_rows, part.r1), part.c0, part.c1)
+                crop = (slice(b.r0 - heights.r0, b.r1 - heights.r0), slice(b.c0 - heights.c0, b.c1 - heights.c0))
+                self._shade(b, gx[crop], gy[crop], thick[crop], skin[crop], L)
+
+    def _shade(self, box: CellBox, gx: np.ndarray, gy: np.ndarray, thick: np.ndarray, skin: np.ndarray,
+               light: np.ndarray) -> None:
+        """Shaded sRGB of cells ``box`` from their height gradients ``gx``, ``gy`` (m/m), bone
+        thickness ``thick`` (m), skin weight ``skin`` (0-1) and unit light direction ``light`` ({S})."""
+        if skin.min() == 1.0:              # all skin: the mix below gives exactly the skin's albedo
+            albedo = self._skin_albedo[box.rows, box.cols]
+        else:
+            translucency = (0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3))[..., None]
+            bone = self._bone_albedo[box.rows, box.cols] * (1 - translucency) + DURA_RGB * translucency
+            albedo = bone * (1 - skin[..., None]) + self._skin_albedo[box.rows, box.cols] * skin[..., None]
+        n = np.stack([-gx, -gy, np.ones_like(gx)], axis=-1)
+        n /= np.linalg.norm(n, axis=-1, keepdims=True)
+        shade_f = self.lighting.ambient + self.lighting.intensity * np.clip(n @ light, 0.0, None)
+        self.bgr_u8[box.rows, box.cols] = _to_srgb_u8(albedo * shade_f[..., None])[..., ::-1]
 
     def _render_box(self, changed: CellBox) -> CellBox | None:
         """Render cells (within the window) whose height or shading depends on skull cells
@@ -273,6 +327,14 @@ class SkullTexture:
         return TextureChange(CellBox(0, g.ny, 0, g.nx), -np.inf, np.inf, whole=True)
 
 
+def _noise_frame(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal noise in 1/256 units as int16 (clipped to +-32767), computed in place."""
+    x = rng.standard_normal(shape, dtype=np.float32)
+    x *= 256
+    np.clip(x, -32767, 32767, out=x)
+    return x.astype(np.int16)
+
+
 class CameraRenderer:
     """Renders one camera: cached skull layer plus the drill on top."""
 
@@ -300,8 +362,7 @@ class CameraRenderer:
         self.noise = noise
         rng = np.random.default_rng(noise_seed)
         self._noise_pad = 32
-        self._noise_bank = [np.clip(rng.standard_normal((h + 32, w + 32, 3), dtype=np.float32) * 256,
-                                    -32767, 32767).astype(np.int16) for _ in range(4)]
+        self._noise_bank = [_noise_frame(rng, (h + 32, w + 32, 3)) for _ in range(4)]
         dn = np.arange(256, dtype=np.float64)
         sigma = np.sqrt(noise.read_noise_dn ** 2 + noise.shot_noise_gain * dn)
         self._sigma_lut = np.clip(np.round(16 * sigma), 0, 255).astype(np.uint8)

@@ -5,7 +5,8 @@ Sensors follow ``SceneSpec.sensors`` (the one place where rates, delays and nois
   ``delay_s`` after sampling;
 - camera frames are exposed at t_k = k / ``cameras.rate_hz`` and become available at
   t_k + ``delay_s``; a frame shows the world as it was at t_k. Frames are rendered lazily,
-  only when grabbed, so a controller that never looks costs nothing.
+  only when their images are read, so a controller that never looks (or only waits for a newer
+  frame) costs nothing.
 
 Bone removal (``twin.milling.BoneMill``, parameters ``SceneSpec.milling``): every period the
 burr centre's motion, from the arm's true joints before and after the period, is mapped into
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
+from weakref import WeakSet
 
 import numpy as np
 
@@ -39,11 +42,23 @@ class JointSample:
     velocity: np.ndarray
 
 
-@dataclass(frozen=True)
 class CameraFrame:
-    stamp_s: float          # exposure time t_k
-    index: int              # k
-    images: StereoImages    # includes ground-truth labels (twin only)
+    """Stereo exposure ``index`` k at ``stamp_s`` t_k (s). ``images`` (with ground-truth labels,
+    twin only) are rendered on first access, so a frame that is only waited for (its stamp read)
+    costs nothing; ``render`` gives them as they were when the frame was taken (see
+    ``TwinWorld.latest_frame``)."""
+
+    def __init__(self, stamp_s: float, index: int, render: Callable[[], StereoImages]):
+        self.stamp_s = stamp_s
+        self.index = index
+        self._render: Callable[[], StereoImages] | None = render
+        self._images: StereoImages | None = None
+
+    @property
+    def images(self) -> StereoImages:
+        if self._render is not None:
+            self._images, self._render = self._render(), None
+        return self._images
 
 
 def make_stereo_renderer(scene: SceneSpec, skull: Skull, seed: int) -> StereoRenderer:
@@ -86,6 +101,7 @@ class TwinWorld:
         self._joint_samples: deque[JointSample] = deque()
         self._next_joint_sample_s = 0.0
         self._last_frame: CameraFrame | None = None
+        self._unrendered: WeakSet[CameraFrame] = WeakSet()     # frames taken, still referenced, not rendered
         self._record()
 
     @property
@@ -127,6 +143,8 @@ class TwinWorld:
 
     def step(self) -> None:
         """Advance the world by one control period: arm, then bone removal along the burr's path."""
+        if self.drill_on:
+            self._render_taken_frames()
         a_s = self.burr_centre_s(self.arm.state()[0])
         self.arm.step()
         self.step_index += 1
@@ -176,8 +194,25 @@ class TwinWorld:
         t_k = k / cs.rate_hz
         T_tool = self.robot.fk(self.true_q_at(t_k))
         rng = np.random.default_rng([*self._camera_rng_seed.generate_state(2), k])
-        self._last_frame = CameraFrame(t_k, k, self.renderer.render(T_tool, rng))
+        version = self.skull.version
+
+        def render() -> StereoImages:
+            if self.skull.version != version:
+                raise RuntimeError(f"camera frame {k}: the skull changed (version {version} -> "
+                                   f"{self.skull.version}) before its images were rendered")
+            return self.renderer.render(T_tool, rng)
+
+        self._last_frame = CameraFrame(t_k, k, render)
+        self._unrendered.add(self._last_frame)
         return self._last_frame
+
+    def _render_taken_frames(self) -> None:
+        """Render the frames taken and still held but not yet looked at, in the order they were
+        taken, before the bone can change: they show the skull as it was when they were taken,
+        and the renderer's caches pass through the same states as if each had been rendered then."""
+        for frame in sorted(self._unrendered, key=lambda f: f.index):
+            frame.images
+        self._unrendered.clear()
 
     def close(self) -> None:
         self.arm.close()
