@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     import torch
 
     from benchmarks.timing import phase_medians
-    from scenarios.runner import make_cases, run_case
+    from scenarios.cases import make_cases, run_case
     from scenarios.suite import load_suite
 
     cv2.setNumThreads(1)
