@@ -89,3 +89,35 @@ def test_skull_change_refreshes_the_image(scene):
         assert np.abs(after.astype(int) - before.astype(int)).max() > 10
     finally:
         w.close()
+
+
+def test_deferred_right_image_is_the_image_of_its_exposure(scene, robot):
+    """``defer_right``: the right image and labels, read after the skull changed, equal the
+    eager render of the same instant (same generator, bit for bit), and the left image too."""
+    from twin.milling import carve_sphere
+    from twin.world import TwinWorld
+
+    w = TwinWorld(scene, seed=0)
+    try:
+        T = robot.fk(scene.robot.home_q).copy()
+        T[:3, 3] = scene.mscs.target_r + [0.0, 0.0, 0.3e-3]
+        eager = w.renderer.render(T, np.random.default_rng(3))
+        right, labels = eager.right.copy(), eager.labels_right.copy()
+        lazy = w.renderer.render(T, np.random.default_rng(3), defer_right=True)
+        assert np.array_equal(lazy.left, eager.left)
+        sk = w.skull
+        assert carve_sphere(sk, np.array([0.0, sk.apex_y_m, float(sk.outer_height(0.0, sk.apex_y_m))]), 1e-3) > 0
+        w.renderer.render(T, np.random.default_rng(4))          # the cameras move on
+        assert np.array_equal(lazy.right, right) and np.array_equal(lazy.labels_right, labels)
+    finally:
+        w.close()
+
+
+def test_stereo_frame_renders_a_deferred_right_image_once():
+    from hw_bridge.interface import StereoFrame
+
+    calls = []
+    img = np.zeros((2, 3, 3), np.uint8)
+    frame = StereoFrame(0.5, 7, img, lambda: calls.append(1) or img + 1)
+    assert not calls
+    assert np.array_equal(frame.right, img + 1) and frame.right is frame.right and calls == [1]

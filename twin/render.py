@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -89,14 +91,35 @@ class SensorNoise:
     shot_noise_gain: float = 0.08
 
 
-@dataclass
 class StereoImages:
-    """One rendered pair. ``labels_*`` are ground truth (twin only), not sensor output."""
+    """One rendered pair. ``labels_*`` are ground truth (twin only), not sensor output.
 
-    left: np.ndarray
-    right: np.ndarray
-    labels_left: np.ndarray
-    labels_right: np.ndarray
+    The right image and labels may be given as a zero-argument function returning both
+    (``CameraRenderer.deferred_render``): it runs once, on the first read of either.
+    """
+
+    def __init__(self, left: np.ndarray, right: np.ndarray | None, labels_left: np.ndarray,
+                 labels_right: np.ndarray | None,
+                 render_right: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None):
+        self.left = left
+        self.labels_left = labels_left
+        self._right = None if render_right is not None else (right, labels_right)
+        self._render_right = render_right
+
+    def _right_pair(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._right is None:
+            self._right, self._render_right = self._render_right(), None
+        return self._right
+
+    @property
+    def right(self) -> np.ndarray:
+        """Right BGR uint8 image (rendered now if it was deferred)."""
+        return self._right_pair()[0]
+
+    @property
+    def labels_right(self) -> np.ndarray:
+        """Right ground-truth labels (rendered now if they were deferred)."""
+        return self._right_pair()[1]
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -433,8 +456,10 @@ class CameraRenderer:
             cv2.circle(mask, tuple(int(v) for v in pts[0]), int(np.ceil(r_px + m_dist)), 1, -1)
         return (v0, v1, u0, u1), mask
 
-    def _draw_drill(self, img: np.ndarray, labels: np.ndarray, T_tool_to_r: np.ndarray,
+    def _draw_drill(self, img: np.ndarray, labels: np.ndarray, depth_t: np.ndarray, T_tool_to_r: np.ndarray,
                     drill: DrillGeometry, lighting: Lighting) -> None:
+        """Draw the drill into ``img`` and ``labels`` where it is nearer than the skull's ray
+        depth ``depth_t`` (m, per pixel)."""
         # Structure-of-arrays float32 throughout: (N, 3) @ (3,) products and 2-D boolean
         # indexing are ~30x slower in NumPy than elementwise ops on contiguous 1-D arrays.
         T_tool_to_cam = self.camera.T_r_to_cam @ T_tool_to_r
@@ -494,7 +519,7 @@ class CameraRenderer:
                 ncy[closer] = ay_ + sc * uy
                 ncz[closer] = az_ + sc * uz
                 nrad[closer] = rad
-        visible = np.isfinite(t_best) & (t_best < self.depth_t.take(flat))
+        visible = np.isfinite(t_best) & (t_best < depth_t.take(flat))
         if not np.any(visible):
             return
         flat, rows, cols, t = flat[visible], rows[visible], cols[visible], t_best[visible]
@@ -545,10 +570,27 @@ class CameraRenderer:
         """BGR uint8 image and ground-truth labels. ``rng=None`` renders without noise."""
         if self._cache_version != self.texture.skull.version:
             self._refresh_skull()
-        img = self.skull_bgr.copy()
-        labels = self.labels_skull.copy()
+        return self._finish(self.skull_bgr.copy(), self.labels_skull.copy(), self.depth_t,
+                            T_tool_to_r, drill, lighting, rng)
+
+    def deferred_render(self, T_tool_to_r: np.ndarray | None, drill: DrillGeometry, lighting: Lighting,
+                        rng: np.random.Generator | None) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        """``render`` of the skull as it is now, split: the skull layer is brought up to date and
+        copied now; the returned function draws the drill and the noise when called (later
+        changes of the skull do not reach it). The image equals ``render``'s if nothing else
+        draws from ``rng`` in between."""
+        if self._cache_version != self.texture.skull.version:
+            self._refresh_skull()
+        return partial(self._finish, self.skull_bgr.copy(), self.labels_skull.copy(), self.depth_t.copy(),
+                       T_tool_to_r, drill, lighting, rng)
+
+    def _finish(self, img: np.ndarray, labels: np.ndarray, depth_t: np.ndarray, T_tool_to_r: np.ndarray | None,
+                drill: DrillGeometry, lighting: Lighting,
+                rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+        """Drill and sensor noise on a copy of the skull layer (``img``, ``labels``; ray depths
+        ``depth_t``, m)."""
         if T_tool_to_r is not None:
-            self._draw_drill(img, labels, T_tool_to_r, drill, lighting)
+            self._draw_drill(img, labels, depth_t, T_tool_to_r, drill, lighting)
         if rng is not None:
             k = int(rng.integers(len(self._noise_bank)))
             dy, dx = rng.integers(self._noise_pad, size=2)
@@ -595,8 +637,14 @@ class StereoRenderer:
         return (pts[:, 0].min() - m, pts[:, 0].max() + m, pts[:, 1].min() - m, pts[:, 1].max() + m)
 
     def render(self, T_tool_to_r: np.ndarray | None, rng: np.random.Generator | None,
-               drill: DrillGeometry | None = None) -> StereoImages:
-        """Both images; ``rng=None`` renders without noise, ``drill`` overrides the geometry."""
+               drill: DrillGeometry | None = None, defer_right: bool = False) -> StereoImages:
+        """Both images; ``rng=None`` renders without noise, ``drill`` overrides the geometry.
+        ``defer_right``: draw the right image's drill and noise only when it is first read
+        (``CameraRenderer.deferred_render``); the caller must then draw nothing more from ``rng``."""
         drill = drill or self.drill
-        (l, ll), (r, lr) = [c.render(T_tool_to_r, drill, self.lighting, rng) for c in self.cameras]
+        left, right = self.cameras
+        l, ll = left.render(T_tool_to_r, drill, self.lighting, rng)
+        if defer_right:
+            return StereoImages(l, None, ll, None, right.deferred_render(T_tool_to_r, drill, self.lighting, rng))
+        r, lr = right.render(T_tool_to_r, drill, self.lighting, rng)
         return StereoImages(l, r, ll, lr)

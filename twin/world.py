@@ -5,7 +5,9 @@ Sensors follow ``SceneSpec.sensors`` (the one place where rates, delays and nois
   ``delay_s`` after sampling;
 - camera frames are exposed at t_k = k / ``cameras.rate_hz`` and become available at
   t_k + ``delay_s``; a frame shows the world as it was at t_k. Frames are rendered lazily,
-  only when grabbed, so a controller that never looks costs nothing.
+  only when grabbed, so a controller that never looks costs nothing; the right image's drill
+  and noise only when it is read (each frame's noise has its own generator, so the images do
+  not depend on what is read).
 
 Bone removal (``twin.milling.BoneMill``, parameters ``SceneSpec.milling``): every period the
 burr centre's motion, from the arm's true joints before and after the period, is mapped into
@@ -176,7 +178,7 @@ class TwinWorld:
         t_k = k / cs.rate_hz
         T_tool = self.robot.fk(self.true_q_at(t_k))
         rng = np.random.default_rng([*self._camera_rng_seed.generate_state(2), k])
-        self._last_frame = CameraFrame(t_k, k, self.renderer.render(T_tool, rng))
+        self._last_frame = CameraFrame(t_k, k, self.renderer.render(T_tool, rng, defer_right=True))
         return self._last_frame
 
     def close(self) -> None:

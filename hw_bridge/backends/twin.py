@@ -55,7 +55,8 @@ class TwinHardware(Hardware):
         f = self._world.latest_frame()
         if f is None:
             return None
-        return StereoFrame(f.stamp_s, f.index, f.images.left, f.images.right)
+        images = f.images
+        return StereoFrame(f.stamp_s, f.index, images.left, lambda: images.right)   # rendered when read
 
     def _set_drill(self, on: bool, speed_rpm: float) -> None:
         self._check_connected()
