@@ -121,3 +121,22 @@ def test_stereo_frame_renders_a_deferred_right_image_once():
     frame = StereoFrame(0.5, 7, img, lambda: calls.append(1) or img + 1)
     assert not calls
     assert np.array_equal(frame.right, img + 1) and frame.right is frame.right and calls == [1]
+
+
+def test_compiled_drill_and_noise_equal_the_numpy_reference(world, robot, scene):
+    """The compiled drill (ray casting, shading, depth of field) and sensor noise give the very
+    images of their NumPy forms (tests/render_reference.py): burr above, on and in the bone,
+    at several places and heights, with and without noise."""
+    import render_reference
+
+    T = robot.fk(scene.robot.home_q).copy()
+    cam = world.renderer.cameras[0]
+    for k in range(8):
+        a = 2 * np.pi * k / 8
+        T[:3, 3] = scene.mscs.target_r + [2e-3 * np.cos(a), 2e-3 * np.sin(a), 0.2e-3 - 0.3e-3 * (k % 3)]
+        for rng_seed in (None, k):
+            args = (T, world.drill_geometry, world.renderer.lighting)
+            fast = cam.render(*args, None if rng_seed is None else np.random.default_rng(rng_seed))
+            ref = render_reference.render(cam, *args, None if rng_seed is None else np.random.default_rng(rng_seed))
+            assert np.array_equal(fast[0], ref[0]) and np.array_equal(fast[1], ref[1])
+            assert (fast[1] == LABEL_BURR).any() or k % 3 == 2
