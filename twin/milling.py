@@ -59,6 +59,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenes.milling_params import MillingParameterError, MillingParams  # noqa: F401 (re-exported)
+from twin import milling_kernels as kernels
 from twin.skull import CellBox, FourierField, Grid, Skull
 
 #: a cell with at most this much bone left (m) is through
@@ -129,14 +130,6 @@ class _Scratch:
             buf = self._flat[name] = np.empty(max(n, 4096), dtype)
         return buf[:n].reshape(shape)
 
-    def const(self, name: str, value: float, shape: tuple[int, int]) -> np.ndarray:
-        """A float32 array of ``value`` (never written by callers)."""
-        n = shape[0] * shape[1]
-        buf = self._flat.get(name)
-        if buf is None or buf.size < n:
-            buf = self._flat[name] = np.full(max(n, 4096), value, np.float32)
-        return buf[:n].reshape(shape)
-
 
 def _footprint_box(grid: Grid, ax: float, ay: float, bx: float, by: float, r: float) -> CellBox | None:
     """Grid cells within ``r`` (xy) of the bounding box of segment a-b; None if off the grid."""
@@ -155,54 +148,21 @@ def _swept_envelope(xs: np.ndarray, ys: np.ndarray, box: CellBox, a: tuple[float
     """Lower envelope z (m) of a sphere of radius ``r`` swept from ``a`` to ``b`` on the cells of
     ``box`` (float32 work array of ``sc``; +inf off the footprint): min over the spheres at ``a``,
     ``b`` and ``c*`` (see the module docstring). The higher endpoint's sphere never lies below
-    c*'s (its centre is no lower and no nearer in xy), so only the lower endpoint is evaluated.
-    Call under ``np.errstate(invalid="ignore")``: square roots of negatives mark cells off a
-    sphere's footprint with NaN, which ``np.fmin`` then skips."""
+    c*'s (its centre is no lower and no nearer in xy), so only the lower endpoint is evaluated;
+    c* is skipped when it is within 0.05 um of an endpoint. Square roots of negatives mark cells
+    off a sphere's footprint with NaN, which the minima skip. Compiled:
+    ``milling_kernels.swept_envelope`` (float32 throughout)."""
     ax, ay, az = a
     dx, dy, dz = b[0] - ax, b[1] - ay, b[2] - az
     X = (xs[box.cols] - ax).astype(np.float32)
     Y = (ys[box.rows] - ay).astype(np.float32)
-    shape = (Y.size, X.size)
-    r2 = np.float32(r * r)
-    qa = sc.take("qa", shape)
-    np.subtract((r2 - Y * Y)[:, None], X * X, out=qa)          # r^2 - |p - a|^2
-    env = sc.take("env", shape)
+    env = sc.take("env", (Y.size, X.size))
     L2 = dx * dx + dy * dy
-    if L2 > (1e-4 * r) ** 2:       # else c* is within 0.05 um of an endpoint: the lower one suffices
-        # s = clip(T, 0, 1), T = (p - a).w / |w|^2 with w the segment's xy direction; then
-        # r^2 - |p - a - s w|^2 = (r^2 - |p - a|^2) - L2 s (s - 2 T).
-        T = sc.take("T", shape)
-        np.add((Y * np.float32(dy / L2))[:, None], X * np.float32(dx / L2), out=T)
-        s = sc.take("s", shape)
-        np.maximum(T, sc.const("zero", 0.0, shape), out=s)
-        np.minimum(s, sc.const("one", 1.0, shape), out=s)
-        w = sc.take("w", shape)
-        np.subtract(s, T, out=w)
-        np.subtract(w, T, out=w)
-        np.multiply(w, s, out=w)
-        np.multiply(w, np.float32(L2), out=w)
-        np.subtract(qa, w, out=w)
-        np.sqrt(w, out=w)
-        np.multiply(s, np.float32(dz), out=env)                 # c*_z - sqrt(...)
-        np.add(env, np.float32(az), out=env)
-        np.subtract(env, w, out=env)
-        if dz == 0:                                             # level: c* covers both ends
-            np.fmin(env, sc.const("inf", np.inf, shape), out=env)   # NaN (no sphere) -> +inf
-            return env
-        low = sc.take("w", shape)
-    else:
-        low = env
-    if dz > 0 or (dz == 0 and L2 == 0):                        # a is the lower endpoint
-        np.sqrt(qa, out=low)
-        np.subtract(np.float32(az), low, out=low)
-    else:
-        XB, YB = X - np.float32(dx), Y - np.float32(dy)
-        np.subtract((r2 - YB * YB)[:, None], XB * XB, out=low)  # r^2 - |p - b|^2
-        np.sqrt(low, out=low)
-        np.subtract(np.float32(b[2]), low, out=low)
-    if low is not env:
-        np.fmin(env, low, out=env)
-    np.fmin(env, sc.const("inf", np.inf, shape), out=env)       # NaN (no sphere) -> +inf
+    oblique = L2 > (1e-4 * r) ** 2
+    consts = np.array([dx / L2 if oblique else 0.0, dy / L2 if oblique else 0.0, L2, dz, az, b[2], dx, dy],
+                      np.float64).astype(np.float32)
+    kernels.swept_envelope(X, Y, np.float32(r * r), consts, oblique, dz == 0,
+                           dz > 0 or (dz == 0 and L2 == 0), env)
     return env
 
 
@@ -345,44 +305,26 @@ class BoneMill:
     def _mill(self, t_s: float, box: CellBox, blocks: tuple[slice, slice], a: tuple[float, float, float],
               b: tuple[float, float, float], cutting: bool, v_dt: float) -> MillContact:
         """``step`` on the cells of ``box`` (the burr may touch bone there); ``v_dt`` (m): the
-        period's largest cut at hardness 1. Runs under ``np.errstate(invalid="ignore")``."""
+        period's largest cut at hardness 1. Runs under ``np.errstate(invalid="ignore")``. The
+        per-cell cut and interference are compiled (``milling_kernels.cut``)."""
         p, sk, sc = self.params, self.skull, self._scratch
         r = p.burr_radius_m
         env = _swept_envelope(self._xs, self._ys, box, a, b, r, sc)
         shape = env.shape
         outer = sk.outer_z[box.rows, box.cols]
-        inner = sk.inner_z[box.rows, box.cols]
-        old = sc.take("old", shape)
-        np.copyto(old, outer)
+        old, new, removed, thick = (sc.take(name, shape) for name in ("old", "new", "removed", "thick"))
+        thick_min, e_free, e_gated = kernels.cut(
+            env, outer, sk.inner_z[box.rows, box.cols], self._inv_hardness[box.rows, box.cols], np.float32(-v_dt),
+            cutting, np.float32(THROUGH_TOL_M), np.float32(_THROUGH_GATE_PER_M), old, new, removed, thick)
         volume = 0.0
         if cutting:
-            new = sc.take("new", shape)
-            np.multiply(self._inv_hardness[box.rows, box.cols], np.float32(-v_dt), out=new)
-            np.add(new, old, out=new)                 # outer - v dt
-            np.fmax(new, env, out=new)                # +inf off the footprint ...
-            np.minimum(new, old, out=new)             # ... so untouched there
-            np.maximum(new, inner, out=new)
-            removed = sc.take("removed", shape)
-            np.subtract(old, new, out=removed)
             depth_sum = float(removed.sum())       # float32 pairwise sum: ~1e-7 relative
             if depth_sum > 0:
                 np.copyto(outer, new)
                 sk.mark_changed(box.rows, box.cols)
                 volume = depth_sum * sk.grid.cell ** 2
-        else:
-            new = old
-
-        thick = sc.take("thick", shape)
-        np.subtract(new, inner, out=thick)
-        thin = float(thick.min()) <= THROUGH_TOL_M
-        e_map = sc.take("e", shape)
-        np.subtract(new, env, out=e_map)              # -inf off the footprint
-        if thin:                                      # through cells hold no bone to push on
-            gate = sc.take("gate", shape)
-            np.subtract(thick, np.float32(THROUGH_TOL_M), out=gate)
-            np.multiply(gate, np.float32(_THROUGH_GATE_PER_M), out=gate)
-            np.fmin(e_map, gate, out=e_map)
-        e = max(float(e_map.max()), 0.0)
+        thin = float(thick_min) <= THROUGH_TOL_M      # through cells hold no bone to push on
+        e = max(float(e_gated if thin else e_free), 0.0)
         if volume == 0.0 and e == 0.0:
             return NO_CONTACT
 
