@@ -1,15 +1,27 @@
 """NumPy reference forms of the renderer's compiled pieces (``twin.render_kernels``): the
-drill's ray casting, shading and depth of field, and the sensor noise, as ``twin.render``
-computed them before they were compiled. The tests check the compiled renderer against these
-bit for bit."""
+drill's ray casting, shading and depth of field, the sensor noise and the skull texture's
+shading, as ``twin.render`` computed them before they were compiled. The tests check the
+compiled renderer against these bit for bit."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
 from scenes.frames import apply
-from twin.render import (LABEL_BURR, LABEL_SHAFT, METAL_RGB, CameraRenderer, DrillGeometry, Lighting, _blur,
-                         _to_srgb_u8)
+from twin.render import (_SRGB_LUT, DURA_RGB, LABEL_BURR, LABEL_SHAFT, METAL_RGB, CameraRenderer, CellBox,
+                         DrillGeometry, Lighting, SkullTexture, _blur)
+
+
+def _to_srgb_u8(linear: np.ndarray) -> np.ndarray:
+    """Linear intensity in [0, 1] to 8-bit with display gamma 2.2 (12-bit lookup table)."""
+    return _SRGB_LUT[(np.clip(linear, 0.0, 1.0) * 4095.0 + 0.5).astype(np.intp)]
+
+
+class ReferenceSkullTexture(SkullTexture):
+    """``SkullTexture`` shaded by the NumPy form (``update_texture``)."""
+
+    def _update(self, heights: CellBox, shade: CellBox, outer: np.ndarray, thick: np.ndarray) -> None:
+        update_texture(self, heights, shade, outer, thick)
 
 
 def render(self: CameraRenderer, T_tool_to_r: np.ndarray | None, drill: DrillGeometry, lighting: Lighting,
@@ -137,3 +149,23 @@ def draw_drill(self: CameraRenderer, img: np.ndarray, labels: np.ndarray, depth_
         out += (patch if s_k == 0 else _blur(patch, float(s_k))) * w[..., None]
     img[v0:v1, u0:u1] = np.clip(out, 0, 255).astype(np.uint8)
     labels[v0:v1, u0:u1][rows, cols] = label[visible]
+
+
+def update_texture(self: SkullTexture, heights: CellBox, shade: CellBox, outer: np.ndarray, thick: np.ndarray) -> None:
+    """``SkullTexture._update`` as whole-array NumPy expressions."""
+    skin = self._skin[heights.rows, heights.cols]
+    height = outer + self.SKIN_THICKNESS_M * skin
+    self.height[heights.rows, heights.cols] = height
+    gy, gx = np.gradient(height, self.grid.cell)
+    crop = (slice(shade.r0 - heights.r0, shade.r1 - heights.r0),
+            slice(shade.c0 - heights.c0, shade.c1 - heights.c0))
+    gy, gx, thick, skin = gy[crop], gx[crop], thick[crop], skin[crop]
+    translucency = (0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3))[..., None]
+    bone = self._bone_albedo[shade.rows, shade.cols] * (1 - translucency) + DURA_RGB * translucency
+    albedo = bone * (1 - skin[..., None]) + self._skin_albedo[shade.rows, shade.cols] * skin[..., None]
+    n = np.stack([-gx, -gy, np.ones_like(gx)], axis=-1)
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    L = np.asarray(self.lighting.direction_s, float)
+    L = L / np.linalg.norm(L)
+    shade_f = self.lighting.ambient + self.lighting.intensity * np.clip(n @ L, 0.0, None)
+    self.bgr_u8[shade.rows, shade.cols] = _to_srgb_u8(albedo * shade_f[..., None])[..., ::-1]

@@ -140,3 +140,30 @@ def test_compiled_drill_and_noise_equal_the_numpy_reference(world, robot, scene)
             ref = render_reference.render(cam, *args, None if rng_seed is None else np.random.default_rng(rng_seed))
             assert np.array_equal(fast[0], ref[0]) and np.array_equal(fast[1], ref[1])
             assert (fast[1] == LABEL_BURR).any() or k % 3 == 2
+
+
+def test_compiled_texture_shading_equals_the_numpy_reference(scene):
+    """The skull texture's compiled normals and colour give the very heights and colours of the
+    NumPy form, for the whole render grid and after incremental refreshes of milled regions."""
+    import copy
+
+    from render_reference import ReferenceSkullTexture
+    from twin.milling import carve_sphere
+    from twin.render import SkullTexture, StereoRenderer
+    from twin.world import TwinWorld
+
+    w = TwinWorld(scene, seed=0)
+    try:
+        extent = StereoRenderer._footprint(w.skull, w.T_s_to_r, w.cameras)
+        skulls = [copy.deepcopy(w.skull) for _ in range(2)]
+        fast, ref = SkullTexture(skulls[0], extent, w.renderer.lighting), ReferenceSkullTexture(
+            skulls[1], extent, w.renderer.lighting)
+        for k in range(4):
+            assert np.array_equal(fast.height, ref.height) and np.array_equal(fast.bgr_u8, ref.bgr_u8)
+            for sk in skulls:
+                x, y = 1e-3 * np.cos(k), sk.apex_y_m + 1e-3 * np.sin(k)
+                carve_sphere(sk, np.array([x, y, float(sk.outer_height(x, y)) + 0.2e-3 * (k - 2)]), 0.6e-3)
+            fast.refresh()
+            ref.refresh()
+    finally:
+        w.close()

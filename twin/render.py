@@ -150,12 +150,8 @@ class TextureChange:
                              max(self.z_max_m, other.z_max_m), self.whole or other.whole)
 
 
+#: linear intensity in [0, 1] to 8-bit with display gamma 2.2: index round(4095 * clip(linear, 0, 1))
 _SRGB_LUT = (255.0 * np.linspace(0.0, 1.0, 4096) ** (1 / 2.2) + 0.5).astype(np.uint8)
-
-
-def _to_srgb_u8(linear: np.ndarray) -> np.ndarray:
-    """Linear intensity in [0, 1] to 8-bit with display gamma 2.2 (12-bit lookup table)."""
-    return _SRGB_LUT[(np.clip(linear, 0.0, 1.0) * 4095.0 + 0.5).astype(np.intp)]
 
 
 class SkullTexture:
@@ -212,7 +208,9 @@ class SkullTexture:
 
     def _update(self, heights: CellBox, shade: CellBox, outer: np.ndarray, thick: np.ndarray) -> None:
         """Store heights on ``heights`` (from ``outer``, ``thick`` sampled there) and shade the cells
-        of ``shade`` (inside ``heights``; normals from height differences within ``heights``)."""
+        of ``shade`` (inside ``heights``; normals from height differences within ``heights``).
+        Normals and colour are compiled (``render_kernels.surface_normals``, ``shade_texture``);
+        the exponential and ``n @ L`` stay in NumPy (their rounding is NumPy's own)."""
         skin = self._skin[heights.rows, heights.cols]
         height = outer + self.SKIN_THICKNESS_M * skin
         self.height[heights.rows, heights.cols] = height
@@ -220,15 +218,15 @@ class SkullTexture:
         crop = (slice(shade.r0 - heights.r0, shade.r1 - heights.r0),
                 slice(shade.c0 - heights.c0, shade.c1 - heights.c0))
         gy, gx, thick, skin = gy[crop], gx[crop], thick[crop], skin[crop]
-        translucency = (0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3))[..., None]
-        bone = self._bone_albedo[shade.rows, shade.cols] * (1 - translucency) + DURA_RGB * translucency
-        albedo = bone * (1 - skin[..., None]) + self._skin_albedo[shade.rows, shade.cols] * skin[..., None]
-        n = np.stack([-gx, -gy, np.ones_like(gx)], axis=-1)
-        n /= np.linalg.norm(n, axis=-1, keepdims=True)
+        translucency = 0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3)
+        n = np.empty((*gx.shape, 3), gx.dtype)          # float64 on the first, whole refresh
+        kernels.surface_normals(gx, gy, n)
         L = np.asarray(self.lighting.direction_s, float)
         L = L / np.linalg.norm(L)
         shade_f = self.lighting.ambient + self.lighting.intensity * np.clip(n @ L, 0.0, None)
-        self.bgr_u8[shade.rows, shade.cols] = _to_srgb_u8(albedo * shade_f[..., None])[..., ::-1]
+        kernels.shade_texture(self._bone_albedo[shade.rows, shade.cols], translucency, skin,
+                              self._skin_albedo[shade.rows, shade.cols], DURA_RGB, shade_f, _SRGB_LUT,
+                              self.bgr_u8[shade.rows, shade.cols])
 
     def _render_box(self, changed: CellBox) -> CellBox | None:
         """Render cells (within the window) whose height or shading depends on skull cells

@@ -156,3 +156,36 @@ def add_sensor_noise(img: np.ndarray, bank: np.ndarray, dy: int, dx: int, sigma_
             q = (prod + 2047 + ((prod >> 12) & 1)) >> 12
             dst[i] = np.uint8(min(max(p + q, 0), 255))
     return out
+
+
+@njit(cache=True, nogil=True)
+def surface_normals(gx: np.ndarray, gy: np.ndarray, n_out: np.ndarray) -> None:
+    """Compiled form of the texture's unit normals ``(-gx, -gy, 1) / |(-gx, -gy, 1)|`` in the
+    precision of ``gx``, ``gy`` (the height field's slopes): the squared norm summed as NumPy's
+    ``linalg.norm`` over the last axis of (H, W, 3) does, (n0^2 + n1^2) + n2^2."""
+    for i in range(gx.shape[0]):
+        for j in range(gx.shape[1]):
+            x, y, z = -gx[i, j], -gy[i, j], np.float32(1.0)
+            norm = np.sqrt((x * x + y * y) + z * z)
+            n_out[i, j, 0] = x / norm
+            n_out[i, j, 1] = y / norm
+            n_out[i, j, 2] = z / norm
+
+
+@njit(cache=True, nogil=True)
+def shade_texture(bone_albedo: np.ndarray, translucency: np.ndarray, skin: np.ndarray, skin_albedo: np.ndarray,
+                  dura_rgb: np.ndarray, shade: np.ndarray, srgb_lut: np.ndarray, out_bgr: np.ndarray) -> None:
+    """Compiled form of the texture's colour: per cell and RGB channel c,
+    ``bone = bone_albedo * (1 - tr) + dura_rgb * tr``, ``albedo = bone * (1 - skin) + skin_albedo * skin``,
+    ``out_bgr[..., 2 - c] = srgb(albedo * shade)`` (float32 products of float32 maps promoted to
+    float64 where NumPy promotes them, float64 throughout for float64 ``translucency``; ``shade``
+    float64 Lambertian factor; 12-bit sRGB table)."""
+    one = np.float32(1.0)
+    for i in range(shade.shape[0]):
+        for j in range(shade.shape[1]):
+            tr, sk = translucency[i, j], skin[i, j]
+            for c in range(3):
+                bone = np.float64(bone_albedo[i, j, c] * (one - tr)) + dura_rgb[c] * np.float64(tr)
+                alb = bone * np.float64(one - sk) + np.float64(skin_albedo[i, j, c] * sk)
+                lin = min(max(alb * shade[i, j], 0.0), 1.0)
+                out_bgr[i, j, 2 - c] = srgb_lut[np.intp(lin * 4095.0 + 0.5)]
