@@ -121,6 +121,12 @@ class ClosedConstrainedSpline:
         """d(value)/d(theta) (value units per rad) at angles ``theta_rad`` (rad, wrapped)."""
         return self._dpp(self._wrap(theta_rad))
 
+    def value_and_derivative(self, theta_rad: float) -> tuple[float, float]:
+        """The spline (value units) and its derivative (value units per rad) at one angle
+        ``theta_rad`` (rad, wrapped once for both)."""
+        theta = self._wrap(theta_rad)
+        return float(self._pp(theta)), float(self._dpp(theta))
+
     @staticmethod
     def _wrap(theta_rad: ArrayLike) -> NDArray[np.float64]:
         theta = np.asarray(theta_rad, dtype=float)
