@@ -1,13 +1,12 @@
 """NumPy reference forms of the bone model's compiled passes (``twin.milling_kernels``): the
-swept envelope and the cut as ``twin.milling`` computed them with whole-array float32 NumPy
+swept envelope, the cut and the time stamps as ``twin.milling`` computed them with whole-array float32 NumPy
 operations before they were compiled. The tests check the compiled model against these bit for
 bit."""
 from __future__ import annotations
 
 import numpy as np
 
-from twin.milling import (_THROUGH_GATE_PER_M, NO_CONTACT, THROUGH_TOL_M, BoneMill, CellBox, MillContact,
-                          _record_first, _Scratch)
+from twin.milling import _THROUGH_GATE_PER_M, NO_CONTACT, THROUGH_TOL_M, BoneMill, CellBox, MillContact, _Scratch
 
 
 class Scratch(_Scratch):
@@ -78,8 +77,22 @@ def swept_envelope(xs: np.ndarray, ys: np.ndarray, box: CellBox, a: tuple[float,
     return env
 
 
+def _record_first(times: np.ndarray, mask: np.ndarray, t_s: float, sc: _Scratch) -> None:
+    """``times = t_s`` where ``mask`` and ``times`` is NaN (never): fmin with (t_s or NaN). Call
+    under ``np.errstate(invalid="ignore")``."""
+    stamp = sc.take("stamp", mask.shape)
+    np.copyto(stamp, mask)                          # 1.0 / 0.0
+    np.divide(stamp, stamp, out=stamp)              # 1.0 / NaN (0/0)
+    np.multiply(stamp, np.float32(t_s), out=stamp)
+    np.fmin(times, stamp, out=times)
+
+
 class ReferenceBoneMill(BoneMill):
-    """``BoneMill`` with the NumPy form of ``_mill``."""
+    """``BoneMill`` with the NumPy form of ``_mill`` (stepped under ``np.errstate(invalid="ignore")``)."""
+
+    def step(self, *args, **kwargs) -> MillContact:
+        with np.errstate(invalid="ignore"):
+            return super().step(*args, **kwargs)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

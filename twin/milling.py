@@ -166,16 +166,6 @@ def _swept_envelope(xs: np.ndarray, ys: np.ndarray, box: CellBox, a: tuple[float
     return env
 
 
-def _record_first(times: np.ndarray, mask: np.ndarray, t_s: float, sc: _Scratch) -> None:
-    """``times = t_s`` where ``mask`` and ``times`` is NaN (never): fmin with (t_s or NaN). Call
-    under ``np.errstate(invalid="ignore")``."""
-    stamp = sc.take("stamp", mask.shape)
-    np.copyto(stamp, mask)                          # 1.0 / 0.0
-    np.divide(stamp, stamp, out=stamp)              # 1.0 / NaN (0/0)
-    np.multiply(stamp, np.float32(t_s), out=stamp)
-    np.fmin(times, stamp, out=times)
-
-
 def _block_max(field: np.ndarray, block: int) -> np.ndarray:
     """Maximum of ``field`` over blocks of ``block`` x ``block`` cells (edge blocks partial)."""
     ny, nx = field.shape
@@ -208,8 +198,7 @@ def carve_sphere(skull: Skull, centre_s: np.ndarray, radius_m: float) -> float:
     box = _footprint_box(g, c[0], c[1], c[0], c[1], radius_m)
     if box is None:
         return 0.0
-    with np.errstate(invalid="ignore"):
-        env = _swept_envelope(g.xs, g.ys, box, c, c, radius_m, _Scratch())
+    env = _swept_envelope(g.xs, g.ys, box, c, c, radius_m, _Scratch())
     outer = skull.outer_z[box.rows, box.cols]
     new = np.maximum(np.minimum(outer, env), skull.inner_z[box.rows, box.cols])
     removed = float((outer - new).sum()) * g.cell ** 2
@@ -298,15 +287,14 @@ class BoneMill:
             box = _footprint_box(sk.grid, ax, ay, bx, by, math.sqrt(r * r - h * h))
             if box is None:
                 return NO_CONTACT
-        with np.errstate(invalid="ignore"):
-            return self._mill(t_s, box, blocks, (ax, ay, az), (bx, by, bz), bool(drill_on) and speed_rpm > 0,
-                              p.cut_rate_m_s * min(speed_rpm / p.nominal_speed_rpm, 1.0) * dt_s)
+        return self._mill(t_s, box, blocks, (ax, ay, az), (bx, by, bz), bool(drill_on) and speed_rpm > 0,
+                          p.cut_rate_m_s * min(speed_rpm / p.nominal_speed_rpm, 1.0) * dt_s)
 
     def _mill(self, t_s: float, box: CellBox, blocks: tuple[slice, slice], a: tuple[float, float, float],
               b: tuple[float, float, float], cutting: bool, v_dt: float) -> MillContact:
         """``step`` on the cells of ``box`` (the burr may touch bone there); ``v_dt`` (m): the
-        period's largest cut at hardness 1. Runs under ``np.errstate(invalid="ignore")``. The
-        per-cell cut and interference are compiled (``milling_kernels.cut``)."""
+        period's largest cut at hardness 1. The per-cell passes are compiled
+        (``milling_kernels``)."""
         p, sk, sc = self.params, self.skull, self._scratch
         r = p.burr_radius_m
         env = _swept_envelope(self._xs, self._ys, box, a, b, r, sc)
@@ -331,20 +319,14 @@ class BoneMill:
         delta = min(e, p.max_deflection_m)
         overload = e > p.max_deflection_m
         force = p.skull_stiffness_n_per_m * e
-        mask = sc.take("mask", shape, np.bool_)
-        np.less(env, old, out=mask)
-        _record_first(self._first_contact[box.rows, box.cols], mask, t_s, sc)
+        t32, tol32 = np.float32(t_s), np.float32(THROUGH_TOL_M)
+        kernels.stamp_first_contact(self._first_contact[box.rows, box.cols], env, old, t32)
         breach = None
         if thin:
-            through = sc.take("through", shape, np.bool_)
-            np.less_equal(thick, np.float32(THROUGH_TOL_M), out=through)
             if volume > 0:          # cells that went through now: through and cut this period
-                np.greater(removed, np.float32(0.0), out=mask)
-                np.logical_and(mask, through, out=mask)
-                if mask.any():
-                    _record_first(self._through[box.rows, box.cols], mask, t_s, sc)
+                kernels.stamp_through(self._through[box.rows, box.cols], removed, thick, tol32, t32)
             if min(a[2], b[2]) - r + delta < float(self._membrane_bound[blocks].max()) - p.breach_tolerance_m:
-                breach = self._deepest_breach(t_s, box, env, through, delta)
+                breach = self._deepest_breach(t_s, box, env, thick <= tol32, delta)
 
         self.peak_force_n = max(self.peak_force_n, force)
         self.max_deflection_m = max(self.max_deflection_m, delta)

@@ -98,3 +98,24 @@ def cut(env: np.ndarray, outer: np.ndarray, inner: np.ndarray, inv_hardness: np.
             e_max = max(e_max, e)
             e_gated = max(e_gated, _fmin(e, (th - through_tol) * gate_per_m))
     return thick_min, e_max, e_gated
+
+
+@njit(cache=True, nogil=True)
+def stamp_first_contact(times: np.ndarray, env: np.ndarray, old: np.ndarray, t: np.float32) -> None:
+    """Compiled form of the first-contact stamp: ``times = fmin(times, t)`` (s, NaN = never)
+    where the burr's envelope ``env`` reached below the period's starting surface ``old`` (m)."""
+    for i in range(times.shape[0]):
+        for j in range(times.shape[1]):
+            if env[i, j] < old[i, j]:
+                times[i, j] = _fmin(times[i, j], t)
+
+
+@njit(cache=True, nogil=True)
+def stamp_through(times: np.ndarray, removed: np.ndarray, thick: np.ndarray, through_tol: np.float32,
+                  t: np.float32) -> None:
+    """Compiled form of the through stamp: ``times = fmin(times, t)`` (s, NaN = never) where bone
+    was cut this period (``removed`` > 0, m) and at most ``through_tol`` (m) is left (``thick``)."""
+    for i in range(times.shape[0]):
+        for j in range(times.shape[1]):
+            if removed[i, j] > _F0 and thick[i, j] <= through_tol:
+                times[i, j] = _fmin(times[i, j], t)
