@@ -47,6 +47,10 @@ milled circle the thinnest remaining bone is that angle's *bridge*; the flap det
 thickest bridge is at most ``break_threshold``. (Radial segments stand in for any path from
 flap to skull; the groove is annular, so the thinnest crossing is radial.)
 
+The per-cell passes of steps 1-3 and 5 (envelope, cut, interference, time stamps) run as numba
+kernels (``twin.milling_kernels``) that repeat the float32 NumPy operations one for one; the
+results are bit-identical to the NumPy form kept in ``tests/milling_reference.py``.
+
 Approximations, beyond the above: bone is a height field (no undercuts; thickness along z);
 only the skull's milling grid holds bone (a burr elsewhere touches nothing); the cut rate
 does not depend on contact area, feed direction, heat, chip clearing or burr wear.

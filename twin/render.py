@@ -22,6 +22,13 @@ Method (all in NumPy/OpenCV, on one core):
 - **Lens and sensor**: depth of field from the thin-lens circle of confusion (a blend between
   a few Gaussian blur levels, an approximation of spatially varying defocus), vignetting,
   and signal-dependent noise (read + shot) drawn from a seeded bank of Gaussian frames.
+- **Compiled loops**: the per-pixel and per-cell work (drill ray casting and shading, the
+  depth-of-field blend, sensor noise, the texture's normals and colour) runs as numba kernels
+  (``twin.render_kernels``) that repeat the former NumPy expressions operation for operation:
+  the images are bit-identical to the NumPy forms kept in ``tests/render_reference.py``.
+- **Deferred right image** (``StereoRenderer.render(defer_right=True)``, the twin's frames):
+  the right camera's skull layer is brought up to date and copied at exposure, its drill and
+  noise drawn only when the image is first read.
 
 Approximations (named so nobody mistakes them for physics): no shadows or inter-reflection;
 the defocus blend does not model occlusion-aware bokeh; noise frames are crops of a fixed
@@ -40,10 +47,11 @@ import numpy as np
 
 from scenes.frames import apply, invert
 from twin import render_kernels as kernels
+from twin.render_kernels import LABEL_BURR, LABEL_SHAFT  # noqa: F401 (the label values, re-exported)
 from twin.cameras import CameraModel
 from twin.skull import CellBox, Grid, Skull
 
-LABEL_SKIN, LABEL_BONE, LABEL_BURR, LABEL_SHAFT = 0, 1, 2, 3
+LABEL_SKIN, LABEL_BONE = 0, 1          # LABEL_BURR = 2, LABEL_SHAFT = 3 (render_kernels)
 
 BONE_RGB = np.array([0.86, 0.80, 0.68])
 DURA_RGB = np.array([0.72, 0.30, 0.30])

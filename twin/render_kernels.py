@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+#: ground-truth labels of the drill's pixels (``twin.render`` re-exports them with skin 0, bone 1)
 LABEL_BURR, LABEL_SHAFT = 2, 3
 _F0 = np.float32(0.0)
 _A_MIN = np.float32(1e-12)          # the ray-axis degeneracy bound, compared in float32
@@ -42,6 +43,9 @@ def drill_hits(flat: np.ndarray, dx_all: np.ndarray, dy_all: np.ndarray, dz_all:
         dx, dy, dz = dx_all[f], dy_all[f], dz_all[f]
         t_best = np.float32(np.inf)
         label = 0
+        # Burr, ray-sphere (rays start at the optical centre, unit length): disc = r^2 - |c - b d|^2
+        # from the perpendicular offset itself; the textbook b^2 - (|c|^2 - r^2) cancels
+        # catastrophically in float32 (|c|^2 ~ 0.25 m^2 vs r^2 ~ 2.5e-7).
         b = dx * cx + dy * cy + dz * cz
         wx, wy, wz = cx - b * dx, cy - b * dy, cz - b * dz
         disc = r * r - (wx * wx + wy * wy + wz * wz)
@@ -49,7 +53,7 @@ def drill_hits(flat: np.ndarray, dx_all: np.ndarray, dy_all: np.ndarray, dz_all:
         if disc >= _F0:
             t_best = b - np.sqrt(disc)
             label = LABEL_BURR
-        for k in range(segs.shape[0]):
+        for k in range(segs.shape[0]):      # shaft: finite cylinders, no caps (they face away)
             s = segs[k]
             ux, uy, uz, ax, ay, az, au = s[0], s[1], s[2], s[3], s[4], s[5], s[6]
             du = dx * ux + dy * uy + dz * uz
@@ -67,7 +71,7 @@ def drill_hits(flat: np.ndarray, dx_all: np.ndarray, dy_all: np.ndarray, dz_all:
                 ncx, ncy, ncz, nrad = ax + s_ax * ux, ay + s_ax * uy, az + s_ax * uz, s[12]
         if not (np.isfinite(t_best) and t_best < depth_flat[f]):
             continue
-        inv_r = np.float32(1) / nrad
+        inv_r = np.float32(1) / nrad        # normal: (hit - centre or axis point) / radius
         nx = (dx * t_best - ncx) * inv_r
         ny = (dy * t_best - ncy) * inv_r
         nz = (dz * t_best - ncz) * inv_r
