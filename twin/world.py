@@ -79,6 +79,8 @@ class TwinWorld:
         self._frozen_sample: JointSample | None = None
         self.mill = BoneMill(self.skull, scene.milling)
         self.last_contact: MillContact = NO_CONTACT
+        #: joints (rad) at the end of the last step and the burr centre (m, {S}) there
+        self._last_burr: tuple[np.ndarray, np.ndarray] | None = None
         T_r_to_s = invert(self.T_s_to_r)
         self._R_r_to_s, self._p_r_to_s = T_r_to_s[:3, :3], T_r_to_s[:3, 3]
         self.step_index = 0
@@ -128,12 +130,17 @@ class TwinWorld:
                          f"(off by {np.linalg.norm(err):.3g} m)")
 
     def step(self) -> None:
-        """Advance the world by one control period: arm, then bone removal along the burr's path."""
-        a_s = self.burr_centre_s(self.arm.state()[0])
+        """Advance the world by one control period: arm, then bone removal along the burr's path.
+        The burr centre at the start is the last step's end when the joints are still those."""
+        q0 = self.arm.state()[0]
+        last = self._last_burr
+        a_s = last[1] if last is not None and np.array_equal(last[0], q0) else self.burr_centre_s(q0)
         self.arm.step()
         self.step_index += 1
-        self.last_contact = self.mill.step(self.time_s, a_s, self.burr_centre_s(self.arm.state()[0]), self.drill_on,
-                                           self.drill_speed_rpm, self.period_s)
+        q1 = self.arm.state()[0]
+        b_s = self.burr_centre_s(q1)
+        self._last_burr = (q1, b_s)
+        self.last_contact = self.mill.step(self.time_s, a_s, b_s, self.drill_on, self.drill_speed_rpm, self.period_s)
         self._record()
 
     def latest_joint_sample(self) -> JointSample:
