@@ -4,26 +4,48 @@ A whole window (drill on to stop) on the default skull at the milling control ra
 from the ideal (ground-truth) trajectory so the figure is the milling loop alone: controller
 (planner, DQ Robotics QP, completion sensing), ``hw_bridge`` checks, and the twin (arm, bone
 removal, rendering when the sensor looks at images). One CPU core (torch/OpenCV threads = 1).
+Each kind runs ``--repeats`` times (a fresh twin each time); the figures are medians over runs.
 
 Figures: simulated time, wall time and real-time factor (simulated / wall) for
 - ``oracle``: the sim-only oracle (no images are rendered);
 - ``cnn``: the completion CNN on rendered stereo frames at the loop's perception rate;
-plus medians of the per-period pieces (control step with the twin step inside it, the bone
-model's step) and of one perception update (render + CNN). Targets (issue 4): >= 100x with the
-oracle, >= 10x with the CNN.
+plus where the wall time goes: per 20 ms period (ms, total over the run / periods) the motion
+controller's command (DQ Robotics QP), the write (safety checks), the twin's step (arm and bone
+model, the bone model also alone), the read, and the rest of the loop (planner, sensor
+bookkeeping); per perception update (median ms) the frame grab (render of the left image, the
+skull layers of both) and the estimate (the completion CNN). Targets (issue 12): >= 300x with
+the oracle, >= 30x with the CNN.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import time
+from collections import defaultdict
+from typing import Callable
 
 import numpy as np
 
+TARGETS = {"oracle": 300.0, "cnn": 30.0}
+#: per-period pieces (ms per period), in print order
+PERIOD_PIECES = ("motion command", "write", "twin step", "bone model", "read", "rest")
+
+
+def _timed(fn: Callable, times: list[float]) -> Callable:
+    """``fn`` that appends each call's wall time (s) to ``times``."""
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        out = fn(*a, **k)
+        times.append(time.perf_counter() - t)
+        return out
+    return wrapper
+
 
 def _run(kind: str, seed: int) -> dict:
+    """One window of ``kind`` on a fresh twin: real-time factor and the time of each piece."""
     from controllers.completion_sensing import CameraCompletionSensor
     from controllers.milling import MillingSettings, mill_window
+    from controllers.motion.milling_control import MillingMotionController
     from controllers.perception.completion_detector import load_estimator
     from controllers.pipeline import open_session
     from hw_bridge.registry import make_hardware
@@ -32,6 +54,7 @@ def _run(kind: str, seed: int) -> dict:
     from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
 
     hw = make_hardware("twin", load_scene("default", {"control.period_s": 0.02, "skull.seed": seed}), seed)
+    command0 = MillingMotionController.command
     try:
         session = open_session(hw)
         gt = hw.ground_truth
@@ -41,53 +64,58 @@ def _run(kind: str, seed: int) -> dict:
         else:
             model, T = ideal_camera(gt, traj)
             sensor = CameraCompletionSensor(load_estimator(), model, T, traj.centre_mi, hw.rig.drill)
-        mill_steps, percepts = [], []
-        step0, est0 = gt.mill.step, sensor.estimate
-
-        def timed_step(*a, **k):
-            t = time.perf_counter()
-            out = step0(*a, **k)
-            mill_steps.append(time.perf_counter() - t)
-            return out
-
-        def timed_estimate(*a, **k):
-            t = time.perf_counter()
-            out = est0(*a, **k)
-            percepts.append(time.perf_counter() - t)
-            return out
-
-        gt.mill.step, sensor.estimate = timed_step, timed_estimate
-        t_wall = time.perf_counter()
-        t_sim = hw.now()
-        grab0 = hw.grab_stereo
-        grabs = []
-
-        def timed_grab():
-            t = time.perf_counter()
-            out = grab0()
-            grabs.append(time.perf_counter() - t)
-            return out
-
-        hw.grab_stereo = timed_grab
+        t = defaultdict(list)
+        gt.mill.step = _timed(gt.mill.step, t["bone model"])
+        sensor.estimate = _timed(sensor.estimate, t["estimate"])
+        hw.grab_stereo = _timed(hw.grab_stereo, t["grab"])
+        hw.write = _timed(hw.write, t["write"])
+        hw.advance = _timed(hw.advance, t["twin step"])
+        hw.read = _timed(hw.read, t["read"])
+        MillingMotionController.command = _timed(command0, t["motion command"])
+        t_wall, t_sim = time.perf_counter(), hw.now()
         rep = mill_window(session.loop, session.pc, traj, sensor, MillingSettings())
-        wall = time.perf_counter() - t_wall
-        sim = hw.now() - t_sim
-        m = score_milling(gt, rep)
-        return {"kind": kind, "sim_s": sim, "wall_s": wall, "rtf": sim / wall, "stop": rep.stop_reason.value,
-                "success": m["success"], "periods": len(mill_steps),
-                "period_ms": 1e3 * (wall - sum(percepts) - sum(grabs)) / max(len(mill_steps), 1),
-                "mill_step_ms": 1e3 * float(np.median(mill_steps)),
-                "perception_ms": 1e3 * float(np.median(percepts)) if percepts else 0.0,
-                "render_ms": 1e3 * float(np.median(grabs)) if grabs else 0.0, "updates": len(percepts)}
+        wall, sim = time.perf_counter() - t_wall, hw.now() - t_sim
+        periods = max(len(t["twin step"]), 1)
+        per_period = {k: 1e3 * sum(t[k]) / periods for k in PERIOD_PIECES if k != "rest"}
+        loop_ms = 1e3 * (wall - sum(t["grab"]) - sum(t["estimate"])) / periods
+        per_period["rest"] = loop_ms - sum(v for k, v in per_period.items() if k != "bone model")
+        return {"sim_s": sim, "wall_s": wall, "rtf": sim / wall, "stop": rep.stop_reason.value,
+                "success": bool(score_milling(gt, rep)["success"]), "periods": periods, "period_ms": loop_ms,
+                "pieces_ms": per_period, "updates": len(t["estimate"]),
+                "grab_ms": 1e3 * float(np.median(t["grab"])) if t["grab"] else 0.0,
+                "estimate_ms": 1e3 * float(np.median(t["estimate"])) if t["estimate"] else 0.0}
     finally:
+        MillingMotionController.command = command0
         hw.close()
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return float(np.median([r[key] for r in runs]))
+
+
+def _report(kind: str, runs: list[dict]) -> None:
+    """Print the medians over ``runs`` of one kind."""
+    r0 = runs[0]
+    rtf = [r["rtf"] for r in runs]
+    print(f"{kind:6s}: {_median(runs, 'sim_s'):.1f} s simulated in {_median(runs, 'wall_s'):.2f} s wall (median of "
+          f"{len(runs)}) -> real-time factor {np.median(rtf):.1f}x (runs {', '.join(f'{v:.1f}' for v in rtf)}; "
+          f"target >= {TARGETS[kind]:g}x); stop {r0['stop']}, success {r0['success']}")
+    pieces = ", ".join(f"{k} {np.median([r['pieces_ms'][k] for r in runs]):.3f}" for k in PERIOD_PIECES)
+    print(f"        per 20 ms period (excluding perception) {_median(runs, 'period_ms'):.3f} ms over "
+          f"{r0['periods']} periods: {pieces} ms")
+    if r0["updates"]:
+        print(f"        {r0['updates']} perception updates: frame grab/render median {_median(runs, 'grab_ms'):.1f} ms, "
+              f"estimate median {_median(runs, 'estimate_ms'):.1f} ms")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=["oracle", "cnn"], default=None)
+    ap.add_argument("--repeats", type=int, default=3, help="windows per kind (>= 1; medians over them)")
     args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import cv2
     import torch
@@ -95,13 +123,7 @@ def main(argv=None) -> None:
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     for kind in ([args.only] if args.only else ["oracle", "cnn"]):
-        r = _run(kind, args.seed)
-        target = 100.0 if kind == "oracle" else 10.0
-        print(f"{kind:6s}: {r['sim_s']:.1f} s simulated in {r['wall_s']:.1f} s wall -> real-time factor "
-              f"{r['rtf']:.1f}x (target >= {target:g}x); stop {r['stop']}, success {bool(r['success'])}")
-        print(f"        per 20 ms period (excluding perception) {r['period_ms']:.3f} ms over {r['periods']} periods; "
-              f"bone-model step median {r['mill_step_ms']:.3f} ms; {r['updates']} perception updates: "
-              f"frame grab/render median {r['render_ms']:.1f} ms, estimate median {r['perception_ms']:.1f} ms")
+        _report(kind, [_run(kind, args.seed) for _ in range(args.repeats)])
 
 
 if __name__ == "__main__":

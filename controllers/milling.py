@@ -159,7 +159,7 @@ def mill_window(loop: ControlLoop, pc: PoseController, traj: FittedTrajectory, s
                     if progress is not None:
                         progress(now - t0, int(planner.done.sum()), planner.n_points)
             theta += omega * loop.period_s
-            h, dh = float(spline(theta)), float(spline.derivative(theta))
+            h, dh = spline.value_and_derivative(theta)
             target = frame.point(theta, radius, h)
             tangent = -np.sin(theta) * frame.e1_r + np.cos(theta) * frame.e2_r
             velocity = omega * (radius * tangent + dh * frame.axis_r)

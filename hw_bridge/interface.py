@@ -36,7 +36,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -65,14 +65,32 @@ class JointState:
     velocity: np.ndarray       # rad/s | m/s
 
 
-@dataclass(frozen=True)
 class StereoFrame:
-    """A left/right pair exposed at ``stamp_s``. Images: uint8 BGR, (height, width, 3)."""
+    """A left/right pair exposed at ``stamp_s``. Images: uint8 BGR, (height, width, 3).
 
-    stamp_s: float
-    index: int
-    left: np.ndarray
-    right: np.ndarray
+    ``right`` may be given as a zero-argument function that returns the image: it is called once,
+    on the first read of ``right`` (a simulated backend then renders only what is read; the
+    function must return the image of the exposure time whenever it is called).
+    """
+
+    __slots__ = ("stamp_s", "index", "left", "_right")
+
+    def __init__(self, stamp_s: float, index: int, left: np.ndarray,
+                 right: np.ndarray | Callable[[], np.ndarray]):
+        self.stamp_s = stamp_s
+        self.index = index
+        self.left = left
+        self._right = right
+
+    @property
+    def right(self) -> np.ndarray:
+        """The right image (produced now if it was given as a function)."""
+        if callable(self._right):
+            self._right = self._right()
+        return self._right
+
+    def __repr__(self) -> str:
+        return f"StereoFrame(stamp_s={self.stamp_s!r}, index={self.index!r}, left shape {self.left.shape})"
 
 
 @dataclass(frozen=True)

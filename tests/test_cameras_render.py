@@ -89,3 +89,81 @@ def test_skull_change_refreshes_the_image(scene):
         assert np.abs(after.astype(int) - before.astype(int)).max() > 10
     finally:
         w.close()
+
+
+def test_deferred_right_image_is_the_image_of_its_exposure(scene, robot):
+    """``defer_right``: the right image and labels, read after the skull changed, equal the
+    eager render of the same instant (same generator, bit for bit), and the left image too."""
+    from twin.milling import carve_sphere
+    from twin.world import TwinWorld
+
+    w = TwinWorld(scene, seed=0)
+    try:
+        T = robot.fk(scene.robot.home_q).copy()
+        T[:3, 3] = scene.mscs.target_r + [0.0, 0.0, 0.3e-3]
+        eager = w.renderer.render(T, np.random.default_rng(3))
+        right, labels = eager.right.copy(), eager.labels_right.copy()
+        lazy = w.renderer.render(T, np.random.default_rng(3), defer_right=True)
+        assert np.array_equal(lazy.left, eager.left)
+        sk = w.skull
+        assert carve_sphere(sk, np.array([0.0, sk.apex_y_m, float(sk.outer_height(0.0, sk.apex_y_m))]), 1e-3) > 0
+        w.renderer.render(T, np.random.default_rng(4))          # the cameras move on
+        assert np.array_equal(lazy.right, right) and np.array_equal(lazy.labels_right, labels)
+    finally:
+        w.close()
+
+
+def test_stereo_frame_renders_a_deferred_right_image_once():
+    from hw_bridge.interface import StereoFrame
+
+    calls = []
+    img = np.zeros((2, 3, 3), np.uint8)
+    frame = StereoFrame(0.5, 7, img, lambda: calls.append(1) or img + 1)
+    assert not calls
+    assert np.array_equal(frame.right, img + 1) and frame.right is frame.right and calls == [1]
+
+
+def test_compiled_drill_and_noise_equal_the_numpy_reference(world, robot, scene):
+    """The compiled drill (ray casting, shading, depth of field) and sensor noise give the very
+    images of their NumPy forms (tests/render_reference.py): burr above, on and in the bone,
+    at several places and heights, with and without noise."""
+    import render_reference
+
+    T = robot.fk(scene.robot.home_q).copy()
+    cam = world.renderer.cameras[0]
+    for k in range(8):
+        a = 2 * np.pi * k / 8
+        T[:3, 3] = scene.mscs.target_r + [2e-3 * np.cos(a), 2e-3 * np.sin(a), 0.2e-3 - 0.3e-3 * (k % 3)]
+        for rng_seed in (None, k):
+            args = (T, world.drill_geometry, world.renderer.lighting)
+            fast = cam.render(*args, None if rng_seed is None else np.random.default_rng(rng_seed))
+            ref = render_reference.render(cam, *args, None if rng_seed is None else np.random.default_rng(rng_seed))
+            assert np.array_equal(fast[0], ref[0]) and np.array_equal(fast[1], ref[1])
+            assert (fast[1] == LABEL_BURR).any() or k % 3 == 2
+
+
+def test_compiled_texture_shading_equals_the_numpy_reference(scene):
+    """The skull texture's compiled normals and colour give the very heights and colours of the
+    NumPy form, for the whole render grid and after incremental refreshes of milled regions."""
+    import copy
+
+    from render_reference import ReferenceSkullTexture
+    from twin.milling import carve_sphere
+    from twin.render import SkullTexture, StereoRenderer
+    from twin.world import TwinWorld
+
+    w = TwinWorld(scene, seed=0)
+    try:
+        extent = StereoRenderer._footprint(w.skull, w.T_s_to_r, w.cameras)
+        skulls = [copy.deepcopy(w.skull) for _ in range(2)]
+        fast, ref = SkullTexture(skulls[0], extent, w.renderer.lighting), ReferenceSkullTexture(
+            skulls[1], extent, w.renderer.lighting)
+        for k in range(4):
+            assert np.array_equal(fast.height, ref.height) and np.array_equal(fast.bgr_u8, ref.bgr_u8)
+            for sk in skulls:
+                x, y = 1e-3 * np.cos(k), sk.apex_y_m + 1e-3 * np.sin(k)
+                carve_sphere(sk, np.array([x, y, float(sk.outer_height(x, y)) + 0.2e-3 * (k - 2)]), 0.6e-3)
+            fast.refresh()
+            ref.refresh()
+    finally:
+        w.close()

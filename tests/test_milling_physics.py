@@ -411,3 +411,30 @@ def test_world_mills_with_the_drill_on_and_pybullet_follows_lazily():
         assert np.linalg.norm(pos - world.robot.fk(world.arm.state()[0])[:3, 3]) < 1e-6
     finally:
         world.close()
+
+
+def test_compiled_mill_equals_the_numpy_reference():
+    """The compiled envelope and cut (twin.milling_kernels) mill exactly as their NumPy form
+    (tests/milling_reference.py): the same contacts, breaches, surfaces and time maps, bit for
+    bit, along paths that are oblique, level, vertical and still, with the drill on and off,
+    down through the bone and into the membrane."""
+    from milling_reference import ReferenceBoneMill
+
+    fast = fresh_mill()
+    ref = ReferenceBoneMill(copy.deepcopy(_pristine().skull), MillingParams())
+    rng = np.random.default_rng(7)
+    sk = fast.skull
+    p = surface_point(sk, CENTRE[0], CENTRE[1]) + [0.0, 0.0, 0.2e-3]
+    moves = ([rng.normal(0.0, 30e-6, 3) for _ in range(60)] + [np.array([20e-6, 0.0, 0.0])] * 10
+             + [np.array([0.0, 0.0, -15e-6])] * 80 + [np.zeros(3)] * 3 + [np.array([0.0, 10e-6, -2e-6])] * 40)
+    for k, d in enumerate(moves):
+        q = p + d + [0.0, 0.0, -3e-6]
+        on = k % 17 != 5
+        args = (0.02 * (k + 1), p, q, on, 60000.0 if on else 0.0, 0.02)
+        assert fast.step(*args) == ref.step(*args)
+        p = q
+    for name in ("outer_z", "inner_z"):
+        assert np.array_equal(getattr(fast.skull, name), getattr(ref.skull, name))
+    assert np.array_equal(fast.first_contact_s, ref.first_contact_s, equal_nan=True)
+    assert np.array_equal(fast.through_s, ref.through_s, equal_nan=True)
+    assert fast.breaches and fast.breaches == ref.breaches

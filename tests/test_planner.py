@@ -538,3 +538,14 @@ def test_stop_monitor_rejects_bad_times(now, last, field):
     with pytest.raises(PlanningParameterError) as e:
         StopMonitor(10.0, 1.0).check(now, last, False, None)
     assert e.value.field == field
+
+
+def test_value_and_derivative_equal_the_ppoly_bit_for_bit():
+    """The one-angle evaluation (the milling loop's, every period) gives PPoly's very floats,
+    at random angles, at the knots and at wrapped angles."""
+    rng = np.random.default_rng(3)
+    for n in (3, 8, 24):
+        theta = np.sort(rng.uniform(0.0, 2 * np.pi, n))
+        spline = ClosedConstrainedSpline(theta, rng.uniform(-1e-3, 1e-3, n))
+        for t in np.concatenate([rng.uniform(-10.0, 20.0, 2000), theta, theta + 2 * np.pi, [0.0, 2 * np.pi]]):
+            assert spline.value_and_derivative(t) == (float(spline(t)), float(spline.derivative(t)))

@@ -7,7 +7,8 @@ import pytest
 
 from scenes.spec import load_scene
 from twin.cameras import CameraModel, cameras_from_spec
-from twin.render import BONE_RGB, DURA_RGB, SKIN_RGB, SUTURE_RGB, SkullTexture, _to_srgb_u8
+from render_reference import _to_srgb_u8
+from twin.render import BONE_RGB, DURA_RGB, SKIN_RGB, SUTURE_RGB, SkullTexture
 from twin.skull import CellBox, FourierField, Skull, SkullParams
 from twin.world import TwinWorld
 

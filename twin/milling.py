@@ -47,6 +47,10 @@ milled circle the thinnest remaining bone is that angle's *bridge*; the flap det
 thickest bridge is at most ``break_threshold``. (Radial segments stand in for any path from
 flap to skull; the groove is annular, so the thinnest crossing is radial.)
 
+The per-cell passes of steps 1-3 and 5 (envelope, cut, interference, time stamps) run as numba
+kernels (``twin.milling_kernels``) that repeat the float32 NumPy operations one for one; the
+results are bit-identical to the NumPy form kept in ``tests/milling_reference.py``.
+
 Approximations, beyond the above: bone is a height field (no undercuts; thickness along z);
 only the skull's milling grid holds bone (a burr elsewhere touches nothing); the cut rate
 does not depend on contact area, feed direction, heat, chip clearing or burr wear.
@@ -59,6 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenes.milling_params import MillingParameterError, MillingParams  # noqa: F401 (re-exported)
+from twin import milling_kernels as kernels
 from twin.skull import CellBox, FourierField, Grid, Skull
 
 #: a cell with at most this much bone left (m) is through
@@ -129,14 +134,6 @@ class _Scratch:
             buf = self._flat[name] = np.empty(max(n, 4096), dtype)
         return buf[:n].reshape(shape)
 
-    def const(self, name: str, value: float, shape: tuple[int, int]) -> np.ndarray:
-        """A float32 array of ``value`` (never written by callers)."""
-        n = shape[0] * shape[1]
-        buf = self._flat.get(name)
-        if buf is None or buf.size < n:
-            buf = self._flat[name] = np.full(max(n, 4096), value, np.float32)
-        return buf[:n].reshape(shape)
-
 
 def _footprint_box(grid: Grid, ax: float, ay: float, bx: float, by: float, r: float) -> CellBox | None:
     """Grid cells within ``r`` (xy) of the bounding box of segment a-b; None if off the grid."""
@@ -155,65 +152,22 @@ def _swept_envelope(xs: np.ndarray, ys: np.ndarray, box: CellBox, a: tuple[float
     """Lower envelope z (m) of a sphere of radius ``r`` swept from ``a`` to ``b`` on the cells of
     ``box`` (float32 work array of ``sc``; +inf off the footprint): min over the spheres at ``a``,
     ``b`` and ``c*`` (see the module docstring). The higher endpoint's sphere never lies below
-    c*'s (its centre is no lower and no nearer in xy), so only the lower endpoint is evaluated.
-    Call under ``np.errstate(invalid="ignore")``: square roots of negatives mark cells off a
-    sphere's footprint with NaN, which ``np.fmin`` then skips."""
+    c*'s (its centre is no lower and no nearer in xy), so only the lower endpoint is evaluated;
+    c* is skipped when it is within 0.05 um of an endpoint. Square roots of negatives mark cells
+    off a sphere's footprint with NaN, which the minima skip. Compiled:
+    ``milling_kernels.swept_envelope`` (float32 throughout)."""
     ax, ay, az = a
     dx, dy, dz = b[0] - ax, b[1] - ay, b[2] - az
     X = (xs[box.cols] - ax).astype(np.float32)
     Y = (ys[box.rows] - ay).astype(np.float32)
-    shape = (Y.size, X.size)
-    r2 = np.float32(r * r)
-    qa = sc.take("qa", shape)
-    np.subtract((r2 - Y * Y)[:, None], X * X, out=qa)          # r^2 - |p - a|^2
-    env = sc.take("env", shape)
+    env = sc.take("env", (Y.size, X.size))
     L2 = dx * dx + dy * dy
-    if L2 > (1e-4 * r) ** 2:       # else c* is within 0.05 um of an endpoint: the lower one suffices
-        # s = clip(T, 0, 1), T = (p - a).w / |w|^2 with w the segment's xy direction; then
-        # r^2 - |p - a - s w|^2 = (r^2 - |p - a|^2) - L2 s (s - 2 T).
-        T = sc.take("T", shape)
-        np.add((Y * np.float32(dy / L2))[:, None], X * np.float32(dx / L2), out=T)
-        s = sc.take("s", shape)
-        np.maximum(T, sc.const("zero", 0.0, shape), out=s)
-        np.minimum(s, sc.const("one", 1.0, shape), out=s)
-        w = sc.take("w", shape)
-        np.subtract(s, T, out=w)
-        np.subtract(w, T, out=w)
-        np.multiply(w, s, out=w)
-        np.multiply(w, np.float32(L2), out=w)
-        np.subtract(qa, w, out=w)
-        np.sqrt(w, out=w)
-        np.multiply(s, np.float32(dz), out=env)                 # c*_z - sqrt(...)
-        np.add(env, np.float32(az), out=env)
-        np.subtract(env, w, out=env)
-        if dz == 0:                                             # level: c* covers both ends
-            np.fmin(env, sc.const("inf", np.inf, shape), out=env)   # NaN (no sphere) -> +inf
-            return env
-        low = sc.take("w", shape)
-    else:
-        low = env
-    if dz > 0 or (dz == 0 and L2 == 0):                        # a is the lower endpoint
-        np.sqrt(qa, out=low)
-        np.subtract(np.float32(az), low, out=low)
-    else:
-        XB, YB = X - np.float32(dx), Y - np.float32(dy)
-        np.subtract((r2 - YB * YB)[:, None], XB * XB, out=low)  # r^2 - |p - b|^2
-        np.sqrt(low, out=low)
-        np.subtract(np.float32(b[2]), low, out=low)
-    if low is not env:
-        np.fmin(env, low, out=env)
-    np.fmin(env, sc.const("inf", np.inf, shape), out=env)       # NaN (no sphere) -> +inf
+    oblique = L2 > (1e-4 * r) ** 2
+    consts = np.array([dx / L2 if oblique else 0.0, dy / L2 if oblique else 0.0, L2, dz, az, b[2], dx, dy],
+                      np.float64).astype(np.float32)
+    kernels.swept_envelope(X, Y, np.float32(r * r), consts, oblique, dz == 0,
+                           dz > 0 or (dz == 0 and L2 == 0), env)
     return env
-
-
-def _record_first(times: np.ndarray, mask: np.ndarray, t_s: float, sc: _Scratch) -> None:
-    """``times = t_s`` where ``mask`` and ``times`` is NaN (never): fmin with (t_s or NaN). Call
-    under ``np.errstate(invalid="ignore")``."""
-    stamp = sc.take("stamp", mask.shape)
-    np.copyto(stamp, mask)                          # 1.0 / 0.0
-    np.divide(stamp, stamp, out=stamp)              # 1.0 / NaN (0/0)
-    np.multiply(stamp, np.float32(t_s), out=stamp)
-    np.fmin(times, stamp, out=times)
 
 
 def _block_max(field: np.ndarray, block: int) -> np.ndarray:
@@ -248,8 +202,7 @@ def carve_sphere(skull: Skull, centre_s: np.ndarray, radius_m: float) -> float:
     box = _footprint_box(g, c[0], c[1], c[0], c[1], radius_m)
     if box is None:
         return 0.0
-    with np.errstate(invalid="ignore"):
-        env = _swept_envelope(g.xs, g.ys, box, c, c, radius_m, _Scratch())
+    env = _swept_envelope(g.xs, g.ys, box, c, c, radius_m, _Scratch())
     outer = skull.outer_z[box.rows, box.cols]
     new = np.maximum(np.minimum(outer, env), skull.inner_z[box.rows, box.cols])
     removed = float((outer - new).sum()) * g.cell ** 2
@@ -338,71 +291,46 @@ class BoneMill:
             box = _footprint_box(sk.grid, ax, ay, bx, by, math.sqrt(r * r - h * h))
             if box is None:
                 return NO_CONTACT
-        with np.errstate(invalid="ignore"):
-            return self._mill(t_s, box, blocks, (ax, ay, az), (bx, by, bz), bool(drill_on) and speed_rpm > 0,
-                              p.cut_rate_m_s * min(speed_rpm / p.nominal_speed_rpm, 1.0) * dt_s)
+        return self._mill(t_s, box, blocks, (ax, ay, az), (bx, by, bz), bool(drill_on) and speed_rpm > 0,
+                          p.cut_rate_m_s * min(speed_rpm / p.nominal_speed_rpm, 1.0) * dt_s)
 
     def _mill(self, t_s: float, box: CellBox, blocks: tuple[slice, slice], a: tuple[float, float, float],
               b: tuple[float, float, float], cutting: bool, v_dt: float) -> MillContact:
         """``step`` on the cells of ``box`` (the burr may touch bone there); ``v_dt`` (m): the
-        period's largest cut at hardness 1. Runs under ``np.errstate(invalid="ignore")``."""
+        period's largest cut at hardness 1. The per-cell passes are compiled
+        (``milling_kernels``)."""
         p, sk, sc = self.params, self.skull, self._scratch
         r = p.burr_radius_m
         env = _swept_envelope(self._xs, self._ys, box, a, b, r, sc)
         shape = env.shape
         outer = sk.outer_z[box.rows, box.cols]
-        inner = sk.inner_z[box.rows, box.cols]
-        old = sc.take("old", shape)
-        np.copyto(old, outer)
+        old, new, removed, thick = (sc.take(name, shape) for name in ("old", "new", "removed", "thick"))
+        thick_min, e_free, e_gated = kernels.cut(
+            env, outer, sk.inner_z[box.rows, box.cols], self._inv_hardness[box.rows, box.cols], np.float32(-v_dt),
+            cutting, np.float32(THROUGH_TOL_M), np.float32(_THROUGH_GATE_PER_M), old, new, removed, thick)
         volume = 0.0
         if cutting:
-            new = sc.take("new", shape)
-            np.multiply(self._inv_hardness[box.rows, box.cols], np.float32(-v_dt), out=new)
-            np.add(new, old, out=new)                 # outer - v dt
-            np.fmax(new, env, out=new)                # +inf off the footprint ...
-            np.minimum(new, old, out=new)             # ... so untouched there
-            np.maximum(new, inner, out=new)
-            removed = sc.take("removed", shape)
-            np.subtract(old, new, out=removed)
             depth_sum = float(removed.sum())       # float32 pairwise sum: ~1e-7 relative
             if depth_sum > 0:
                 np.copyto(outer, new)
                 sk.mark_changed(box.rows, box.cols)
                 volume = depth_sum * sk.grid.cell ** 2
-        else:
-            new = old
-
-        thick = sc.take("thick", shape)
-        np.subtract(new, inner, out=thick)
-        thin = float(thick.min()) <= THROUGH_TOL_M
-        e_map = sc.take("e", shape)
-        np.subtract(new, env, out=e_map)              # -inf off the footprint
-        if thin:                                      # through cells hold no bone to push on
-            gate = sc.take("gate", shape)
-            np.subtract(thick, np.float32(THROUGH_TOL_M), out=gate)
-            np.multiply(gate, np.float32(_THROUGH_GATE_PER_M), out=gate)
-            np.fmin(e_map, gate, out=e_map)
-        e = max(float(e_map.max()), 0.0)
+        thin = float(thick_min) <= THROUGH_TOL_M      # through cells hold no bone to push on
+        e = max(float(e_gated if thin else e_free), 0.0)
         if volume == 0.0 and e == 0.0:
             return NO_CONTACT
 
         delta = min(e, p.max_deflection_m)
         overload = e > p.max_deflection_m
         force = p.skull_stiffness_n_per_m * e
-        mask = sc.take("mask", shape, np.bool_)
-        np.less(env, old, out=mask)
-        _record_first(self._first_contact[box.rows, box.cols], mask, t_s, sc)
+        t32, tol32 = np.float32(t_s), np.float32(THROUGH_TOL_M)
+        kernels.stamp_first_contact(self._first_contact[box.rows, box.cols], env, old, t32)
         breach = None
         if thin:
-            through = sc.take("through", shape, np.bool_)
-            np.less_equal(thick, np.float32(THROUGH_TOL_M), out=through)
             if volume > 0:          # cells that went through now: through and cut this period
-                np.greater(removed, np.float32(0.0), out=mask)
-                np.logical_and(mask, through, out=mask)
-                if mask.any():
-                    _record_first(self._through[box.rows, box.cols], mask, t_s, sc)
+                kernels.stamp_through(self._through[box.rows, box.cols], removed, thick, tol32, t32)
             if min(a[2], b[2]) - r + delta < float(self._membrane_bound[blocks].max()) - p.breach_tolerance_m:
-                breach = self._deepest_breach(t_s, box, env, through, delta)
+                breach = self._deepest_breach(t_s, box, env, thick <= tol32, delta)
 
         self.peak_force_n = max(self.peak_force_n, force)
         self.max_deflection_m = max(self.max_deflection_m, delta)

@@ -22,6 +22,13 @@ Method (all in NumPy/OpenCV, on one core):
 - **Lens and sensor**: depth of field from the thin-lens circle of confusion (a blend between
   a few Gaussian blur levels, an approximation of spatially varying defocus), vignetting,
   and signal-dependent noise (read + shot) drawn from a seeded bank of Gaussian frames.
+- **Compiled loops**: the per-pixel and per-cell work (drill ray casting and shading, the
+  depth-of-field blend, sensor noise, the texture's normals and colour) runs as numba kernels
+  (``twin.render_kernels``) that repeat the former NumPy expressions operation for operation:
+  the images are bit-identical to the NumPy forms kept in ``tests/render_reference.py``.
+- **Deferred right image** (``StereoRenderer.render(defer_right=True)``, the twin's frames):
+  the right camera's skull layer is brought up to date and copied at exposure, its drill and
+  noise drawn only when the image is first read.
 
 Approximations (named so nobody mistakes them for physics): no shadows or inter-reflection;
 the defocus blend does not model occlusion-aware bokeh; noise frames are crops of a fixed
@@ -32,15 +39,19 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import cv2
 import numpy as np
 
 from scenes.frames import apply, invert
+from twin import render_kernels as kernels
+from twin.render_kernels import LABEL_BURR, LABEL_SHAFT  # noqa: F401 (the label values, re-exported)
 from twin.cameras import CameraModel
 from twin.skull import CellBox, Grid, Skull
 
-LABEL_SKIN, LABEL_BONE, LABEL_BURR, LABEL_SHAFT = 0, 1, 2, 3
+LABEL_SKIN, LABEL_BONE = 0, 1          # LABEL_BURR = 2, LABEL_SHAFT = 3 (render_kernels)
 
 BONE_RGB = np.array([0.86, 0.80, 0.68])
 DURA_RGB = np.array([0.72, 0.30, 0.30])
@@ -89,14 +100,35 @@ class SensorNoise:
     shot_noise_gain: float = 0.08
 
 
-@dataclass
 class StereoImages:
-    """One rendered pair. ``labels_*`` are ground truth (twin only), not sensor output."""
+    """One rendered pair. ``labels_*`` are ground truth (twin only), not sensor output.
 
-    left: np.ndarray
-    right: np.ndarray
-    labels_left: np.ndarray
-    labels_right: np.ndarray
+    The right image and labels may be given as a zero-argument function returning both
+    (``CameraRenderer.deferred_render``): it runs once, on the first read of either.
+    """
+
+    def __init__(self, left: np.ndarray, right: np.ndarray | None, labels_left: np.ndarray,
+                 labels_right: np.ndarray | None,
+                 render_right: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None):
+        self.left = left
+        self.labels_left = labels_left
+        self._right = None if render_right is not None else (right, labels_right)
+        self._render_right = render_right
+
+    def _right_pair(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._right is None:
+            self._right, self._render_right = self._render_right(), None
+        return self._right
+
+    @property
+    def right(self) -> np.ndarray:
+        """Right BGR uint8 image (rendered now if it was deferred)."""
+        return self._right_pair()[0]
+
+    @property
+    def labels_right(self) -> np.ndarray:
+        """Right ground-truth labels (rendered now if they were deferred)."""
+        return self._right_pair()[1]
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -126,12 +158,8 @@ class TextureChange:
                              max(self.z_max_m, other.z_max_m), self.whole or other.whole)
 
 
+#: linear intensity in [0, 1] to 8-bit with display gamma 2.2: index round(4095 * clip(linear, 0, 1))
 _SRGB_LUT = (255.0 * np.linspace(0.0, 1.0, 4096) ** (1 / 2.2) + 0.5).astype(np.uint8)
-
-
-def _to_srgb_u8(linear: np.ndarray) -> np.ndarray:
-    """Linear intensity in [0, 1] to 8-bit with display gamma 2.2 (12-bit lookup table)."""
-    return _SRGB_LUT[(np.clip(linear, 0.0, 1.0) * 4095.0 + 0.5).astype(np.intp)]
 
 
 def _nonzero_box(mask: np.ndarray) -> CellBox:
@@ -231,7 +259,9 @@ class SkullTexture:
         """Store heights on ``heights`` (from ``outer``, ``thick`` sampled there) and shade the cells
         of ``shade`` (inside ``heights``; normals from height differences within ``heights``) but
         those of ``skip`` (None: none). Shading is per cell, so it is done ``SHADE_BLOCK_ROWS``
-        rows at a time (the temporaries stay in the CPU cache) with the same result."""
+        rows at a time (the temporaries stay in the CPU cache) with the same result.
+        Normals and colour are compiled (``render_kernels.surface_normals``, ``shade_texture``);
+        the exponential and ``n @ L`` stay in NumPy (their rounding is NumPy's own)."""
         skin = self._skin[heights.rows, heights.cols]
         height = outer + self.SKIN_THICKNESS_M * skin
         self.height[heights.rows, heights.cols] = height
@@ -249,16 +279,13 @@ class SkullTexture:
                light: np.ndarray) -> None:
         """Shaded sRGB of cells ``box`` from their height gradients ``gx``, ``gy`` (m/m), bone
         thickness ``thick`` (m), skin weight ``skin`` (0-1) and unit light direction ``light`` ({S})."""
-        if skin.min() == 1.0:              # all skin: the mix below gives exactly the skin's albedo
-            albedo = self._skin_albedo[box.rows, box.cols]
-        else:
-            translucency = (0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3))[..., None]
-            bone = self._bone_albedo[box.rows, box.cols] * (1 - translucency) + DURA_RGB * translucency
-            albedo = bone * (1 - skin[..., None]) + self._skin_albedo[box.rows, box.cols] * skin[..., None]
-        n = np.stack([-gx, -gy, np.ones_like(gx)], axis=-1)
-        n /= np.linalg.norm(n, axis=-1, keepdims=True)
+        translucency = 0.85 * np.exp(-np.maximum(thick, 0.0) / 0.12e-3)
+        n = np.empty((*gx.shape, 3), gx.dtype)          # float64 on the first, whole refresh
+        kernels.surface_normals(gx, gy, n)
         shade_f = self.lighting.ambient + self.lighting.intensity * np.clip(n @ light, 0.0, None)
-        self.bgr_u8[box.rows, box.cols] = _to_srgb_u8(albedo * shade_f[..., None])[..., ::-1]
+        kernels.shade_texture(self._bone_albedo[box.rows, box.cols], translucency, skin,
+                              self._skin_albedo[box.rows, box.cols], DURA_RGB, shade_f, _SRGB_LUT,
+                              self.bgr_u8[box.rows, box.cols])
 
     def _render_box(self, changed: CellBox) -> CellBox | None:
         """Render cells (within the window) whose height or shading depends on skull cells
@@ -494,10 +521,11 @@ class CameraRenderer:
             cv2.circle(mask, tuple(int(v) for v in pts[0]), int(np.ceil(r_px + m_dist)), 1, -1)
         return (v0, v1, u0, u1), mask
 
-    def _draw_drill(self, img: np.ndarray, labels: np.ndarray, T_tool_to_r: np.ndarray,
+    def _draw_drill(self, img: np.ndarray, labels: np.ndarray, depth_t: np.ndarray, T_tool_to_r: np.ndarray,
                     drill: DrillGeometry, lighting: Lighting) -> None:
-        # Structure-of-arrays float32 throughout: (N, 3) @ (3,) products and 2-D boolean
-        # indexing are ~30x slower in NumPy than elementwise ops on contiguous 1-D arrays.
+        """Draw the drill into ``img`` and ``labels`` where it is nearer than the skull's ray
+        depth ``depth_t`` (m, per pixel): ray casting and shading of the candidate pixels
+        (``render_kernels.drill_hits``, ``shade_metal``), then depth of field over its region."""
         T_tool_to_cam = self.camera.T_r_to_cam @ T_tool_to_r
         found = self._drill_candidates(T_tool_to_cam, drill)
         if found is None:
@@ -507,98 +535,64 @@ class CameraRenderer:
         if rows.size == 0:
             return
         flat = (rows + v0) * self.camera.width_px + (cols + u0)
-        dx, dy, dz = (self._rays_planes[k].take(flat) for k in range(3))
-        n_pix = flat.size
-        t_best = np.full(n_pix, np.inf, np.float32)
-        label = np.zeros(n_pix, np.uint8)
-        # Burr: ray-sphere (rays start at the optical centre, unit length).
-        cx, cy, cz = T_tool_to_cam[:3, 3].astype(np.float32)
-        r = np.float32(drill.burr_radius_m)
-        b = dx * cx + dy * cy + dz * cz
-        # disc = r^2 - |c - b d|^2, from the perpendicular offset itself: the textbook
-        # b^2 - (|c|^2 - r^2) cancels catastrophically in float32 (|c|^2 ~ 0.25 m^2 vs r^2 ~ 2.5e-7).
-        wx, wy, wz = cx - b * dx, cy - b * dy, cz - b * dz
-        disc = r * r - (wx * wx + wy * wy + wz * wz)
-        hit = disc >= 0
-        t_best[hit] = b[hit] - np.sqrt(disc[hit])
-        label[hit] = LABEL_BURR
-        # Normal of the burr: (p - c) / r; of a cylinder: (p - axis point) / radius.
-        ncx = np.full(n_pix, cx, np.float32)
-        ncy = np.full(n_pix, cy, np.float32)
-        ncz = np.full(n_pix, cz, np.float32)
-        nrad = np.full(n_pix, r, np.float32)
-        # Shaft: ray vs finite cylinders (no caps: their faces point away from the cameras).
+        n = flat.size
+        t, ndl, spec = (np.empty(n, np.float32) for _ in range(3))
+        label, keep = np.empty(n, np.uint8), np.empty(n, np.intp)
+        L = self.T_cam_to_s[:3, :3].T @ np.asarray(lighting.direction_s, float)
+        n_vis = kernels.drill_hits(flat, *self._rays_planes, depth_t.reshape(-1),
+                                   self._burr_params(T_tool_to_cam, drill), self._shaft_params(T_tool_to_cam, drill),
+                                   (L / np.linalg.norm(L)).astype(np.float32), t, ndl, spec, label, keep)
+        if n_vis == 0:
+            return
+        keep = keep[:n_vis]
+        rows, cols, t, label = rows[keep], cols[keep], t[:n_vis], label[:n_vis]
+        diffuse = lighting.ambient + lighting.intensity * ndl[:n_vis]
+        patch = img[v0:v1, u0:u1].astype(np.float32)
+        kernels.shade_metal(patch, rows, cols, diffuse, spec[:n_vis] ** 40, self._vignette_flat.take(flat[keep]),
+                            METAL_RGB[::-1].copy(), _SRGB_LUT)
+        # Depth of field on the drill: blend between blur levels by each pixel's sigma; the
+        # sigma map is dilated so that blurred edges spill over the background.
+        sigma = np.zeros(mask.shape, np.float32)
+        sigma[rows, cols] = self.camera.blur_sigma_px(t * self._rays_planes[2].take(flat[keep]))
+        sigma = cv2.dilate(sigma, np.ones((9, 9), np.uint8), iterations=2)
+        levels = np.asarray(self.DOF_LEVELS_PX, np.float32)
+        sigma = np.clip(sigma, 0, levels[-1])
+        self._depth_of_field(patch, sigma, levels, img[v0:v1, u0:u1])
+        labels[v0:v1, u0:u1][rows, cols] = label
+
+    @staticmethod
+    def _depth_of_field(patch: np.ndarray, sigma: np.ndarray, levels: np.ndarray, out_u8: np.ndarray) -> None:
+        """Blend ``patch`` (float32 BGR) blurred at each of ``levels`` (px) by tent weights over
+        each pixel's ``sigma`` (px) into ``out_u8``; levels above the largest sigma in view get
+        zero weight and are not blurred."""
+        weights = np.empty((levels.size, *sigma.shape), np.float32)
+        kernels.dof_weights(sigma, levels, weights)
+        layers = tuple(patch if s_k == 0 or weights[k].max() <= 0 else _blur(patch, float(s_k))
+                       for k, s_k in enumerate(levels))
+        kernels.dof_blend(layers, weights, out_u8)
+
+    @staticmethod
+    def _burr_params(T_tool_to_cam: np.ndarray, drill: DrillGeometry) -> np.ndarray:
+        """(cx, cy, cz, r) float32 of ``render_kernels.drill_hits``: burr centre (m, {C}) and radius (m)."""
+        return np.array([*T_tool_to_cam[:3, 3], drill.burr_radius_m], np.float64).astype(np.float32)
+
+    @staticmethod
+    def _shaft_params(T_tool_to_cam: np.ndarray, drill: DrillGeometry) -> np.ndarray:
+        """(segments, 13) float32 cylinder rows of ``render_kernels.drill_hits`` (m, {C}): unit axis
+        u, start a, a.u, o = -a + (a.u) u, |o|^2 - radius^2, length, radius; the scalar products
+        in float32, in the order of the former NumPy form."""
+        rows = []
         for a_t, b_t, rad in drill.segments():
             pa = apply(T_tool_to_cam, a_t)
             axis = apply(T_tool_to_cam, b_t) - pa
             length = float(np.linalg.norm(axis))
             ux, uy, uz = (axis / length).astype(np.float32)
             ax_, ay_, az_ = pa.astype(np.float32)
-            du = dx * ux + dy * uy + dz * uz
-            ddx, ddy, ddz = dx - du * ux, dy - du * uy, dz - du * uz
             au = ax_ * ux + ay_ * uy + az_ * uz
             ox, oy, oz = -ax_ + au * ux, -ay_ + au * uy, -az_ + au * uz
-            A = ddx * ddx + ddy * ddy + ddz * ddz
-            B = 2 * (ddx * ox + ddy * oy + ddz * oz)
             C = np.float32(ox * ox + oy * oy + oz * oz - rad * rad)
-            disc = B * B - 4 * A * C
-            ok = (disc >= 0) & (A > 1e-12)
-            tc = np.full(n_pix, np.inf, np.float32)
-            tc[ok] = (-B[ok] - np.sqrt(disc[ok])) / (2 * A[ok])
-            s_ax = np.where(ok, tc, 0) * du - au                      # axial coordinate of the hit
-            closer = ok & (tc > 0) & (s_ax >= 0) & (s_ax <= length) & (tc < t_best)
-            if np.any(closer):
-                t_best[closer] = tc[closer]
-                label[closer] = LABEL_SHAFT
-                sc = s_ax[closer]
-                ncx[closer] = ax_ + sc * ux
-                ncy[closer] = ay_ + sc * uy
-                ncz[closer] = az_ + sc * uz
-                nrad[closer] = rad
-        visible = np.isfinite(t_best) & (t_best < self.depth_t.take(flat))
-        if not np.any(visible):
-            return
-        flat, rows, cols, t = flat[visible], rows[visible], cols[visible], t_best[visible]
-        dx, dy, dz = dx[visible], dy[visible], dz[visible]
-        inv_r = 1 / nrad[visible]
-        nx = (dx * t - ncx[visible]) * inv_r
-        ny = (dy * t - ncy[visible]) * inv_r
-        nz = (dz * t - ncz[visible]) * inv_r
-        L = self.T_cam_to_s[:3, :3].T @ np.asarray(lighting.direction_s, float)
-        lx, ly, lz = (L / np.linalg.norm(L)).astype(np.float32)
-        hx, hy, hz = lx - dx, ly - dy, lz - dz                        # Blinn-Phong half vector
-        hn = np.sqrt(hx * hx + hy * hy + hz * hz)
-        ndl = np.clip(nx * lx + ny * ly + nz * lz, 0, None)
-        spec = np.clip((nx * hx + ny * hy + nz * hz) / hn, 0, None) ** 40
-        diffuse = lighting.ambient + lighting.intensity * ndl
-        vig = self._vignette_flat.take(flat)
-        patch = img[v0:v1, u0:u1].astype(np.float32)
-        for ch, k in enumerate((2, 1, 0)):                            # BGR
-            lin = (METAL_RGB[k] * diffuse + 0.6 * spec)
-            patch[rows, cols, ch] = _to_srgb_u8(lin).astype(np.float32) * vig
-
-        # Depth of field on the drill: blend between blur levels by each pixel's sigma; the
-        # sigma map is dilated so that blurred edges spill over the background.
-        sigma = np.zeros(mask.shape, np.float32)
-        sigma[rows, cols] = self.camera.blur_sigma_px(t * dz)
-        sigma = cv2.dilate(sigma, np.ones((9, 9), np.uint8), iterations=2)
-        levels = np.asarray(self.DOF_LEVELS_PX, np.float32)
-        sigma = np.clip(sigma, 0, levels[-1])
-        # Tent weights over the levels sum to 1 at every pixel; levels above the largest sigma
-        # in view get zero weight and are skipped.
-        out = np.zeros_like(patch)
-        for k, s_k in enumerate(levels):
-            lo = levels[k - 1] if k > 0 else s_k - 1.0
-            hi = levels[k + 1] if k + 1 < len(levels) else s_k + 1.0
-            w = np.where(sigma <= s_k, (sigma - lo) / (s_k - lo), (hi - sigma) / (hi - s_k))
-            if k == 0:
-                w = np.where(sigma <= s_k, 1.0, w)
-            w = np.clip(w, 0.0, 1.0).astype(np.float32)
-            if w.max() <= 0:
-                continue
-            out += (patch if s_k == 0 else _blur(patch, float(s_k))) * w[..., None]
-        img[v0:v1, u0:u1] = np.clip(out, 0, 255).astype(np.uint8)
-        labels[v0:v1, u0:u1][rows, cols] = label[visible]
+            rows.append([ux, uy, uz, ax_, ay_, az_, au, ox, oy, oz, C, np.float32(length), np.float32(rad)])
+        return np.array(rows, np.float32).reshape(-1, 13)
 
     # ---- frame ---------------------------------------------------------------------------
     def render(self, T_tool_to_r: np.ndarray | None, drill: DrillGeometry, lighting: Lighting,
@@ -606,19 +600,31 @@ class CameraRenderer:
         """BGR uint8 image and ground-truth labels. ``rng=None`` renders without noise."""
         if self._cache_version != self.texture.skull.version:
             self._refresh_skull()
-        img = self.skull_bgr.copy()
-        labels = self.labels_skull.copy()
+        return self._finish(self.skull_bgr.copy(), self.labels_skull.copy(), self.depth_t,
+                            T_tool_to_r, drill, lighting, rng)
+
+    def deferred_render(self, T_tool_to_r: np.ndarray | None, drill: DrillGeometry, lighting: Lighting,
+                        rng: np.random.Generator | None) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        """``render`` of the skull as it is now, split: the skull layer is brought up to date and
+        copied now; the returned function draws the drill and the noise when called (later
+        changes of the skull do not reach it). The image equals ``render``'s if nothing else
+        draws from ``rng`` in between."""
+        if self._cache_version != self.texture.skull.version:
+            self._refresh_skull()
+        return partial(self._finish, self.skull_bgr.copy(), self.labels_skull.copy(), self.depth_t.copy(),
+                       T_tool_to_r, drill, lighting, rng)
+
+    def _finish(self, img: np.ndarray, labels: np.ndarray, depth_t: np.ndarray, T_tool_to_r: np.ndarray | None,
+                drill: DrillGeometry, lighting: Lighting,
+                rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+        """Drill and sensor noise on a copy of the skull layer (``img``, ``labels``; ray depths
+        ``depth_t``, m)."""
         if T_tool_to_r is not None:
-            self._draw_drill(img, labels, T_tool_to_r, drill, lighting)
+            self._draw_drill(img, labels, depth_t, T_tool_to_r, drill, lighting)
         if rng is not None:
             k = int(rng.integers(len(self._noise_bank)))
             dy, dx = rng.integers(self._noise_pad, size=2)
-            h, w = img.shape[:2]
-            bank = self._noise_bank[k][dy:dy + h, dx:dx + w]
-            sig = cv2.LUT(img, self._sigma_lut).astype(np.int16)
-            noise = cv2.multiply(bank, sig, scale=1 / (16 * 256), dtype=cv2.CV_16S)
-            img = cv2.add(img.astype(np.int16), noise, dtype=cv2.CV_16S)
-            img = np.clip(img, 0, 255).astype(np.uint8)
+            img = kernels.add_sensor_noise(img, self._noise_bank[k], int(dy), int(dx), self._sigma_lut)
         return img, labels
 
 
@@ -656,8 +662,14 @@ class StereoRenderer:
         return (pts[:, 0].min() - m, pts[:, 0].max() + m, pts[:, 1].min() - m, pts[:, 1].max() + m)
 
     def render(self, T_tool_to_r: np.ndarray | None, rng: np.random.Generator | None,
-               drill: DrillGeometry | None = None) -> StereoImages:
-        """Both images; ``rng=None`` renders without noise, ``drill`` overrides the geometry."""
+               drill: DrillGeometry | None = None, defer_right: bool = False) -> StereoImages:
+        """Both images; ``rng=None`` renders without noise, ``drill`` overrides the geometry.
+        ``defer_right``: draw the right image's drill and noise only when it is first read
+        (``CameraRenderer.deferred_render``); the caller must then draw nothing more from ``rng``."""
         drill = drill or self.drill
-        (l, ll), (r, lr) = [c.render(T_tool_to_r, drill, self.lighting, rng) for c in self.cameras]
+        left, right = self.cameras
+        l, ll = left.render(T_tool_to_r, drill, self.lighting, rng)
+        if defer_right:
+            return StereoImages(l, None, ll, None, right.deferred_render(T_tool_to_r, drill, self.lighting, rng))
+        r, lr = right.render(T_tool_to_r, drill, self.lighting, rng)
         return StereoImages(l, r, ll, lr)

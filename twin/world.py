@@ -6,7 +6,8 @@ Sensors follow ``SceneSpec.sensors`` (the one place where rates, delays and nois
 - camera frames are exposed at t_k = k / ``cameras.rate_hz`` and become available at
   t_k + ``delay_s``; a frame shows the world as it was at t_k. Frames are rendered lazily,
   only when their images are read, so a controller that never looks (or only waits for a newer
-  frame) costs nothing.
+  frame) costs nothing; the right image's drill and noise only when it is read (each frame's
+  noise has its own generator, so the images do not depend on what is read).
 
 Bone removal (``twin.milling.BoneMill``, parameters ``SceneSpec.milling``): every period the
 burr centre's motion, from the arm's true joints before and after the period, is mapped into
@@ -92,6 +93,8 @@ class TwinWorld:
         self._frozen_sample: JointSample | None = None
         self.mill = BoneMill(self.skull, scene.milling)
         self.last_contact: MillContact = NO_CONTACT
+        #: joints (rad) at the end of the last step and the burr centre (m, {S}) there
+        self._last_burr: tuple[np.ndarray, np.ndarray] | None = None
         T_r_to_s = invert(self.T_s_to_r)
         self._R_r_to_s, self._p_r_to_s = T_r_to_s[:3, :3], T_r_to_s[:3, 3]
         self.step_index = 0
@@ -142,14 +145,19 @@ class TwinWorld:
                          f"(off by {np.linalg.norm(err):.3g} m)")
 
     def step(self) -> None:
-        """Advance the world by one control period: arm, then bone removal along the burr's path."""
+        """Advance the world by one control period: arm, then bone removal along the burr's path.
+        The burr centre at the start is the last step's end when the joints are still those."""
         if self.drill_on:
             self._render_taken_frames()
-        a_s = self.burr_centre_s(self.arm.state()[0])
+        q0 = self.arm.state()[0]
+        last = self._last_burr
+        a_s = last[1] if last is not None and np.array_equal(last[0], q0) else self.burr_centre_s(q0)
         self.arm.step()
         self.step_index += 1
-        self.last_contact = self.mill.step(self.time_s, a_s, self.burr_centre_s(self.arm.state()[0]), self.drill_on,
-                                           self.drill_speed_rpm, self.period_s)
+        q1 = self.arm.state()[0]
+        b_s = self.burr_centre_s(q1)
+        self._last_burr = (q1, b_s)
+        self.last_contact = self.mill.step(self.time_s, a_s, b_s, self.drill_on, self.drill_speed_rpm, self.period_s)
         self._record()
 
     def latest_joint_sample(self) -> JointSample:
@@ -200,7 +208,7 @@ class TwinWorld:
             if self.skull.version != version:
                 raise RuntimeError(f"camera frame {k}: the skull changed (version {version} -> "
                                    f"{self.skull.version}) before its images were rendered")
-            return self.renderer.render(T_tool, rng)
+            return self.renderer.render(T_tool, rng, defer_right=True)
 
         self._last_frame = CameraFrame(t_k, k, render)
         self._unrendered.add(self._last_frame)

@@ -52,11 +52,14 @@ class QuadprogSolver(DQ_QuadraticProgrammingSolver):
     def __init__(self, regularisation: float = 1e-10):
         DQ_QuadraticProgrammingSolver.__init__(self)
         self.regularisation = regularisation
+        self._ridge = np.zeros((0, 0))          # regularisation * identity, kept for the last size
 
     def solve_quadratic_program(self, H, f, A, b, Aeq, beq):
         H = np.asarray(H, dtype=float)
         n = H.shape[0]
-        G = 0.5 * (H + H.T) + self.regularisation * np.eye(n)
+        if self._ridge.shape[0] != n:
+            self._ridge = self.regularisation * np.eye(n)
+        G = 0.5 * (H + H.T) + self._ridge
         A = np.asarray(A, dtype=float).reshape(-1, n)
         Aeq = np.asarray(Aeq, dtype=float).reshape(-1, n)
         # quadprog: min 0.5 x'Gx - a'x  s.t.  C'x >= b0, the first meq rows equalities.
@@ -134,16 +137,20 @@ class VirtualFloor:
         span = np.where(span == 0, 2 * np.pi, span)
         return th, k, k1, span
 
+    def _height_and_slope(self, theta):
+        """Floor height (m) and its slope (m/rad) at ``theta``, from one knot lookup."""
+        th, k, k1, span = self._segment(theta)
+        rise = self.floor_m[k1] - self.floor_m[k]
+        s = np.mod(th - self.theta_rad[k], 2 * np.pi) / span
+        return self.floor_m[k] + s * rise, rise / span
+
     def height_at(self, theta: np.ndarray | float) -> np.ndarray:
         """Floor height (m) at angle ``theta``: periodic linear interpolation of the knots."""
-        th, k, k1, span = self._segment(theta)
-        s = np.mod(th - self.theta_rad[k], 2 * np.pi) / span
-        return self.floor_m[k] + s * (self.floor_m[k1] - self.floor_m[k])
+        return self._height_and_slope(theta)[0]
 
     def slope_at(self, theta: np.ndarray | float) -> np.ndarray:
         """d floor / d theta (m/rad) at ``theta``."""
-        _, k, k1, span = self._segment(theta)
-        return (self.floor_m[k1] - self.floor_m[k]) / span
+        return self._height_and_slope(theta)[1]
 
     def clearance(self, p_r: np.ndarray) -> np.ndarray:
         """Height (m) of {R} points above the floor under them (negative: below)."""
@@ -152,10 +159,16 @@ class VirtualFloor:
 
     def clearance_gradient(self, p_r: np.ndarray) -> np.ndarray:
         """d clearance / d p (3,) at one {R} point: the axis minus the floor's rise with angle."""
-        x, y, _ = self.frame.to_window(p_r)
+        return self.clearance_and_gradient(p_r)[1]
+
+    def clearance_and_gradient(self, p_r: np.ndarray) -> tuple[float, np.ndarray]:
+        """``clearance`` (m) and ``clearance_gradient`` (3,) of one {R} point, from one window
+        transform and one knot lookup (the milling controller needs both every period)."""
+        x, y, h = self.frame.to_window(p_r)
+        height, slope = self._height_and_slope(np.arctan2(y, x))
         rho2 = max(x * x + y * y, 1e-12)
         dtheta_dp = (-y * self.frame.e1_r + x * self.frame.e2_r) / rho2
-        return self.frame.axis_r - float(self.slope_at(np.arctan2(y, x))) * dtheta_dp
+        return float(h - height), self.frame.axis_r - float(slope) * dtheta_dp
 
 
 class MillingMotionController:
@@ -183,6 +196,9 @@ class MillingMotionController:
         self._lo = rig.limits.position_min + params.limit_margin
         self._hi = rig.limits.position_max - params.limit_margin
         self._vmax = params.velocity_scale * rig.limits.velocity_max
+        n = self.robot.n_joints
+        #: the inequality rows u <= upper, -u <= -lower (the floor's row follows them)
+        self._velocity_rows = np.vstack([np.eye(n), -np.eye(n)])
         self.floor_clamps = 0       # periods in which the exact-FK check had to shorten the step
 
     def _pose(self, p_r: np.ndarray) -> DQ:
@@ -197,10 +213,11 @@ class MillingMotionController:
         # The new command is the last command plus u dt: linearise the floor about it (the
         # measured joints lag it and carry encoder noise, both worth microns at the burr).
         p_cmd = self.robot.tool_position(q_cmd)
-        clearance = float(self.floor.clearance(p_cmd))
-        g = self.floor.clearance_gradient(p_cmd)
+        clearance, g = self.floor.clearance_and_gradient(p_cmd)
         n = q.size
-        A = np.vstack([np.eye(n), -np.eye(n), -(g @ J_t)[None, :] * dt])
+        A = np.empty((2 * n + 1, n))
+        A[:2 * n] = self._velocity_rows
+        A[2 * n] = -(g @ J_t) * dt
         b = np.concatenate([np.minimum(self._vmax, np.maximum((self._hi - q) / dt, 0.0)),
                             np.minimum(self._vmax, np.maximum((q - self._lo) / dt, 0.0)),
                             [max(clearance - self.FLOOR_MARGIN_M, 0.0)]])

@@ -32,6 +32,8 @@ slopes); the planner passes heights in metres.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import CubicHermiteSpline, PPoly
@@ -97,6 +99,10 @@ class ClosedConstrainedSpline:
         self._slopes = d
         self._pp: PPoly = CubicHermiteSpline(x_ext, y_ext, d_ext)
         self._dpp: PPoly = self._pp.derivative()
+        # The same pieces as Python floats, for one-angle evaluation without PPoly's array overhead.
+        self._breaks: list[float] = self._pp.x.tolist()
+        self._pieces: list[list[float]] = self._pp.c.T.tolist()
+        self._dpieces: list[list[float]] = self._dpp.c.T.tolist()
 
     @property
     def knots_rad(self) -> NDArray[np.float64]:
@@ -120,6 +126,27 @@ class ClosedConstrainedSpline:
     def derivative(self, theta_rad: ArrayLike) -> NDArray[np.float64]:
         """d(value)/d(theta) (value units per rad) at angles ``theta_rad`` (rad, wrapped)."""
         return self._dpp(self._wrap(theta_rad))
+
+    def value_and_derivative(self, theta_rad: float) -> tuple[float, float]:
+        """The spline (value units) and its derivative (value units per rad) at one angle
+        ``theta_rad`` (rad, wrapped): ``spline(theta)`` and ``derivative(theta)`` bit for bit,
+        evaluated as SciPy's PPoly does (the piece x_i <= theta < x_i+1, the last piece at the
+        last breakpoint; sum of c_k (theta - x_i)^k from the constant term up, powers by repeated
+        multiplication) on Python floats, ~10x faster for one angle."""
+        theta = float(self._wrap(theta_rad))
+        i = min(bisect_right(self._breaks, theta) - 1, len(self._breaks) - 2)
+        s = theta - self._breaks[i]
+        return self._power_sum(self._pieces[i], s), self._power_sum(self._dpieces[i], s)
+
+    @staticmethod
+    def _power_sum(coef: list[float], s: float) -> float:
+        """sum_k coef[-1 - k] s^k (coefficients highest power first, as PPoly stores them)."""
+        res, z = 0.0, 1.0
+        for kp in range(len(coef)):
+            res = res + coef[-1 - kp] * z
+            if kp < len(coef) - 1:
+                z *= s
+        return res
 
     @staticmethod
     def _wrap(theta_rad: ArrayLike) -> NDArray[np.float64]:

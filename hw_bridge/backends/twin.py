@@ -32,6 +32,9 @@ class _TwinStereoFrame(StereoFrame):
     def right(self) -> np.ndarray:
         return self._frame.images.right
 
+    def __repr__(self) -> str:          # without rendering
+        return f"StereoFrame(stamp_s={self.stamp_s!r}, index={self.index!r}, rendered on read)"
+
 
 class TwinHardware(Hardware):
     name = "twin"
