@@ -654,14 +654,14 @@ class CameraRenderer:
     def _finish(self, img: np.ndarray, labels: np.ndarray, depth_t: np.ndarray, T_tool_to_r: np.ndarray | None,
                 drill: DrillGeometry, lighting: Lighting,
                 rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
-        """Drill and sensor noise on a copy of the skull layer (``img``, ``labels``; ray depths
-        ``depth_t``, m)."""
+        """Drill and sensor noise drawn in place into ``img`` and ``labels``, copies of the skull
+        layer that the caller hands over (ray depths ``depth_t``, m, only read)."""
         if T_tool_to_r is not None:
             self._draw_drill(img, labels, depth_t, T_tool_to_r, drill, lighting)
         if rng is not None:
             k = int(rng.integers(len(self._noise_bank)))
             dy, dx = rng.integers(self._noise_pad, size=2)
-            img = kernels.add_sensor_noise(img, self._noise_bank[k], int(dy), int(dx), self._sigma_lut)
+            kernels.add_sensor_noise(img, self._noise_bank[k], int(dy), int(dx), self._sigma_lut)
         return img, labels
 
 
