@@ -113,6 +113,35 @@ def test_deferred_right_image_is_the_image_of_its_exposure(scene, robot):
         w.close()
 
 
+def test_deferred_right_images_share_the_layer_until_the_skull_changes(scene, robot):
+    """Deferred right images refer to the camera's skull layer until the camera changes it: one
+    read at once and two held over later changes of the skull each equal the eager render of
+    their own exposure, bit for bit."""
+    from twin.milling import carve_sphere
+    from twin.world import TwinWorld
+
+    w = TwinWorld(scene, seed=0)
+    try:
+        T = robot.fk(scene.robot.home_q).copy()
+        T[:3, 3] = scene.mscs.target_r + [0.0, 0.0, 0.3e-3]
+        sk = w.skull
+        held, expected = [], []
+        for k in range(3):
+            eager = w.renderer.render(T, np.random.default_rng(k))
+            expected.append((eager.right.copy(), eager.labels_right.copy()))
+            held.append(w.renderer.render(T, np.random.default_rng(k), defer_right=True))
+            if k == 0:
+                assert np.array_equal(held[0].right, expected[0][0])        # read before any change
+            centre = np.array([0.4e-3 * k, sk.apex_y_m, float(sk.outer_height(0.4e-3 * k, sk.apex_y_m))])
+            assert carve_sphere(sk, centre, 0.5e-3) > 0
+        w.renderer.render(T, np.random.default_rng(9))                       # the cameras move on
+        for lazy, (right, labels) in zip(held, expected):
+            assert np.array_equal(lazy.right, right) and np.array_equal(lazy.labels_right, labels)
+        assert not np.array_equal(expected[0][0], expected[2][0])
+    finally:
+        w.close()
+
+
 def test_stereo_frame_renders_a_deferred_right_image_once():
     from hw_bridge.interface import StereoFrame
 

@@ -27,8 +27,11 @@ Method (all in NumPy/OpenCV, on one core):
   (``twin.render_kernels``) that repeat the former NumPy expressions operation for operation:
   the images are bit-identical to the NumPy forms kept in ``tests/render_reference.py``.
 - **Deferred right image** (``StereoRenderer.render(defer_right=True)``, the twin's frames):
-  the right camera's skull layer is brought up to date and copied at exposure, its drill and
-  noise drawn only when the image is first read.
+  the right camera's skull layer is brought up to date at exposure, its drill and noise drawn
+  only when the image is first read. The frame shares the camera's layer arrays and copies
+  them only if the camera is about to change them while the frame is still held unread
+  (``SharedSkullLayer``): a frame dropped unread (the milling loop reads only the left image)
+  costs no copies.
 
 Approximations (named so nobody mistakes them for physics): no shadows or inter-reflection;
 the defocus blend does not model occlusion-aware bokeh; noise frames are crops of a fixed
@@ -41,6 +44,7 @@ from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
+from weakref import WeakSet
 
 import cv2
 import numpy as np
@@ -362,6 +366,24 @@ def _noise_frame(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
     return x.astype(np.int16)
 
 
+class SharedSkullLayer:
+    """A camera's skull layer at one exposure for a deferred render: BGR image, labels and ray
+    depths (m). It refers to the camera's cache arrays (``shared``) until the camera, about to
+    change them, calls ``detach``, which gives it copies of its own."""
+
+    def __init__(self, img: np.ndarray, labels: np.ndarray, depth_t: np.ndarray):
+        self.img = img
+        self.labels = labels
+        self.depth_t = depth_t
+        self.shared = True
+
+    def detach(self) -> None:
+        """Own copies of the arrays as they are now."""
+        if self.shared:
+            self.img, self.labels, self.depth_t = self.img.copy(), self.labels.copy(), self.depth_t.copy()
+            self.shared = False
+
+
 class CameraRenderer:
     """Renders one camera: cached skull layer plus the drill on top."""
 
@@ -401,6 +423,8 @@ class CameraRenderer:
         # 8-bit Gaussian kernels reach round(6 sigma + 1) | 1 taps, i.e. 3 sigma + 0.5 px each side.
         self._blur_reach_px = int(np.ceil(3 * self.SKULL_BLUR_SIGMA_PX + 0.5)) + 1
         self._cache_version = -1
+        #: layers of deferred renders not yet drawn that still refer to the cache arrays
+        self._shared_layers: WeakSet[SharedSkullLayer] = WeakSet()
 
     # ---- skull layer ---------------------------------------------------------------------
     def _refresh_skull(self) -> None:
@@ -416,6 +440,9 @@ class CameraRenderer:
             change = tex.changes_since(self._cache_version)
             roi = None if change is None else (0, h, 0, w) if change.whole else self._image_roi(change)
         if roi is not None:
+            for layer in self._shared_layers:        # deferred renders still held keep their exposure
+                layer.detach()
+            self._shared_layers.clear()
             self._cast_skull(*roi)
             self._compose_skull(*roi)
         self._cache_version = tex.skull.version
@@ -605,26 +632,36 @@ class CameraRenderer:
 
     def deferred_render(self, T_tool_to_r: np.ndarray | None, drill: DrillGeometry, lighting: Lighting,
                         rng: np.random.Generator | None) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
-        """``render`` of the skull as it is now, split: the skull layer is brought up to date and
-        copied now; the returned function draws the drill and the noise when called (later
+        """``render`` of the skull as it is now, split: the skull layer is brought up to date now
+        and shared (``SharedSkullLayer``: copied only if the camera changes it before the render
+        is drawn); the returned function, called once, draws the drill and the noise (later
         changes of the skull do not reach it). The image equals ``render``'s if nothing else
         draws from ``rng`` in between."""
         if self._cache_version != self.texture.skull.version:
             self._refresh_skull()
-        return partial(self._finish, self.skull_bgr.copy(), self.labels_skull.copy(), self.depth_t.copy(),
-                       T_tool_to_r, drill, lighting, rng)
+        layer = SharedSkullLayer(self.skull_bgr, self.labels_skull, self.depth_t)
+        self._shared_layers.add(layer)
+        return partial(self._finish_deferred, layer, T_tool_to_r, drill, lighting, rng)
+
+    def _finish_deferred(self, layer: SharedSkullLayer, T_tool_to_r: np.ndarray | None, drill: DrillGeometry,
+                         lighting: Lighting, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+        """``_finish`` on a deferred render's skull layer: on copies of its image and labels while
+        they are still the camera's (its ray depths are only read)."""
+        self._shared_layers.discard(layer)
+        img, labels = (layer.img.copy(), layer.labels.copy()) if layer.shared else (layer.img, layer.labels)
+        return self._finish(img, labels, layer.depth_t, T_tool_to_r, drill, lighting, rng)
 
     def _finish(self, img: np.ndarray, labels: np.ndarray, depth_t: np.ndarray, T_tool_to_r: np.ndarray | None,
                 drill: DrillGeometry, lighting: Lighting,
                 rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
-        """Drill and sensor noise on a copy of the skull layer (``img``, ``labels``; ray depths
-        ``depth_t``, m)."""
+        """Drill and sensor noise drawn in place into ``img`` and ``labels``, copies of the skull
+        layer that the caller hands over (ray depths ``depth_t``, m, only read)."""
         if T_tool_to_r is not None:
             self._draw_drill(img, labels, depth_t, T_tool_to_r, drill, lighting)
         if rng is not None:
             k = int(rng.integers(len(self._noise_bank)))
             dy, dx = rng.integers(self._noise_pad, size=2)
-            img = kernels.add_sensor_noise(img, self._noise_bank[k], int(dy), int(dx), self._sigma_lut)
+            kernels.add_sensor_noise(img, self._noise_bank[k], int(dy), int(dx), self._sigma_lut)
         return img, labels
 
 

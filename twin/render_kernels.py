@@ -142,24 +142,29 @@ def dof_blend(layers: tuple, weights: np.ndarray, out_u8: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def add_sensor_noise(img: np.ndarray, bank: np.ndarray, dy: int, dx: int, sigma_lut: np.ndarray) -> np.ndarray:
-    """Compiled form of the sensor noise: ``clip(img + rint(bank[dy + v, dx + u] * sigma_lut[img]
-    / 4096), 0, 255)`` per pixel and channel (uint8 ``img`` (H, W, 3), int16 ``bank``), rounding
-    half to even as ``cv2.multiply`` with scale 1/4096 into int16 and then ``cv2.add`` do (the
-    product is an exact integer, so the rounding is done exactly in integers). Returns a new image."""
+def add_sensor_noise(img: np.ndarray, bank: np.ndarray, dy: int, dx: int, sigma_lut: np.ndarray) -> None:
+    """Compiled form of the sensor noise, in place: ``img = clip(img + rint(bank[dy + v, dx + u]
+    * sigma_lut[img] / 4096), 0, 255)`` per pixel and channel (uint8 ``img`` (H, W, 3), int16
+    ``bank``), rounding half to even as ``cv2.multiply`` with scale 1/4096 into int16 and then
+    ``cv2.add`` do (the product is an exact integer, so the rounding is done exactly in
+    integers). In place because each value depends on its own pixel only: no new image, whose
+    fresh memory costs as much as the noise. Per row, the table look-up is a loop of its own
+    into an int32 buffer: without the gather the arithmetic loop is vectorised."""
     h, w, ch = img.shape
-    out = np.empty_like(img)
+    n = w * ch
+    lut = sigma_lut.astype(np.int32)
+    sigma = np.empty(n, np.int32)          # sigma_lut of the row's pixel values
     for v in range(h):
-        src = img[v].reshape(-1)
+        row = img[v].reshape(-1)
         noise = bank[dy + v, dx:dx + w].reshape(-1)
-        dst = out[v].reshape(-1)
-        for i in range(w * ch):
-            p = np.int32(src[i])
-            prod = np.int32(noise[i]) * np.int32(sigma_lut[p])
+        for i in range(n):
+            sigma[i] = lut[row[i]]
+        for i in range(n):
+            p = np.int32(row[i])
+            prod = np.int32(noise[i]) * sigma[i]
             # round(prod / 4096) half to even: floor((prod + 2047 + (floor(prod / 4096) odd)) / 4096)
             q = (prod + 2047 + ((prod >> 12) & 1)) >> 12
-            dst[i] = np.uint8(min(max(p + q, 0), 255))
-    return out
+            row[i] = np.uint8(min(max(p + q, 0), 255))
 
 
 @njit(cache=True, nogil=True)
