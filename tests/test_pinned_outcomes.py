@@ -6,7 +6,7 @@ oracle), recorded at the commit it names, before the issue-12 speed work (render
 the sensor looks at, the compiled bone model, ...). Each case is re-run here through the
 runner's own ``run_case`` and must match: success, breach count and the controller's stop
 exactly, the thickest bridge within 1 um, the stop time within one control period (20 ms).
-One oracle case runs by default; the rest are behind the ``slow`` marker.
+One oracle and one CNN case run by default; the rest are behind the ``slow`` marker.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 PINNED = json.loads((Path(__file__).parent / "data" / "pinned_milling_outcomes.json").read_text())
 PERIOD_MIN = 0.02 / 60.0
-FAST = {("milling_oracle", 3)}
+FAST = {("milling_oracle", 3), ("milling", 1)}     # one oracle and one CNN case (~20 s together)
 
 
 def _params():
