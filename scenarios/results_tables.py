@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from scenarios.report import verdict
+
 #: where ``scenarios.runner.run_suite`` records the date and the code's commit (``results.json``'s ``suite`` table)
 DATE_KEYS = ("started_utc",)
 COMMIT_KEYS = ("git_commit",)
@@ -109,9 +111,8 @@ def header_lines(doc: dict[str, Any]) -> list[str]:
     date, commit = _recorded(doc, DATE_KEYS), _recorded(doc, COMMIT_KEYS)
     facts.append(f"date {date}" if date else "date not recorded")
     facts.append(f"git commit `{commit}`" if commit else "git commit not recorded")
-    verdict = "PASSED" if summary.get("passed") else "FAILED"
     source = f" (`{suite['source']}`)" if suite.get("source") else ""
-    return [f"### {name}{source}", "", "; ".join(facts) + f". Result: **{verdict}**."]
+    return [f"### {name}{source}", "", "; ".join(facts) + f". Result: **{verdict(summary)}**."]
 
 
 def render_table(doc: dict[str, Any]) -> str:

@@ -78,3 +78,10 @@ def test_missing_or_foreign_file_is_refused(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"cases": []}))
     with pytest.raises(ResultsError, match="summary.metrics"):
         load_results(tmp_path)
+
+
+def test_an_interrupted_run_is_never_shown_as_passed():
+    doc = json.loads(json.dumps(RESULTS))
+    doc["summary"].update({"planned_cases": 100, "interrupted": "SIGTERM", "passed": False})
+    text = render_table(doc)
+    assert "Result: **interrupted: 36 of 100 cases (SIGTERM)**" in text and "PASSED" not in text
