@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import replace
 from pathlib import Path
@@ -56,29 +57,45 @@ def run_serial(job: str, cases: list[CaseContext], on_result: OnResult) -> None:
         on_result(run_case(job, ctx))
 
 
-def one_core_per_case() -> None:
-    """Run this worker's cases on one core: OpenCV, torch, and the BLAS and OpenMP pools under
-    NumPy and torch single-threaded (``threadpoolctl``). Each library otherwise starts a thread per
-    CPU in every worker, and N workers on N cores then fight over them: a 2-worker milling suite
-    ran its milling phase ~2x slower than one case alone."""
+@contextmanager
+def one_core_per_case():
+    """While inside: OpenCV, torch, and the BLAS and OpenMP pools under NumPy and torch run
+    single-threaded (``threadpoolctl``); the earlier settings come back on exit.
+
+    Each library otherwise starts a thread per CPU in every worker, and N workers on N cores then
+    fight over them: a 2-worker milling suite ran its milling phase ~2x slower than one case
+    alone. The local pool sets this in the runner *before* it forks its workers, which inherit
+    it: changing OpenCV's or OpenMP's thread pool inside a forked child whose parent had already
+    used it hangs (the pool's threads do not exist in the child)."""
     import cv2
     import torch
     from threadpoolctl import threadpool_limits
 
+    cv_threads, torch_threads = cv2.getNumThreads(), torch.get_num_threads()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    threadpool_limits(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        cv2.setNumThreads(cv_threads)
+        torch.set_num_threads(torch_threads)
 
 
 def _worker_init() -> None:
-    """In each pool worker: Ctrl-C goes to the runner (which stops the pool), SIGTERM kills; one core."""
+    """In each pool worker: Ctrl-C goes to the runner (which stops the pool), SIGTERM kills."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    one_core_per_case()
 
 
 def run_local(job: str, cases: list[CaseContext], on_result: OnResult, workers: int) -> None:
-    """The cases on a pool of ``workers`` processes (``workers`` already capped by the runner)."""
+    """The cases on a pool of ``workers`` processes (``workers`` already capped by the runner),
+    each case on one core."""
+    with one_core_per_case():           # inherited by the workers forked below
+        _run_pool(job, cases, on_result, workers)
+
+
+def _run_pool(job: str, cases: list[CaseContext], on_result: OnResult, workers: int) -> None:
     from pebble import ProcessExpired, ProcessPool
 
     pool = ProcessPool(max_workers=workers, initializer=_worker_init)
@@ -136,8 +153,7 @@ def ray_case(job: str, ctx: CaseContext, files: dict[str, bytes]) -> tuple[CaseR
     result and the artifacts' bytes (by their paths relative to the run folder)."""
     import importlib
 
-    one_core_per_case()
-    with tempfile.TemporaryDirectory(prefix="micromill_case_") as tmp:
+    with one_core_per_case(), tempfile.TemporaryDirectory(prefix="micromill_case_") as tmp:
         kind, _, rel = ctx.scene_path.partition(":")
         if kind == "pkg":
             pkg, _, inner = rel.partition("/")
