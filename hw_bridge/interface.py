@@ -68,19 +68,27 @@ class JointState:
 class StereoFrame:
     """A left/right pair exposed at ``stamp_s``. Images: uint8 BGR, (height, width, 3).
 
-    ``right`` may be given as a zero-argument function that returns the image: it is called once,
-    on the first read of ``right`` (a simulated backend then renders only what is read; the
-    function must return the image of the exposure time whenever it is called).
+    Either image may be given as a zero-argument function that returns it: it is called once, on
+    the first read of that image (a simulated backend then renders only what is read, and a frame
+    that is only waited for, its stamp read, costs nothing; the function must return the image of
+    the exposure time whenever it is called).
     """
 
-    __slots__ = ("stamp_s", "index", "left", "_right")
+    __slots__ = ("stamp_s", "index", "_left", "_right")
 
-    def __init__(self, stamp_s: float, index: int, left: np.ndarray,
+    def __init__(self, stamp_s: float, index: int, left: np.ndarray | Callable[[], np.ndarray],
                  right: np.ndarray | Callable[[], np.ndarray]):
         self.stamp_s = stamp_s
         self.index = index
-        self.left = left
+        self._left = left
         self._right = right
+
+    @property
+    def left(self) -> np.ndarray:
+        """The left image (produced now if it was given as a function)."""
+        if callable(self._left):
+            self._left = self._left()
+        return self._left
 
     @property
     def right(self) -> np.ndarray:
@@ -89,8 +97,8 @@ class StereoFrame:
             self._right = self._right()
         return self._right
 
-    def __repr__(self) -> str:
-        return f"StereoFrame(stamp_s={self.stamp_s!r}, index={self.index!r}, left shape {self.left.shape})"
+    def __repr__(self) -> str:            # without producing an image
+        return f"StereoFrame(stamp_s={self.stamp_s!r}, index={self.index!r})"
 
 
 @dataclass(frozen=True)

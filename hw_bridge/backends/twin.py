@@ -12,28 +12,7 @@ import numpy as np
 from hw_bridge.errors import ConnectionLost
 from hw_bridge.interface import DrillState, Hardware, JointState, StereoFrame
 from scenes.spec import SceneSpec
-from twin.world import CameraFrame, TwinWorld
-
-
-class _TwinStereoFrame(StereoFrame):
-    """A ``StereoFrame`` whose images the twin renders when first read (``twin.world.CameraFrame``):
-    waiting for a frame exposed after a time reads only its stamp, and renders nothing."""
-
-    def __init__(self, frame: CameraFrame):
-        object.__setattr__(self, "stamp_s", frame.stamp_s)
-        object.__setattr__(self, "index", frame.index)
-        object.__setattr__(self, "_frame", frame)
-
-    @property
-    def left(self) -> np.ndarray:
-        return self._frame.images.left
-
-    @property
-    def right(self) -> np.ndarray:
-        return self._frame.images.right
-
-    def __repr__(self) -> str:          # without rendering
-        return f"StereoFrame(stamp_s={self.stamp_s!r}, index={self.index!r}, rendered on read)"
+from twin.world import TwinWorld
 
 
 class TwinHardware(Hardware):
@@ -76,7 +55,7 @@ class TwinHardware(Hardware):
         f = self._world.latest_frame()
         if f is None:
             return None
-        return _TwinStereoFrame(f)
+        return StereoFrame(f.stamp_s, f.index, lambda: f.images.left, lambda: f.images.right)   # rendered when read
 
     def _set_drill(self, on: bool, speed_rpm: float) -> None:
         self._check_connected()
