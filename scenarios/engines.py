@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import replace
@@ -132,20 +133,21 @@ def _run_pool(job: str, cases: list[CaseContext], on_result: OnResult, workers: 
 
 # ---- Ray --------------------------------------------------------------------------------------
 
-def _portable(ctx: CaseContext, roots: dict[str, Path]) -> tuple[CaseContext, dict[str, bytes]]:
-    """The case as a remote worker can run it: its scene as a path inside a shipped package
-    (``pkg:scenes/default.toml``) or as the file's bytes (``bundle:<name>``), artifacts
-    written into the worker's own folder, no recordings."""
-    scene = Path(ctx.scene_path).resolve()
-    files: dict[str, bytes] = {}
+def _package_roots() -> dict[str, Path]:
+    """Each shipped package's folder on this machine, by package name."""
+    import importlib
+
+    return {name: Path(importlib.import_module(name).__file__).resolve().parent for name in PACKAGES}
+
+
+def _portable_scene(scene_path: str, roots: dict[str, Path]) -> tuple[str, dict[str, bytes]]:
+    """Where a remote worker finds a scene: a path inside a shipped package
+    (``pkg:scenes/default.toml``, no files to send) or the file's bytes (``bundle:<name>``)."""
+    scene = Path(scene_path).resolve()
     for name, root in roots.items():
         if scene.is_relative_to(root):
-            where = f"pkg:{name}/{scene.relative_to(root).as_posix()}"
-            break
-    else:
-        where = f"bundle:{scene.name}"
-        files[scene.name] = scene.read_bytes()
-    return replace(ctx, scene_path=where, artifacts_dir="", record_dir=""), files
+            return f"pkg:{name}/{scene.relative_to(root).as_posix()}", {}
+    return f"bundle:{scene.name}", {scene.name: scene.read_bytes()}
 
 
 def ray_case(job: str, ctx: CaseContext, files: dict[str, bytes]) -> tuple[CaseResult, dict[str, bytes]]:
@@ -183,15 +185,12 @@ def connect_ray(address: str | None) -> None:
     Ray already initialised in this process is used as it is: it must have been given the code
     (as this function does the first time). Called before the runner installs its signal
     handlers, which ``ray.init`` would otherwise replace."""
-    import importlib
-
     import ray
 
     if ray.is_initialized():
         return
-    roots = [Path(importlib.import_module(name).__file__).resolve().parent for name in PACKAGES]
     try:
-        ray.init(address=address, runtime_env={"py_modules": [str(p) for p in roots],
+        ray.init(address=address, runtime_env={"py_modules": [str(p) for p in _package_roots().values()],
                                                "excludes": ["__pycache__", "*.pyc"]},
                  include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -205,12 +204,10 @@ def run_ray(job: str, cases: list[CaseContext], on_result: OnResult, out_dir: Pa
             max_in_flight: int | None = None) -> None:
     """The cases as Ray tasks (one CPU each) on the cluster ``connect_ray`` joined. At most
     ``max_in_flight`` tasks are submitted at a time (default: twice the cluster's CPUs)."""
-    import importlib
-
     import ray
     from ray.exceptions import RayError
 
-    roots = {name: Path(importlib.import_module(name).__file__).resolve().parent for name in PACKAGES}
+    roots = _package_roots()
     remote = ray.remote(num_cpus=1, max_retries=0)(ray_case)
     limit = max_in_flight or max(2 * int(ray.cluster_resources().get("CPU", 1)), 1)
 
@@ -227,17 +224,21 @@ def run_ray(job: str, cases: list[CaseContext], on_result: OnResult, out_dir: Pa
             path.write_bytes(data)
         on_result(res)
 
-    bundles: dict[str, object] = {}
-    queue = list(cases)
+    # Per scene file: where workers find it, and its bytes in the object store (read and put once).
+    placed: dict[str, tuple[str, object]] = {}
+    queue = deque(cases)
     running: dict[object, CaseContext] = {}
     try:
         while queue or running:
             while queue and len(running) < limit:
-                ctx, files = _portable(queue.pop(0), roots)
-                key = ",".join(sorted(files))
-                if key not in bundles:
-                    bundles[key] = ray.put(files)          # one copy per scene file in the object store
-                running[remote.remote(job, ctx, bundles[key])] = ctx
+                ctx = queue.popleft()
+                if ctx.scene_path not in placed:
+                    where, files = _portable_scene(ctx.scene_path, roots)
+                    placed[ctx.scene_path] = (where, ray.put(files))
+                where, files_ref = placed[ctx.scene_path]
+                # artifacts go to the worker's own folder and come back as bytes; no recordings
+                task_ctx = replace(ctx, scene_path=where, artifacts_dir="", record_dir="")
+                running[remote.remote(job, task_ctx, files_ref)] = ctx
             try:
                 done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)   # signals are handled between waits
             except KeyboardInterrupt:     # keep what finished before the interrupt, then stop
