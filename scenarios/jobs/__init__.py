@@ -67,7 +67,16 @@ class MillingJobParams(_Params):
     perception: Literal["cnn", "oracle"] = Field("cnn", description='completion sensing: the CNN or the SIM-ONLY '
                                                                     'oracle (true completion + noise)')
     oracle_mae: Real = Field(0.2432, ge=0.0, le=1.0,
-                             description="the oracle's mean absolute error (completion units; paper 0.2432)")
+                             description="the oracle's mean absolute error (completion units), or with "
+                                         "oracle_error = \"relative\" its mean absolute percentage error as a "
+                                         "fraction (paper: 24.32 % MAPE = 0.2432)")
+    oracle_error: Literal["absolute", "relative"] = Field(
+        "absolute", description="the oracle's error model (twin/completion_oracle.py): absolute in completion "
+                                "units, or relative (a percentage of c, the paper's MAPE)")
+    oracle_end_ratio: Real = Field(1.0, ge=0.0, le=1.0,
+                                   description="relative error only: percentage error at c = 1 over that at c = 0")
+    oracle_rho: Real = Field(0.0, ge=0.0, le=0.999,
+                             description="correlation of a point's error from one reading to the next (AR(1))")
     calibration_seed: Seed = Field(0, description="seeds the rig calibration's random choices")
 
 

@@ -157,8 +157,9 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             if perception == "cnn":
                 sensor = camera_sensor(networks.completion, hw.rig.drill)(surface, model)
             else:
-                sensor = OracleCompletionSensor(gt, OracleErrorModel(mae=float(p["oracle_mae"])),
-                                                np.random.default_rng([ctx.seed, 7]))
+                error = OracleErrorModel(mae=float(p["oracle_mae"]), kind=str(p["oracle_error"]),
+                                         end_ratio=float(p["oracle_end_ratio"]), rho=float(p["oracle_rho"]))
+                sensor = OracleCompletionSensor(gt, error, np.random.default_rng([ctx.seed, 7]))
             scored = ScoredSensor(sensor, gt)
             return scored
 
