@@ -40,13 +40,14 @@ class MillingParameterError(ValueError):
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class MillingParams:
     """Parameters of the material-removal model (SI units), checked at construction
-    (``MillingParameterError``). A cell's vertical cut rate is ``cut_rate_m_s / hardness *
-    min(speed_rpm / nominal_speed_rpm, 1)``."""
+    (``MillingParameterError``). A cell's cut rate along the burr's surface normal is
+    ``cut_rate_m_s / hardness * min(speed_rpm / nominal_speed_rpm, 1)``; docs/bone_model.md gives each
+    parameter's default, plausible range and source."""
 
     burr_radius_m: Real = Field(0.5e-3, ge=0.1e-3, le=3.0e-3, description="radius of the spherical burr")
     cut_rate_m_s: Real = Field(600e-6, ge=1e-6, le=5e-3,
-                               description="largest vertical penetration rate into bone of hardness 1 at full "
-                                           "drill speed (assumption, see the module docstring)")
+                               description="largest depth of cut per second (along the burr's surface normal) "
+                                           "into bone of hardness 1 at full drill speed")
     hardness_min: Real = Field(0.8, ge=0.1, le=10.0, description="lowest relative hardness of the hardness field")
     hardness_max: Real = Field(1.4, ge=0.1, le=10.0, description="highest relative hardness of the hardness field")
     nominal_speed_rpm: Real = Field(30000.0, ge=100.0, le=1e5,
@@ -58,6 +59,9 @@ class MillingParams:
                                      description="how far the burr may press below the membrane without damage")
     break_threshold_m: Real = Field(20e-6, ge=0.0, le=0.2e-3,
                                     description="bridges thinner than this break when the flap is lifted")
+    crack_thickness_m: Real = Field(10e-6, ge=0.0, le=0.1e-3,
+                                    description="bone the burr cuts to less than this cracks through (thin bone "
+                                                "flexes and fractures instead of being cut)")
 
     #: (lower, upper) field pairs that must be ordered
     ORDER: ClassVar[tuple[tuple[str, str], ...]] = (("hardness_min", "hardness_max"),)

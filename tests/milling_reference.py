@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin.milling import _THROUGH_GATE_PER_M, NO_CONTACT, THROUGH_TOL_M, BoneMill, CellBox, MillContact, _Scratch
+from twin.milling import _THROUGH_GATE_PER_M, COS_MIN, NO_CONTACT, THROUGH_TOL_M, BoneMill, CellBox, MillContact, _Scratch
 
 
 class Scratch(_Scratch):
@@ -111,12 +111,22 @@ class ReferenceBoneMill(BoneMill):
         old = sc.take("old", shape)
         np.copyto(old, outer)
         volume = 0.0
+        cos = sc.take("cos", shape)
+        np.subtract(np.float32(min(a[2], b[2])), env, out=cos)
+        np.multiply(cos, np.float32(1.0 / r), out=cos)
+        np.fmax(cos, np.float32(COS_MIN), out=cos)    # NaN, -inf off the footprint -> COS_MIN
+        np.minimum(cos, np.float32(1.0), out=cos)
         if cutting:
             new = sc.take("new", shape)
             np.multiply(self._inv_hardness[box.rows, box.cols], np.float32(-v_dt), out=new)
-            np.add(new, old, out=new)                 # outer - v dt
+            np.divide(new, cos, out=new)              # along the burr's normal
+            np.add(new, old, out=new)                 # outer - v dt / cos
             np.fmax(new, env, out=new)                # +inf off the footprint ...
             np.minimum(new, old, out=new)             # ... so untouched there
+            crack = sc.take("crack", shape, np.bool_)
+            np.less(new, old, out=crack)
+            np.logical_and(crack, new - inner < np.float32(p.crack_thickness_m), out=crack)
+            np.copyto(new, inner, where=crack)        # thin bone cracks through
             np.maximum(new, inner, out=new)
             removed = sc.take("removed", shape)
             np.subtract(old, new, out=removed)
@@ -133,18 +143,22 @@ class ReferenceBoneMill(BoneMill):
         thin = float(thick.min()) <= THROUGH_TOL_M
         e_map = sc.take("e", shape)
         np.subtract(new, env, out=e_map)              # -inf off the footprint
+        n_map = sc.take("n", shape)
+        np.multiply(e_map, cos, out=n_map)            # overlap along the normal
+        np.multiply(n_map, cos, out=e_map)            # vertical push
         if thin:                                      # through cells hold no bone to push on
             gate = sc.take("gate", shape)
             np.subtract(thick, np.float32(THROUGH_TOL_M), out=gate)
             np.multiply(gate, np.float32(_THROUGH_GATE_PER_M), out=gate)
             np.fmin(e_map, gate, out=e_map)
+            np.fmin(n_map, gate, out=n_map)
         e = max(float(e_map.max()), 0.0)
         if volume == 0.0 and e == 0.0:
             return NO_CONTACT
 
         delta = min(e, p.max_deflection_m)
         overload = e > p.max_deflection_m
-        force = p.skull_stiffness_n_per_m * e
+        force = p.skull_stiffness_n_per_m * max(float(n_map.max()), 0.0)
         mask = sc.take("mask", shape, np.bool_)
         np.less(env, old, out=mask)
         _record_first(self._first_contact[box.rows, box.cols], mask, t_s, sc)

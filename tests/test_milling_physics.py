@@ -15,7 +15,7 @@ from scenes.milling_params import MillingParameterError, MillingParams
 from scenes.robot_description import RobotDescription
 from scenes.schema import ConfigError
 from scenes.spec import DEFAULT_SCENE, MILLING_FIELDS_IN_FILE, load_scene
-from twin.milling import NO_CONTACT, BoneMill, carve_sphere
+from twin.milling import COS_MIN, NO_CONTACT, BoneMill, carve_sphere
 from twin.skull import CellBox, Skull, SkullParams
 
 R_BURR = 0.5e-3
@@ -171,6 +171,10 @@ def test_removal_is_confined_to_the_swept_volume(x, y, depth, dx, dy, dz):
 @given(st.floats(-0.5e-3, 0.5e-3), st.floats(-0.5e-3, 0.5e-3), st.floats(0.0, 0.4e-3),
        st.floats(1e-3, 0.1), st.floats(1000.0, 40000.0))
 def test_one_step_removes_at_most_rate_times_dt(x, y, depth, dt, rpm):
+    """The depth of cut along the burr's normal is at most rate * dt: a cell under a part of the
+    sphere tilted by phi loses at most rate * dt / cos(phi) of height (cos from the geometry
+    here: the sphere at the move's lower end, whose centre height the model uses), unless the cut left it thinner than the crack
+    thickness (then it is through)."""
     mill = fresh_mill()
     sk, p = mill.skull, mill.params
     a = surface_point(sk, CENTRE[0] + x, CENTRE[1] + y) + [0.0, 0.0, R_BURR - depth]
@@ -178,10 +182,30 @@ def test_one_step_removes_at_most_rate_times_dt(x, y, depth, dt, rpm):
     c = mill.step(dt, a + [0.0, 0.0, 1e-4], a, True, rpm, dt)
     v = p.cut_rate_m_s * min(rpm / p.nominal_speed_rpm, 1.0) / mill.hardness
     removed = before - sk.outer_z
-    assert np.all(removed <= v * dt * (1 + 1e-5) + 1e-10)
+    rho2 = (sk.grid.xs[None, :] - a[0]) ** 2 + (sk.grid.ys[:, None] - a[1]) ** 2
+    cos = np.clip(np.sqrt(np.maximum(R_BURR ** 2 - rho2, 0.0)) / R_BURR, COS_MIN, 1.0)
+    cracked = (sk.outer_z <= sk.inner_z) & (before - sk.inner_z < v * dt / cos + p.crack_thickness_m + 1e-9)
+    assert np.all((removed <= v * dt / cos * (1 + 1e-4) + 1e-10) | cracked)
     assert c.removed_volume_m3 == pytest.approx(removed.sum(dtype=np.float64) * sk.grid.cell ** 2, rel=1e-4)
     if depth > 5e-6:     # the cut is limited by the rate and by how deep the burr reaches
         assert c.in_contact and removed.max() > 0.9 * min(float(v.min()) * dt, depth)
+
+
+def test_thin_bone_under_the_burr_cracks_through():
+    """A cut that leaves less than crack_thickness_m of bone takes the cell through; one that
+    leaves more does not, and with a crack thickness of 0 nothing cracks."""
+    for crack, expect_through in ((10e-6, True), (0.0, False)):
+        sk = copy.deepcopy(_pristine().skull)
+        mill = BoneMill(sk, MillingParams(crack_thickness_m=crack))
+        i, j = sk.grid.ny // 2, sk.grid.nx // 2
+        x, y = float(sk.grid.xs[j]), float(sk.grid.ys[i])
+        # burr bottom 6 um above the inner surface at the cell, ample time: the cut leaves 6 um
+        a = np.array([x, y, float(sk.inner_z[i, j]) + 6e-6 + R_BURR])
+        mill.step(100.0, a, a, True, 30000.0, 100.0)
+        left = float(sk.outer_z[i, j] - sk.inner_z[i, j])
+        assert (left <= 0.0) == expect_through, (crack, left)
+        if not expect_through:
+            assert left == pytest.approx(6e-6, abs=0.2e-6)
 
 
 def test_no_contact_fast_path_changes_nothing():
@@ -215,13 +239,17 @@ def test_time_maps_record_first_contact_and_through():
 
 
 # ---- force, deflection, breach ------------------------------------------------------------
-def _interference(sk: Skull, c: np.ndarray) -> float:
-    """Largest overlap (m) of a burr at c with bone, computed directly on the grid."""
+def _interference(sk: Skull, c: np.ndarray) -> tuple[float, float]:
+    """Largest overlap (m) of a burr at c with bone along the burr's normal, and the largest
+    vertical push it gives an equally compliant head (normal overlap * cos(tilt)), computed
+    directly on the grid."""
     X, Y = np.meshgrid(sk.grid.xs, sk.grid.ys)
     d2 = (X - c[0]) ** 2 + (Y - c[1]) ** 2
     inside = d2 <= R_BURR ** 2
-    env = c[2] - np.sqrt(np.maximum(R_BURR ** 2 - d2, 0.0))
-    return max(float((sk.outer_z - env)[inside].max()), 0.0)
+    root = np.sqrt(np.maximum(R_BURR ** 2 - d2, 0.0))
+    cos = np.clip(root / R_BURR, COS_MIN, 1.0)
+    normal = (sk.outer_z - (c[2] - root)) * cos
+    return max(float(normal[inside].max()), 0.0), max(float((normal * cos)[inside].max()), 0.0)
 
 
 @FAST
@@ -232,12 +260,12 @@ def test_pushing_with_the_drill_off_is_a_spring_and_springs_back(x, y, push):
     c = surface_point(sk, CENTRE[0] + x, CENTRE[1] + y) + [0.0, 0.0, R_BURR - push]
     before = sk.outer_z.copy()
     contact = mill.step(0.02, c, c, False, 0.0, 0.02)
-    e = _interference(sk, c)
+    normal, push_down = _interference(sk, c)
     assert np.array_equal(sk.outer_z, before)
     assert contact.in_contact and contact.removed_volume_m3 == 0.0
-    assert contact.force_n == pytest.approx(p.skull_stiffness_n_per_m * e, rel=1e-4)
-    assert contact.deflection_m == pytest.approx(min(e, p.max_deflection_m), rel=1e-4)
-    assert contact.overload == (e > p.max_deflection_m)
+    assert contact.force_n == pytest.approx(p.skull_stiffness_n_per_m * normal, rel=1e-4)
+    assert contact.deflection_m == pytest.approx(min(push_down, p.max_deflection_m), rel=1e-4)
+    assert contact.overload == (push_down > p.max_deflection_m)
     lifted = c + [0.0, 0.0, push + 0.1e-3]
     mill.step(0.04, c, lifted, False, 0.0, 0.02)         # still touching as the period starts
     again = mill.step(0.06, lifted, lifted, False, 0.0, 0.02)

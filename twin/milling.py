@@ -15,25 +15,38 @@ model is quasi-static (no dynamics within or across periods):
    segment, so ``env`` is never below the true swept volume and removal stays inside it. It
    is exact for horizontal and for vertical moves; for oblique ones it lies at most the
    period's vertical travel above the true envelope (a few um at milling speeds).
-2. **Cutting** (drill on, speed > 0). Cell rate ``v = cut_rate / hardness *
-   min(speed / nominal_speed, 1)``:
+2. **Cutting** (drill on, speed > 0). The cut rate is a depth of cut per second along the
+   burr's surface normal (chips are cut perpendicular to the burr): a cell under a part of the
+   burr tilted by phi loses height ``v / cos(phi)`` per second, ``cos(phi) = (z_c - env) / r``
+   (``z_c`` the lower end's burr-centre height, exact for level and vertical moves and at most
+   the period's vertical travel off for oblique ones; clipped to ``COS_MIN``, 87 deg, at the rim),
+   with ``v = cut_rate / hardness * min(speed / nominal_speed, 1)``:
 
-       outer' = max(min(outer, max(env, outer - v dt)), inner)
+       outer' = max(min(outer, max(env, outer - v dt / cos(phi))), inner)
 
-   bone above the envelope goes, at most ``v dt`` per cell and period, never below the inner
-   surface (a cell whose outer surface reaches the inner one is *through*). Drill off: no cut.
-   ``hardness`` is a smooth random field (``FourierField``, 8 waves, wavelengths 2-6 mm,
-   seeded by the skull's seed) mapped linearly onto [hardness_min, hardness_max].
-3. **Interference, deflection, force.** ``e = max(0, max over cells holding bone of
-   (outer' - env))``: uncut bone the burr still overlaps (cells with at most 0.1 um of bone
-   left hold none). The head, a spring of stiffness ``k`` in its holder, gives way by
-   ``delta = min(e, max_deflection)`` until the burr rests on the bone; the contact force is
-   ``F = k e``. ``e > max_deflection`` is an *overload* fault: the holder is solid there, the
-   real force exceeds ``k e`` and the burr overlaps bone. The head springs back at once: the
-   next period starts undeflected. The cut is evaluated against the undeflected skull, so the
-   cut rate, not the compliance, bounds how fast the burr sinks; deflection only stores the
-   excess. Compliance is vertical only: lateral contact with a groove wall also pushes the
-   head down.
+   bone above the envelope goes, at most ``v dt / cos(phi)`` per cell and period, never below
+   the inner surface (a cell whose outer surface reaches the inner one is *through*). **Thin bone
+   cracks**: a cell the burr cut this period that is left thinner than ``crack_thickness_m``
+   breaks through (a strip of bone ~10 um thick is softer than the head in its holder, so it
+   flexes away from the burr and fractures instead of being cut; see docs/bone_model.md).
+   Drill off: no cut. ``hardness`` is a smooth random field (``FourierField``, 8 waves,
+   wavelengths 2-6 mm, seeded by the skull's seed) mapped linearly onto
+   [hardness_min, hardness_max]. (Before issue 13 the rate was vertical: cells on the steep
+   flank of the groove, grazed by the burr's rim, could lose only ``v dt`` of height per period
+   and stood up to 150 um above the burr's surface, which the model read as a 150 um push on the
+   head; see docs/bone_model.md.)
+3. **Interference, deflection, force.** With ``e = outer' - env`` (vertical overlap) on cells
+   holding bone (cells with at most 0.1 um of bone left hold none), the overlap along the burr's
+   surface normal is ``e cos(phi)``. The head, a spring of stiffness ``k`` in its holder, equally
+   compliant in every direction (an assumption), gives way along that normal; its vertical
+   deflection is ``delta = min(max(e cos^2(phi)), max_deflection)``: a push on the burr's bottom
+   moves the head down by the full overlap, a push on a steep groove wall mostly sideways. The
+   contact force is ``F = k max(e cos(phi))``. ``max(e cos^2(phi)) > max_deflection`` is an
+   *overload* fault: the holder is solid there, the real force exceeds ``F`` and the burr
+   overlaps bone. The head springs back at once (quasi-static: a head of a few grams on a spring
+   of a few N/mm rings at 100-400 Hz, faster than the 20 ms control period): the next period
+   starts undeflected. The cut is evaluated against the undeflected skull, so the cut rate, not
+   the compliance, bounds how fast the burr sinks; deflection only stores the excess.
 4. **Breach.** The membrane moves with the skull, so relative to it the burr's lower surface
    is at ``env + delta``. At through cells, ``env + delta < membrane - breach_tolerance`` is a
    breach of depth ``membrane - (env + delta)``: one ``Breach`` (the deepest cell) per period
@@ -53,7 +66,9 @@ results are bit-identical to the NumPy form kept in ``tests/milling_reference.py
 
 Approximations, beyond the above: bone is a height field (no undercuts; thickness along z);
 only the skull's milling grid holds bone (a burr elsewhere touches nothing); the cut rate
-does not depend on contact area, feed direction, heat, chip clearing or burr wear.
+does not depend on contact area, feed direction, heat, chip clearing or burr wear; the lateral
+deflection of the head is not carried over to the burr's position (the membrane moves with the
+skull, and only vertical motion brings the burr closer to it).
 """
 from __future__ import annotations
 
@@ -68,6 +83,9 @@ from twin.skull import CellBox, FourierField, Grid, Skull
 
 #: a cell with at most this much bone left (m) is through
 THROUGH_TOL_M = 0.1e-6
+#: cosine of the steepest burr-surface tilt the normal-direction cut rate and push use (87 deg):
+#: at the burr's rim the normal is horizontal, and a cut rate divided by it would be unbounded
+COS_MIN = 0.05
 #: cells per side of the blocks of the coarse maximum maps (fast no-contact test)
 _BLOCK = 16
 #: (thickness - THROUGH_TOL_M) * this caps a cell's interference: 0 for through cells, >= 7 mm
@@ -305,9 +323,10 @@ class BoneMill:
         shape = env.shape
         outer = sk.outer_z[box.rows, box.cols]
         old, new, removed, thick = (sc.take(name, shape) for name in ("old", "new", "removed", "thick"))
-        thick_min, e_free, e_gated = kernels.cut(
+        thick_min, push_free, push_gated, normal_free, normal_gated = kernels.cut(
             env, outer, sk.inner_z[box.rows, box.cols], self._inv_hardness[box.rows, box.cols], np.float32(-v_dt),
-            cutting, np.float32(THROUGH_TOL_M), np.float32(_THROUGH_GATE_PER_M), old, new, removed, thick)
+            cutting, np.float32(THROUGH_TOL_M), np.float32(_THROUGH_GATE_PER_M), np.float32(min(a[2], b[2])),
+            np.float32(1.0 / r), np.float32(COS_MIN), np.float32(p.crack_thickness_m), old, new, removed, thick)
         volume = 0.0
         if cutting:
             depth_sum = float(removed.sum())       # float32 pairwise sum: ~1e-7 relative
@@ -316,13 +335,13 @@ class BoneMill:
                 sk.mark_changed(box.rows, box.cols)
                 volume = depth_sum * sk.grid.cell ** 2
         thin = float(thick_min) <= THROUGH_TOL_M      # through cells hold no bone to push on
-        e = max(float(e_gated if thin else e_free), 0.0)
+        e = max(float(push_gated if thin else push_free), 0.0)
         if volume == 0.0 and e == 0.0:
             return NO_CONTACT
 
         delta = min(e, p.max_deflection_m)
         overload = e > p.max_deflection_m
-        force = p.skull_stiffness_n_per_m * e
+        force = p.skull_stiffness_n_per_m * max(float(normal_gated if thin else normal_free), 0.0)
         t32, tol32 = np.float32(t_s), np.float32(THROUGH_TOL_M)
         kernels.stamp_first_contact(self._first_contact[box.rows, box.cols], env, old, t32)
         breach = None

@@ -65,26 +65,40 @@ def swept_envelope(X: np.ndarray, Y: np.ndarray, r2: np.float32, consts: np.ndar
 
 @njit(cache=True, nogil=True)
 def cut(env: np.ndarray, outer: np.ndarray, inner: np.ndarray, inv_hardness: np.ndarray, neg_v_dt: np.float32,
-        cutting: bool, through_tol: np.float32, gate_per_m: np.float32, old_out: np.ndarray,
-        new_out: np.ndarray, removed_out: np.ndarray, thick_out: np.ndarray) -> tuple:
+        cutting: bool, through_tol: np.float32, gate_per_m: np.float32, zc: np.float32, inv_r: np.float32,
+        cos_min: np.float32, crack: np.float32, old_out: np.ndarray, new_out: np.ndarray, removed_out: np.ndarray,
+        thick_out: np.ndarray) -> tuple:
     """Compiled form of the cut and the interference in ``twin.milling.BoneMill._mill``: per cell,
-    ``old`` = outer; cutting: ``new = max(min(fmax(old + inv_hardness * -v dt, env), old), inner)``,
-    else ``new = old``; ``removed = old - new``; ``thick = new - inner``. Returns (min thick,
-    max of ``new - env``, max of ``fmin(new - env, (thick - through_tol) * gate_per_m)``), all
-    float32 (m); the second is the interference if no cell is thin, the third if one is."""
+    ``old`` = outer, ``cos = clip((zc - env) / r, cos_min, 1)`` (the burr surface's tilt);
+    cutting: ``new = min(fmax(old + inv_hardness * -v dt / cos, env), old)``, cracked through
+    (``new = inner``) where the burr cut the cell and left less than ``crack``, then
+    ``new = max(new, inner)``; not cutting: ``new = old``. ``removed = old - new``;
+    ``thick = new - inner``. With ``e = new - env`` (vertical overlap), returns (min thick,
+    max of ``e cos cos``, max of its through-gated form ``fmin(e cos cos, (thick - through_tol) *
+    gate_per_m)``, max of ``e cos``, max of its gated form), all float32 (m): the head's vertical
+    push and the normal overlap, if no cell is thin and if one is."""
     thick_min = _INF
-    e_max = -_INF
-    e_gated = -_INF
+    push_max = -_INF
+    push_gated = -_INF
+    normal_max = -_INF
+    normal_gated = -_INF
     for i in range(env.shape[0]):
         for j in range(env.shape[1]):
             old = outer[i, j]
             inn = inner[i, j]
             ev = env[i, j]
+            cos = (zc - ev) * inv_r
+            if not cos >= cos_min:          # also NaN / -inf off the footprint
+                cos = cos_min
+            elif cos > np.float32(1.0):
+                cos = np.float32(1.0)
             if cutting:
-                new = inv_hardness[i, j] * neg_v_dt + old
+                new = inv_hardness[i, j] * neg_v_dt / cos + old
                 if not (new >= ev or ev != ev):             # np.fmax
                     new = ev
                 new = min(new, old)
+                if new < old and new - inn < crack:
+                    new = inn
                 new = max(new, inn)
             else:
                 new = old
@@ -95,9 +109,14 @@ def cut(env: np.ndarray, outer: np.ndarray, inner: np.ndarray, inv_hardness: np.
             thick_out[i, j] = th
             thick_min = min(thick_min, th)
             e = new - ev
-            e_max = max(e_max, e)
-            e_gated = max(e_gated, _fmin(e, (th - through_tol) * gate_per_m))
-    return thick_min, e_max, e_gated
+            gate = (th - through_tol) * gate_per_m
+            normal = e * cos
+            push = normal * cos
+            push_max = max(push_max, push)
+            push_gated = max(push_gated, _fmin(push, gate))
+            normal_max = max(normal_max, normal)
+            normal_gated = max(normal_gated, _fmin(normal, gate))
+    return thick_min, push_max, push_gated, normal_max, normal_gated
 
 
 @njit(cache=True, nogil=True)
