@@ -24,10 +24,10 @@ level, ``OUT/<group>.<key>/level<i>/``, beside the suite file it ran, ``level<i>
 **Common random numbers**: every level's cases get the same case seeds and the same values of all
 other fields as the base suite's cases, so a difference between levels is the parameter's effect,
 not another draw of skulls. The fixed field keeps the base suite's random stream unchanged: a
-field the base draws ``uniform`` is fixed as ``uniform = [L, L]`` (one draw, value L), one drawn
-from k choices as k copies of L, one the base does not sample is appended as ``choices = [L]``
-(no draw); loading the spec checks this case by case and refuses a parameter whose fixing would
-change the other draws (e.g. one the base draws as ``integers``).
+field the base draws ``uniform`` (or ``integers``) is fixed as ``uniform = [L, L]`` (one draw,
+value L), one drawn from k choices as k copies of L, one the base does not sample is appended as
+``choices = [L]`` (no draw); loading the spec checks this on the first cases and refuses a
+parameter whose fixing would change the other draws.
 
 Outputs in OUT: ``sensitivity.json`` (per parameter, per level: each metric's aggregate as the base
 suite defines it; proportions with successes k of n and the Wilson 95 % interval), ``sensitivity.png``
@@ -66,7 +66,7 @@ DEFAULT_METRICS = ("success", "breached", "max_bridge_um", "milling_time_min")
 GROUPS = ("scene", "job")
 RESULTS_JSON, PLOT, SUMMARY_MD = "sensitivity.json", "sensitivity.png", "sensitivity.md"
 
-Level = Annotated[Real | Annotated[str, Strict(), Field(min_length=1, max_length=200)], Field(union_mode="left_to_right")]
+Level = Annotated[Int | Real | Annotated[str, Strict(), Field(min_length=1, max_length=200)], Field(union_mode="left_to_right")]
 
 
 class SensitivityTable(BaseModel):
@@ -163,7 +163,7 @@ def fixed_distribution(base: dict | None, value: Any) -> dict:
         return {"uniform": [value, value]}
     if kind == "choices":
         return {"choices": [value] * len(args)}
-    return {kind: [value, value]}         # integers: a one-value range draws nothing (the CRN check refuses it)
+    return {"integers": [value, value]}   # samples rng.integers(L, L + 1): one draw, like [lo, hi]
 
 
 def level_suite_raw(base_raw: dict, group: str, key: str, value: Any, name: str) -> dict:
