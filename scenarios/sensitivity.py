@@ -18,14 +18,17 @@ uncertain parameter, the levels spanning its plausible range::
     [job.oracle_mae]                     # a parameter of the suite's job
     levels = [0.0, 0.1, 0.2432]
 
+    [fixed.job]                          # optional: held in every run, the sweep's baseline (a swept
+    oracle_mae = 0.0                     # field's levels replace it in its own runs; it is its default)
+
 For each parameter and level the base suite runs with that one field fixed at the level and every
 other field drawn as the base suite draws it (``scenarios.runner.run_suite``; one run folder per
 level, ``OUT/<group>.<key>/level<i>/``, beside the suite file it ran, ``level<i>.toml``).
 **Common random numbers**: every level's cases get the same case seeds and the same values of all
 other fields as the base suite's cases, so a difference between levels is the parameter's effect,
 not another draw of skulls. The fixed field keeps the base suite's random stream unchanged: a
-field the base draws ``uniform`` (or ``integers``) is fixed as ``uniform = [L, L]`` (one draw,
-value L), one drawn from k choices as k copies of L, one the base does not sample is appended as
+field the base draws ``uniform`` (``integers``) is fixed as ``uniform = [L, L]`` (``integers =
+[L, L]``; one draw, value L), one drawn from k choices as k copies of L, one the base does not sample is appended as
 ``choices = [L]`` (no draw); loading the spec checks this on the first cases and refuses a
 parameter whose fixing would change the other draws.
 
@@ -105,6 +108,18 @@ class LevelsTable(BaseModel):
         return self
 
 
+class FixedTable(BaseModel):
+    """``[fixed]``: fields held at one value in every run of the sweep: the sweep's baseline (a swept
+    field's own levels replace its fixed value in its runs, and the fixed value is its default)."""
+
+    model_config = FROZEN
+
+    scene: dict[Key, Level] = Field(default_factory=dict, max_length=MAX_SWEPT,
+                                    description='scene fields, e.g. "milling.hardness_max" = 1.4 (file units)')
+    job: dict[Key, Level] = Field(default_factory=dict, max_length=MAX_SWEPT,
+                                  description="parameters of the base suite's job, e.g. oracle_mae = 0.0")
+
+
 class SensitivityFile(BaseModel):
     """A sensitivity spec."""
 
@@ -115,6 +130,7 @@ class SensitivityFile(BaseModel):
                                           description="swept scene fields (dotted paths, file units)")
     job: dict[Key, LevelsTable] = Field(default_factory=dict, max_length=MAX_SWEPT,
                                         description="swept parameters of the base suite's job")
+    fixed: FixedTable = Field(default_factory=FixedTable, description="fields held fixed in every run")
 
 
 @dataclass(frozen=True)
@@ -195,7 +211,7 @@ def _default_value(base: Suite, base_raw: dict, group: str, key: str) -> Any:
     dists = base.scene_parameters if group == "scene" else base.job_parameters
     if key in dists:
         d = dists[key]
-        return d.args[0] if d.kind == "choices" and len(set(map(repr, d.args))) == 1 else None
+        return d.args[0] if len(set(map(repr, d.args))) == 1 else None     # one choice, or [L, L]
     if group == "job":
         return JOBS[base.job].parameters.get(key)
     node: Any = load_toml(base.scene_path)
@@ -240,9 +256,16 @@ def sensitivity_from_dict(raw: Any, source: str, folder: Path) -> Sensitivity:
         raise ConfigError(source, [f"sensitivity.suite={s.suite!r}: no such file ({path})"])
     try:
         base_raw = load_toml(path)
-        base = suite_from_dict(base_raw, str(path))
+        suite_from_dict(base_raw, str(path))
     except ConfigError as exc:
         raise ConfigError(source, [f"sensitivity.suite={s.suite!r}: {e}" for e in exc.errors]) from None
+    fixed = [(g, k, v) for g in GROUPS for k, v in getattr(spec.fixed, g).items()]
+    for group, key, value in fixed:
+        base_raw = level_suite_raw(base_raw, group, key, value, base_raw["suite"]["name"])
+    try:
+        base = suite_from_dict(base_raw, f"{path} with [fixed] of {source}")
+    except ConfigError as exc:
+        raise ConfigError(source, [f"fixed: {e}" for e in exc.errors]) from None
 
     errors: list[str] = []
     swept = [(g, k, t) for g in GROUPS for k, t in getattr(spec, g).items()]

@@ -144,6 +144,23 @@ def test_levels_fix_one_field_and_keep_every_other_draw(fake_suite_file):
                        {n: v for n, v in b.job_parameters.items() if n != param.key}
 
 
+def test_fixed_fields_hold_in_every_run_and_are_the_swept_default(fake_suite_file):
+    sens = sensitivity_from_dict(_spec("fake.toml", "[job.p]\nlevels = [0.3, 0.6]\n[job.q]\nlevels = [0.1, 0.9]\n"
+                                       "[fixed.job]\nq = 0.25\np = 0.4\n"), "spec.toml", fake_suite_file.parent)
+    p, q = sens.parameters
+    assert (p.default, q.default) == (0.4, 0.25)
+    base = make_cases(suite_from_dict(load_toml(fake_suite_file)), 4, 7, Path("."))
+    for lv in p.levels:
+        for b, c in zip(base, make_cases(suite_from_dict(lv.raw), 4, 7, Path("."))):
+            assert (c.job_parameters["p"], c.job_parameters["q"]) == (lv.value, 0.25)
+            assert (c.seed, c.job_parameters["x"], c.job_parameters["k"]) == \
+                   (b.seed, b.job_parameters["x"], b.job_parameters["k"])
+    assert {c.job_parameters["q"] for c in make_cases(suite_from_dict(q.levels[1].raw), 4, 7, Path("."))} == {0.9}
+    errors = _errors(_spec("fake.toml", "[job.p]\nlevels = [0.3, 0.6]\n[fixed.job]\nq = 2\nnope = 1\n"),
+                     fake_suite_file.parent)
+    assert any(e.startswith("fixed: ") and "nope" in e for e in errors), errors
+
+
 def test_a_scene_field_the_base_does_not_vary_is_appended_and_its_default_marked():
     sens = sensitivity_from_dict(_spec("twin_smoke.toml", '[scene."milling.cut_rate_um_s"]\nlevels = [100.0, 600.0]\n',
                                        metrics='["reach_error_m"]'), "spec.toml", SCENARIOS)
