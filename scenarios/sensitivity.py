@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field, Strict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, PlainValidator, Strict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from scenarios.cases import CaseResult, make_cases
@@ -55,7 +55,7 @@ from scenarios.jobs import JOBS
 from scenarios.limits import MAX_CASES
 from scenarios.runner import CASE_LOG, RUN_PLAN, RunFolderError, RunPlan, read_case_log, run_suite, summarize
 from scenarios.suite import Key, Suite, _safe_name, _scene_field_type, suite_from_dict
-from scenes.fields import FROZEN, Int, Real, _fields_of, fmt_value, resolve
+from scenes.fields import FROZEN, Int, _fields_of, fmt_value, resolve
 from scenes.schema import ConfigError, load_toml, problems_of
 from scenes.spec import SceneFile
 
@@ -69,7 +69,17 @@ DEFAULT_METRICS = ("success", "breached", "max_bridge_um", "milling_time_min")
 GROUPS = ("scene", "job")
 RESULTS_JSON, PLOT, SUMMARY_MD = "sensitivity.json", "sensitivity.png", "sensitivity.md"
 
-Level = Annotated[Int | Real | Annotated[str, Strict(), Field(min_length=1, max_length=200)], Field(union_mode="left_to_right")]
+
+
+def _level(value: Any) -> Any:
+    """A level: a bool, an integer, a finite number or a short string (checked against its field later)."""
+    if isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)) or \
+            (isinstance(value, str) and 1 <= len(value) <= 200):
+        return value
+    raise PydanticCustomError("level", "must be a bool, an integer, a finite number or a string of 1-200 characters")
+
+
+Level = Annotated[bool | int | float | str, PlainValidator(_level)]
 
 
 class SensitivityTable(BaseModel):
@@ -94,7 +104,7 @@ class LevelsTable(BaseModel):
     model_config = FROZEN
 
     levels: list[Level] = Field(min_length=2, max_length=MAX_LEVELS,
-                                description="values to run, in the field's file units (numbers or strings)")
+                                description="values to run, in the field's file units (bools, numbers or strings)")
     default: Level | None = Field(None, description="the level to mark as the default (default: the value the "
                                                     "base suite gives the field when it does not vary it)")
     note: Annotated[str, Strict(), Field(max_length=10000)] = Field("", description="where the range comes from")

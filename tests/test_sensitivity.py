@@ -84,7 +84,7 @@ def test_too_many_levels_and_non_finite_and_duplicate_levels():
                            metrics='["reach_error_m"]'))
     text = "\n".join(errors)
     assert 'scene."skull.unevenness_amplitude_mm".levels' in text and "12" in text, text
-    assert "job.offset_z_mm.levels" in text, text
+    assert "job.offset_z_mm.levels[0]=nan: must be a bool, an integer, a finite number" in text, text
     assert "distinct" in text, text
 
 
