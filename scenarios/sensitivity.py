@@ -521,7 +521,8 @@ def _same(a: Any, b: Any) -> bool:
 
 def plot(doc: dict[str, Any], path: Path) -> None:
     """One row per parameter, one column per metric: the metric against the level (proportions with
-    their Wilson 95 % interval), the default level marked by a dashed line."""
+    their Wilson 95 % interval; a positive range spanning a decade or more on a log axis), the
+    default level marked by a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -553,6 +554,8 @@ def plot(doc: dict[str, Any], path: Path) -> None:
                     ax.axvline(x, color="#cc3311", linestyle="--", linewidth=1, label="default")
             if not numeric:
                 ax.set_xticks(xs, [str(v) for v in values])
+            elif min(values) > 0 and max(values) >= 10 * min(values):     # a range over a decade: log x
+                ax.set_xscale("log")
             if r == 0:
                 ax.set_title(f"{name} ({doc['metrics'][name]['aggregate']})", fontsize=9)
             if c == 0:
