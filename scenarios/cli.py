@@ -6,6 +6,7 @@
                   [--engine local|ray] [--address auto|HOST:PORT] [--resume DIR | --force]
                   [--record] [--record-image-scale S] [--no-progress]
     micromill report DIR
+    micromill sensitivity SPEC.toml [--cases N] [--workers N] [--out DIR] [--resume | --report-only] [--no-progress]
     micromill replay FILE.mcap [--out DIR]
     micromill backends
     micromill sas-twin --prefix /arm1 [--scene FILE] [--overrides JSON] [--seed N] [--domain N] [--image-rate-hz R]
@@ -122,6 +123,27 @@ def _cmd_report(args) -> int:
     print(summary_table(summary))
     print(f"results.json and report.md rebuilt in {args.dir}")
     return 0 if summary["passed"] else 1
+
+
+def _cmd_sensitivity(args) -> int:
+    from scenarios.sensitivity import SUMMARY_MD, load_sensitivity, rebuild, run_sensitivity
+
+    sens = load_sensitivity(args.spec)
+    out = Path(args.out or Path("runs") / sens.name)
+    if args.report_only:
+        doc = rebuild(sens, out)
+    else:
+        doc = run_sensitivity(sens, out, workers=args.workers, n_cases=args.cases, resume=args.resume,
+                              progress=not args.no_progress)
+    print((out / SUMMARY_MD).read_text())
+    print(f"sensitivity.json, sensitivity.png and {SUMMARY_MD} in {out}")
+    if doc.get("interrupted"):
+        import signal
+
+        print(f"interrupted; continue with: micromill sensitivity {args.spec} --out {out} --resume")
+        return 128 + int(signal.Signals[doc["interrupted"]])
+    levels = [lv for p in doc["parameters"] for lv in p["levels"]]
+    return 1 if any(lv["errored"] or not lv["cases"] for lv in levels) else 0
 
 
 def _cmd_train(args) -> int:
@@ -256,6 +278,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="rebuild results.json and report.md of a run from its cases.jsonl")
     p.add_argument("dir", help="a run's output folder")
     p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("sensitivity", help="sweep each uncertain parameter over its range (one-at-a-time, same "
+                       "case seeds) -> sensitivity.json, .png, .md")
+    p.add_argument("spec", help="sensitivity spec TOML, e.g. scenarios/sensitivity.toml")
+    p.add_argument("--cases", type=_int_in(1, MAX_CASES), default=None, help="override the cases per level")
+    p.add_argument("--workers", type=_int_in(1, 10**9), default=None, help="processes per level run (as for run)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<name>); must be empty or new")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="keep finished levels, resume unfinished ones")
+    mode.add_argument("--report-only", action="store_true",
+                      help="rebuild sensitivity.json/.png/.md from the run folders in the output folder; run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_sensitivity)
     p = sub.add_parser("train", help="train a network from twin renders")
     train_sub = p.add_subparsers(dest="what", required=True, metavar="{keypoints,completion}")
     for what, text in (("keypoints", "drill-tip or cranial keypoint detector"),

@@ -3,6 +3,7 @@ drift from the code: ``python -m scenarios.config_docs > docs/configuration.md``
 (``tests/test_config_docs.py`` checks that the committed file is the output)."""
 from __future__ import annotations
 
+import types
 import typing
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 from controllers.settings import ControllerSettings
 from scenes.fields import _fields_of, _strip, allowed_text, interval_text
 from scenarios.jobs import JOBS
+from scenarios.sensitivity import MAX_LEVELS, MAX_SWEPT, SensitivityFile
 from scenarios.suite import AGGREGATES_BY_KIND, MetricTable, SuiteFile, ThresholdTable
 from scenes.spec import SceneFile
 
@@ -34,6 +36,9 @@ def unit_of(name: str) -> str:
 def _type_text(tp: Any) -> str:
     if typing.get_origin(tp) is typing.Literal:
         return "string"
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        texts = [_type_text(_strip(a)[0]) for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(dict.fromkeys(texts))
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is tuple and args and args[-1] is not Ellipsis:
         return f"list of {len(args)} {_type_text(_strip(args[0])[0])}"
@@ -46,6 +51,8 @@ def _type_text(tp: Any) -> str:
 
 
 def _allowed(tp: Any, meta: list) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return ""                 # a union of plain types: the type column says it
     if typing.get_origin(tp) is typing.Literal:
         return ", ".join(f"`{a!r}`" for a in typing.get_args(tp)).replace("'", '"')
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -55,7 +62,8 @@ def _allowed(tp: Any, meta: list) -> str:
         n = [m for m in meta if hasattr(m, "min_length") or hasattr(m, "max_length")]
         lengths = "".join(f" {type(m).__name__.replace('MinLen', 'min').replace('MaxLen', 'max')} "
                           f"{getattr(m, 'min_length', getattr(m, 'max_length', ''))}" for m in n)
-        return ("entries: " + _allowed(*_strip(args[0]))) + (f";{lengths}" if lengths else "")
+        entries = _allowed(*_strip(args[0]))
+        return "; ".join(t for t in ((f"entries: {entries}" if entries else ""), lengths.strip()) if t)
     interval = interval_text(meta)
     if interval:
         return interval
@@ -156,7 +164,15 @@ def render() -> str:
     md += ["", "Aggregates by metric kind: " + "; ".join(f"{kind}: {', '.join(a)}"
                                                         for kind, a in AGGREGATES_BY_KIND.items())
            + " (`proportion`, with a Wilson 95 % interval, needs 0/1 values).", "",
-           "## Job parameters (`[parameters.job]`)", "",
+           "## Sensitivity specs (`scenarios/sensitivity.toml`)", "",
+           "Loaded by `scenarios.sensitivity.load_sensitivity(path)` (model `scenarios.sensitivity.SensitivityFile`) "
+           "for `micromill sensitivity` ([bone model](bone_model.md)). `[scene.\"<dotted field>\"]` and "
+           "`[job.<parameter>]` name a field of the base suite's scene or job and its levels (file units, "
+           f"2 to {MAX_LEVELS} distinct values, at most {MAX_SWEPT} parameters); every level is checked like a "
+           "suite's value (the field exists, its bounds, the cross-field rules against the base suite's ranges), "
+           "and so is every `[fixed]` value. Parameters x levels x cases is at most 100000.", ""]
+    md += table(SensitivityFile)
+    md += ["", "## Job parameters (`[parameters.job]`)", "",
            "Each job (`scenarios.jobs.JOBS`) declares its parameters as a model; a case starts from the "
            "defaults and the jobs read `ctx.job_parameters` as a plain dict of these names, validated when the "
            "suite is loaded.", ""]

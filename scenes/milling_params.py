@@ -5,23 +5,11 @@
 cannot drift.
 The burr radius is the drill's (``[drill] burr_radius_mm`` of the scene).
 
-Where the defaults come from (see ``../shared/reference/README.md`` section 2):
-- ``cut_rate_m_s`` = 600 um/s is an ASSUMPTION, chosen so that at the milling loop's default
-  feed (4 mm/s around the circle) one pass of the 1 mm burr can take about the 10-50 um depth
-  of cut at which cortical bone shears cleanly: a cell lies under the burr's ~0.45 mm wide
-  footprint for ~0.11 s per pass, 600 um/s x 0.11 s = 67 um at hardness 1, 42 um at the
-  hardest 1.6 the suites draw. For scale, the Craniobot CNC craniotomy robot mills 50 um
-  passes at 10 mm/min (0.17 mm/s), ~8-18 um/s of vertical penetration per cell; the paper's
-  38000 rpm burr finishes a window in ~2 min, which needs the faster figure. A first choice
-  of 100 um/s left the bone uncut under the paper's descent speeds and the head deflected to
-  the 0.3 mm limit (measured on the twin). We found no measurement of the real rate.
-- ``hardness_min``/``hardness_max`` (0.8/1.4): the spread of a smooth random hardness field
-  (relative; mouse skull is not uniform: sutures, diploe), an assumption.
-- ``skull_stiffness_n_per_m`` = 5000 N/m (5 N/mm) is an ASSUMPTION: a mouse head in ear bars
-  and a tooth bar gives way by a fraction of a millimetre under ~1 N of push.
-- ``max_deflection_m`` = 0.3 mm: beyond it the head holder is taken as solid (a fault).
-- ``breach_tolerance_m`` = 20 um: the burr may dent the membrane by this much unharmed.
-- ``break_threshold_m`` = 20 um: bone bridges thinner than this break when the flap is lifted.
+Every parameter's default, plausible range, source or assumption (the published figures, the
+derivations of the cut-rate range, of the quasi-static head and of thin-bone cracking) and its
+measured effect on the outcome: ``docs/bone_model.md``. In short: the cut rate, the hardness
+spread, the head stiffness, the breach tolerance and the break threshold are assumptions; the
+head stiffness only sets the contact force (deflection = the overlap), never the outcome.
 """
 from __future__ import annotations
 
@@ -47,7 +35,7 @@ class MillingParams:
     burr_radius_m: Real = Field(0.5e-3, ge=0.1e-3, le=3.0e-3, description="radius of the spherical burr")
     cut_rate_m_s: Real = Field(600e-6, ge=1e-6, le=5e-3,
                                description="largest depth of cut per second (along the burr's surface normal) "
-                                           "into bone of hardness 1 at full drill speed")
+                                           "into bone of hardness 1 at full drill speed (see docs/bone_model.md)")
     hardness_min: Real = Field(0.8, ge=0.1, le=10.0, description="lowest relative hardness of the hardness field")
     hardness_max: Real = Field(1.4, ge=0.1, le=10.0, description="highest relative hardness of the hardness field")
     nominal_speed_rpm: Real = Field(30000.0, ge=100.0, le=1e5,
