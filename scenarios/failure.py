@@ -23,8 +23,10 @@ Definitions (SI; mm/um only in the text):
 - **read through**: the first update at which the loop's filtered c_i reached the planner's
   ``through_level`` (the point is done from then on);
 - **point nearest** a breach: the sampling point (on the fitted surface, in {S} xy) nearest the
-  breached cell; a bridge's angle is about the window centre in {S}, from +x_S, and lies between
-  the two sampling points nearest to it in angle.
+  breached cell; **angles** are the controller's path angles about the window axis
+  (``WindowFrame.angle_of``: point i at 360 i / n deg): a bridge (found by ``BoneMill.outcome``
+  at a polar angle in {S}) is placed on the path there and lies between the two sampling points
+  nearest to it in angle.
 """
 from __future__ import annotations
 
@@ -70,8 +72,9 @@ class FailureCause:
     first); ``point``: the sampling point it is about (index 0..n-1); ``t_s`` (s, hardware
     clock): when (the breach; the moment the point was read through or the run stopped);
     ``size_m`` (m): breach depth below the membrane, or the bridge's thickness (None otherwise);
-    ``distance_m`` (m, {S} xy): from the breach cell to the point; ``angle_rad`` (rad, about the
-    window centre in {S}, from +x_S): where the breach or bridge is; ``deflection_m`` (m): the
+    ``distance_m`` (m, {S} xy): from the breach cell to the point; ``angle_rad`` (rad, the path
+    angle about the window axis, as the sampling points' ``theta_rad``): where the breach or
+    bridge is; ``deflection_m`` (m): the
     head's deflection at ``t_s``; ``read_through_s`` (s): when the loop read the point through
     (None: never); ``c_read``, ``c_true``: raw reading and true completion of the point at the
     last reading at or before ``t_s``; ``points_not_through``: points the loop had not read through
@@ -90,14 +93,16 @@ class FailureCause:
     c_true: float | None = None
     points_not_through: tuple[int, ...] = field(default_factory=tuple)
 
-    def as_notes(self) -> dict:
-        """JSON-ready fields (units in the names) for a case's notes."""
-        return {"kind": self.kind, "point": self.point, "t_s": self.t_s,
+    def as_notes(self, start_s: float) -> dict:
+        """JSON-ready fields (units in the names; times in s since drill on at ``start_s``, as
+        in the text) for a case's notes."""
+        return {"kind": self.kind, "point": self.point, "t_since_drill_on_s": self.t_s - start_s,
                 "size_um": None if self.size_m is None else self.size_m * 1e6,
                 "distance_mm": None if self.distance_m is None else self.distance_m * 1e3,
                 "angle_deg": None if self.angle_rad is None else math.degrees(self.angle_rad),
                 "deflection_um": None if self.deflection_m is None else self.deflection_m * 1e6,
-                "read_through_s": self.read_through_s, "c_read": self.c_read, "c_true": self.c_true,
+                "read_through_since_drill_on_s": None if self.read_through_s is None
+                else self.read_through_s - start_s, "c_read": self.c_read, "c_true": self.c_true,
                 "points_not_through": list(self.points_not_through)}
 
 
@@ -165,9 +170,9 @@ class _View:
             return None
         return float(self.ev.trace["deflection_m"][int(np.argmin(np.abs(tt - t_s)))])
 
-    def polar_angle_s(self, p_s: np.ndarray) -> np.ndarray:
-        d = np.asarray(p_s)[..., :2] - self.centre_s[:2]
-        return np.mod(np.arctan2(d[..., 1], d[..., 0]), 2 * np.pi)
+    def path_angle(self, p_s: np.ndarray) -> float:
+        """Path angle (rad) about the window axis of a point (m, {S})."""
+        return float(self.ev.report.frame.angle_of(apply(self.ev.T_s_to_r, np.asarray(p_s, float))))
 
     def readings(self, i: int, t_s: float) -> tuple[float | None, float | None]:
         """(raw c_read, c_true) of point i at the last reading at or before ``t_s``."""
@@ -216,14 +221,15 @@ def _breach(v: _View) -> FailureCause:
     if defl is not None:
         text += f"; head deflection {defl * 1e6:.0f} um at the time"
     return FailureCause("breach", text, i, b.t_s, size_m=b.depth_below_membrane_m, distance_m=float(d[i]),
-                        angle_rad=float(v.polar_angle_s(np.array([b.x_s, b.y_s]))), deflection_m=defl,
+                        angle_rad=v.path_angle([b.x_s, b.y_s, v.centre_s[2]]), deflection_m=defl,
                         read_through_s=tr, c_read=cr, c_true=ct)
 
 
 def _bridge(v: _View) -> FailureCause:
     o = v.ev.outcome
-    phi = v.polar_angle_s(v.points_s)
-    gap = np.abs(np.angle(np.exp(1j * (phi - o.bridge_angle_rad))))
+    r = v.ev.report.radius_m
+    angle = v.path_angle(v.centre_s + [r * math.cos(o.bridge_angle_rad), r * math.sin(o.bridge_angle_rad), 0.0])
+    gap = np.abs(np.angle(np.exp(1j * (v.ev.report.theta_rad - angle))))
     i = int(np.argmin(gap))
     j = min(((i - 1) % v.n, (i + 1) % v.n), key=lambda m: gap[m])
     last = v.ev.truth[-1] if v.ev.truth else None
@@ -235,10 +241,10 @@ def _bridge(v: _View) -> FailureCause:
     else:
         detail = f"point {k} was never read through (last c_read {_c(cr)}, c_true {_c(ct)})"
     a, b = sorted((i, j))
-    text = (f"bridge {o.max_bridge_m * 1e6:.0f} um left at {math.degrees(o.bridge_angle_rad):.0f} deg "
+    text = (f"bridge {o.max_bridge_m * 1e6:.0f} um left at {math.degrees(angle):.0f} deg "
             f"(between points {a} and {b}): {detail}")
     t = stop if tr is None else tr
-    return FailureCause("bridge", text, k, t, size_m=o.max_bridge_m, angle_rad=o.bridge_angle_rad,
+    return FailureCause("bridge", text, k, t, size_m=o.max_bridge_m, angle_rad=angle,
                         deflection_m=v.deflection_at(t), read_through_s=tr, c_read=cr, c_true=ct)
 
 
@@ -303,7 +309,8 @@ def explain_failure(ev: FailureEvidence) -> FailureCause | None:
 def failure_figure(path: Path, ev: FailureEvidence, cause: FailureCause, title: str | None = None) -> None:
     """Point ``cause.point`` and its two neighbours over the last ``FIGURE_WINDOW_S`` before
     ``cause.t_s`` (and 1 s after): (a) planned and true heights, relative to each point's
-    through height; (b) the head's deflection and contact force, breaches marked; (c) c_true
+    through height, and the true burr centre while it passes the point; (b) the head's
+    deflection (the contact force is stiffness x interference), breaches marked; (c) c_true
     against the raw and filtered c_read. The red line is the failure's moment."""
     v = _View(ev)
     i, n = cause.point, v.n
@@ -334,7 +341,7 @@ def failure_figure(path: Path, ev: FailureEvidence, cause: FailureCause, title: 
                    < np.pi * ev.report.radius_m / n)
     if near.any():
         ax1.plot(tr["t_s"][near] - t0, (v.axis_height(tr["burr_s"][near]) - ref[i]) * 1e6,
-                 ".", color="0.5", markersize=2, label=f"burr centre near point {i} (true)")
+                 ".", color="black", markersize=3, label=f"burr centre near point {i} (true)")
     ax1.axhline(0.0, color="black", linewidth=0.6)
     ax1.set(xlabel="time since drill on (s)", ylabel="height above the point's through height (um)",
             title="(a) burr-centre heights along the window axis")
@@ -345,11 +352,8 @@ def failure_figure(path: Path, ev: FailureEvidence, cause: FailureCause, title: 
     if br.any():
         ax2.plot(tr["t_s"][br] - t0, tr["breach_depth_m"][br] * 1e6, "x", color="#cc3311",
                  label="breach depth")
-    ax2.set(xlabel="time since drill on (s)", ylabel="um", title="(b) head deflection and breaches")
+    ax2.set(xlabel="time since drill on (s)", ylabel="um", title="(b) head deflection and breaches (true)")
     ax2.legend(fontsize=6, loc="upper left")
-    axf = ax2.twinx()
-    axf.plot(tr["t_s"][m_tr] - t0, tr["force_n"][m_tr], color="0.6", linewidth=0.5)
-    axf.set_ylabel("contact force (N, grey)")
     for k in pts:
         c = colours[k]
         if m_true.any():

@@ -19,14 +19,16 @@ INNER = -0.3e-3             # inner surface z (m); the outer surface starts at 0
 THROUGH_H = INNER + RB      # burr-centre height at which a point goes through (m)
 DT = 0.2                    # perception period (s)
 T_END = 30.0
-THETA = 2 * np.pi * np.arange(N) / N
-POINTS = np.stack([R * np.cos(THETA), R * np.sin(THETA), np.zeros(N)], axis=1)
+THETA = 2 * np.pi * np.arange(N) / N      # path angles of the points (window frame)
 
 
 class Run:
     """A synthetic run: per update, the filtered and raw c_i, the planned h_i and the truth."""
 
-    def __init__(self):
+    def __init__(self, rot: float = 0.0):
+        #: the window frame's e1 at polar angle ``rot`` in {S}: point i lies at THETA[i] + rot in {S}
+        self.rot = rot
+        self.points = np.stack([R * np.cos(THETA + rot), R * np.sin(THETA + rot), np.zeros(N)], axis=1)
         self.t = np.arange(0.0, T_END + 1e-9, DT)
         m = self.t.size
         self.c_read = np.full((m, N), 0.5)
@@ -52,10 +54,10 @@ class Run:
             log.raw_completion.append(self.c_read[k].copy())
             log.heights_m.append(self.heights[k].copy())
             log.burr_r.append(np.zeros(3))
-        frame = WindowFrame(np.zeros(3), np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0]),
-                            np.array([0.0, 1.0, 0.0]))
+        c, s = math.cos(self.rot), math.sin(self.rot)
+        frame = WindowFrame(np.zeros(3), np.array([0.0, 0.0, 1.0]), np.array([c, s, 0.0]), np.array([-s, c, 0.0]))
         done = self.c_read[-1] >= 0.99 if done is None else done
-        report = MillingReport(stop, stop.value, 0.0, T_END, frame, R, THETA, POINTS, POINTS[:, None, :],
+        report = MillingReport(stop, stop.value, 0.0, T_END, frame, R, THETA, self.points, self.points[:, None, :],
                                np.full(N, -1e-3), self.heights[0], self.heights[-1], done, 0, log)
         trace = MillTrace()
         for t in np.arange(0.02, T_END + 1e-9, 0.02):
@@ -64,7 +66,7 @@ class Run:
             trace.append(t, np.array([R, 0.0, 0.2e-3]), MillContact(True, 0.1, self.deflection(t), False, 0.0, breach))
         truth = []
         for k, t in enumerate(self.t):
-            groove = POINTS.copy()
+            groove = self.points.copy()
             groove[:, 2] = self.groove_z[k]
             truth.append(PerceptionTruth(t, self.c_read[k].copy(), self.c_true[k].copy(), groove,
                                          np.full(N, INNER), groove[:, 2] - INNER))
@@ -91,7 +93,7 @@ def test_breach_names_the_point_time_neighbour_and_deflection():
     all_through(run)
     run.through(7, 8.0)
     # the breach 0.15 mm radially outside point 7, 10.1 s into milling, 23 um deep
-    bx, by = (R + 0.15e-3) * math.cos(THETA[7]), (R + 0.15e-3) * math.sin(THETA[7])
+    bx, by = (R + 0.15e-3) * math.cos(THETA[7]), (R + 0.15e-3) * math.sin(THETA[7])   # rot = 0: {S} = window
     breach = Breach(10.1, bx, by, 23e-6)
     run.heights[:, 7] = THROUGH_H - 10e-6                    # planned 10 um below the through height
     run.heights[:, 8] = THROUGH_H - 62e-6 - 1e-6 * (run.t - 10.0)   # neighbour 8: 52 um lower at 10 s, descending
@@ -109,12 +111,16 @@ def test_breach_names_the_point_time_neighbour_and_deflection():
     assert "bridge" not in cause.text
 
 
-def test_bridge_names_the_misread_point():
-    run = Run()
+@pytest.mark.parametrize("rot", [0.0, 2.0])
+def test_bridge_names_the_misread_point(rot):
+    """The twin finds the bridge at a polar angle in {S}; the cause places it on the path (the
+    window frame's angles), whichever way the frame is turned in {S}."""
+    run = Run(rot)
     all_through(run)
     run.through(10, 12.0, c_read_at=0.99, c_true_at=0.93)   # read through while bone was left
     angle = (THETA[9] + THETA[10]) / 2 + 0.05
-    cause = explain_failure(run.evidence(outcome(detachable=False, bridge_m=34e-6, bridge_angle=angle)))
+    bridge_s = np.mod(angle + rot, 2 * np.pi)
+    cause = explain_failure(run.evidence(outcome(detachable=False, bridge_m=34e-6, bridge_angle=bridge_s)))
     assert cause.kind == "bridge" and cause.point == 10 and cause.t_s == pytest.approx(12.0)
     assert cause.angle_rad == pytest.approx(angle) and cause.size_m == pytest.approx(34e-6)
     assert cause.text == (f"bridge 34 um left at {math.degrees(angle):.0f} deg (between points 9 and 10): "
@@ -132,7 +138,7 @@ def test_timeout_lists_the_points_not_through():
     assert cause.point == 4 and cause.t_s == pytest.approx(T_END) and cause.read_through_s is None
     assert cause.text == "timeout after 30 s with 2 points not through (3, 4) (the flap was detachable nonetheless)"
     # the same timeout with the flap held by a bridge at point 4: the bridge comes first
-    cause = explain_failure(run.evidence(outcome(detachable=False, bridge_m=60e-6, bridge_angle=THETA[4]),
+    cause = explain_failure(run.evidence(outcome(detachable=False, bridge_m=60e-6, bridge_angle=THETA[4] + 0.01),
                                          stop=StopReason.TIMEOUT))
     assert cause.kind == "bridge" and cause.point == 4
     assert cause.text.endswith("point 4 was never read through (last c_read 0.90, c_true 0.80); "
@@ -156,6 +162,7 @@ def test_failure_figure_is_written(tmp_path):
     run = Run()
     all_through(run)
     ev = run.evidence(outcome(breach=Breach(10.1, R, 0.0, 23e-6)))
+    ev.trace["burr_s"][:] = [R, 0.0, THROUGH_H]        # the burr sits on point 0
     cause = explain_failure(ev)
     failure_figure(tmp_path / "case000_failure.png", ev, cause)
     assert (tmp_path / "case000_failure.png").stat().st_size > 10_000

@@ -61,6 +61,24 @@ def test_a_failing_case_keeps_the_others(tmp_path, fake_suite):
     assert len(lines) == 6 and "boom in case 2" in lines[2]["error"]
 
 
+def why_job(ctx):
+    failed = ctx.index == 1
+    return CaseOutput({"value": 0.0}, ["artifacts/case001_failure.png"] if failed else [],
+                      {"why": "bridge 34 um left at 112 deg"} if failed else {})
+
+
+def test_the_report_says_why_each_failed_case_failed(tmp_path, monkeypatch, fake_suite):
+    monkeypatch.setitem(JOBS, "why", JobEntry(f"{__name__}:why_job", {"x": 0.0, "fail_on": -1}, ("value",)))
+    fake_suite["suite"]["job"] = "why"
+    run_suite(suite_from_dict(fake_suite), tmp_path, progress=False)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Why cases failed" in md
+    assert "- case 1 (seed " in md and "bridge 34 um left at 112 deg ([figure](artifacts/case001_failure.png))" in md
+    assert md.count("left at 112 deg") == 1        # only the failed case is listed
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["cases"][1]["notes"]["why"] == "bridge 34 um left at 112 deg"
+
+
 def test_threshold_failure_gives_nonzero_exit(tmp_path, monkeypatch, fake_suite):
     import tomllib  # noqa: F401
 
