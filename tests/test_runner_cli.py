@@ -131,6 +131,34 @@ def test_demo(tmp_path):
     assert 0.3 < summary["milling"]["milling_time_s"] / 60 < 3.0
     for name in ("camera_model.toml", "calibration.png", "trajectory.png", "milling.png", "milled.png"):
         assert (tmp_path / name).exists()
+    assert summary["verdict"] == {"window": "SUCCESS", "why": None, "failure": None} and summary["exit_code"] == 0
+    assert not (tmp_path / "failure.png").exists()
+
+
+def _demo_summary(window_success=True, stopped_by=None, safety_fault=None, stop_reason="complete", ok=True):
+    milling = None if stop_reason is None else {"stop_reason": stop_reason}
+    return {"window_success": window_success, "stopped_by": stopped_by, "safety_fault": safety_fault,
+            "milling": milling, "ok": ok}
+
+
+@pytest.mark.parametrize("summary, code", [
+    (_demo_summary(), 0),
+    (_demo_summary(window_success=None), 0),                                # no twin, the controller finished
+    (_demo_summary(window_success=None, stop_reason=None), 0),              # --until calibration|fit, finished
+    (_demo_summary(window_success=False), 1),                               # the twin's verdict: FAILURE
+    (_demo_summary(window_success=False, stop_reason="timeout", ok=False), 1),
+    (_demo_summary(window_success=False, stop_reason="safety_fault", safety_fault="x", ok=False), 1),
+    (_demo_summary(window_success=None, stop_reason="safety_fault", safety_fault="joint limit", ok=False), 3),
+    (_demo_summary(window_success=None, stop_reason=None, stopped_by="SafetyStop: x", ok=False), 3),
+    (_demo_summary(window_success=True, stop_reason="safety_fault", ok=False), 3),
+    (_demo_summary(window_success=None, stop_reason="timeout", ok=False), 4),    # no twin: the controller gave up
+    (_demo_summary(window_success=True, stop_reason="perception_lost", ok=False), 4),
+    (_demo_summary(window_success=None, stop_reason=None, ok=False), 4),          # no trajectory fitted
+])
+def test_demo_exit_code(summary, code):
+    from scenarios.demo import demo_exit_code
+
+    assert demo_exit_code(summary) == code
 
 
 def test_demo_stage_is_recorded_and_replays_exactly(tmp_path, capsys):
