@@ -74,10 +74,10 @@ class FailureCause:
     ``size_m`` (m): breach depth below the membrane, or the bridge's thickness (None otherwise);
     ``distance_m`` (m, {S} xy): from the breach cell to the point; ``angle_rad`` (rad, the path
     angle about the window axis, as the sampling points' ``theta_rad``): where the breach or
-    bridge is; ``deflection_m`` (m): the
-    head's deflection at ``t_s``; ``read_through_s`` (s): when the loop read the point through
-    (None: never); ``c_read``, ``c_true``: raw reading and true completion of the point at the
-    last reading at or before ``t_s``; ``points_not_through``: points the loop had not read through
+    bridge is; ``deflection_m`` (m): the head's deflection at ``t_s``; ``read_through_s`` (s):
+    when the loop read the point through (None: never); ``c_read``, ``c_true``: raw reading (NaN:
+    unseen) and true completion of the point at the last reading at or before ``t_s`` (None: no
+    reading yet); ``points_not_through``: points the loop had not read through
     when it stopped."""
 
     kind: str
@@ -102,7 +102,7 @@ class FailureCause:
                 "angle_deg": None if self.angle_rad is None else math.degrees(self.angle_rad),
                 "deflection_um": None if self.deflection_m is None else self.deflection_m * 1e6,
                 "read_through_since_drill_on_s": None if self.read_through_s is None
-                else self.read_through_s - start_s, "c_read": self.c_read, "c_true": self.c_true,
+                else self.read_through_s - start_s, "c_read": _finite(self.c_read), "c_true": _finite(self.c_true),
                 "points_not_through": list(self.points_not_through)}
 
 
@@ -183,7 +183,12 @@ class _View:
 
 
 def _c(v: float | None) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v:.2f}"
+    """A completion level for the text: "n/a" (no reading yet), "unseen" (NaN: the sensor saw no level)."""
+    return "n/a" if v is None else "unseen" if not math.isfinite(v) else f"{v:.2f}"
+
+
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
 
 
 def _reading_clause(v: _View, i: int, t_s: float) -> tuple[str, float | None, float | None, float | None]:

@@ -166,3 +166,12 @@ def test_failure_figure_is_written(tmp_path):
     cause = explain_failure(ev)
     failure_figure(tmp_path / "case000_failure.png", ev, cause)
     assert (tmp_path / "case000_failure.png").stat().st_size > 10_000
+
+
+def test_a_point_the_sensor_never_saw_is_called_unseen():
+    run = Run()
+    all_through(run)
+    run.c_read[:, 5], run.c_true[:, 5] = np.nan, 0.3
+    cause = explain_failure(run.evidence(outcome(detachable=False, bridge_m=60e-6, bridge_angle=THETA[5] + 0.01)))
+    assert cause.point == 5 and cause.text.endswith("point 5 was never read through (last c_read unseen, c_true 0.30)")
+    assert cause.as_notes(0.0)["c_read"] is None and cause.as_notes(0.0)["points_not_through"] == [5]
