@@ -64,7 +64,7 @@ def test_a_failing_case_keeps_the_others(tmp_path, fake_suite):
 def why_job(ctx):
     failed = ctx.index == 1
     return CaseOutput({"value": 0.0}, ["artifacts/case001_failure.png"] if failed else [],
-                      {"why": "bridge 34 um left at 112 deg"} if failed else {})
+                      {"why": "bridge 34 um left at 112 deg", "failure": {"kind": "bridge"}} if failed else {})
 
 
 def test_the_report_says_why_each_failed_case_failed(tmp_path, monkeypatch, fake_suite):
@@ -75,6 +75,7 @@ def test_the_report_says_why_each_failed_case_failed(tmp_path, monkeypatch, fake
     assert "## Why cases failed" in md
     assert "- case 1 (seed " in md and "bridge 34 um left at 112 deg ([figure](artifacts/case001_failure.png))" in md
     assert md.count("left at 112 deg") == 1        # only the failed case is listed
+    assert "By main cause: bridge 1." in md
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["cases"][1]["notes"]["why"] == "bridge 34 um left at 112 deg"
 
