@@ -136,6 +136,22 @@ def test_demo(tmp_path):
     assert not (tmp_path / "failure.png").exists()
 
 
+@pytest.mark.slow
+def test_demo_of_a_failed_window_says_why_and_exits_1(tmp_path):
+    """A milling timeout of 20 s leaves the flap attached: the twin's verdict is FAILURE, with a
+    bridge and the timeout as its cause, drawn in failure.png (~2 min on 2 cores)."""
+    from scenarios.demo import demo_exit_code, format_summary, run_demo
+    from scenes.spec import load_scene
+
+    scene = load_scene(None, {"control.period_s": 0.02, "controllers.milling.timeout_s": 20.0})
+    summary = run_demo(tmp_path, scene, 0)
+    assert summary["milling"]["stop_reason"] == "timeout" and summary["window_success"] is False
+    assert summary["verdict"]["window"] == "FAILURE" and summary["verdict"]["failure"]["kind"] == "bridge"
+    assert "timeout after 20 s with 32 points not through" in summary["verdict"]["why"]
+    assert summary["exit_code"] == demo_exit_code(summary) == 1 and (tmp_path / "failure.png").exists()
+    assert "verdict (twin): FAILURE — bridge" in format_summary(summary)
+
+
 def _demo_summary(window_success=True, stopped_by=None, safety_fault=None, stop_reason="complete", ok=True):
     milling = None if stop_reason is None else {"stop_reason": stop_reason}
     return {"window_success": window_success, "stopped_by": stopped_by, "safety_fault": safety_fault,
