@@ -13,12 +13,15 @@
     micromill train keypoints --target drill_tip|cranial [--out DIR] [--seed N] [--workers N] [--budget-min M]
     micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M]
 
-Exit codes: 0 success; 1 a suite threshold failed or a case errored (demo: the pipeline did
-not reach its own stop; replay: the controllers decided differently from the recording; report:
-the run failed or has cases missing); 2 invalid input (bad scene or suite file, unknown
-backend, --arm without safety.armed, a bad recording, an output folder that cannot be used),
-reported with every offending field; 130 / 143 a run stopped by Ctrl-C / SIGTERM (what finished
-is written, and ``--resume`` continues it).
+Exit codes: 0 success; 1 a suite threshold failed or a case errored (replay: the controllers
+decided differently from the recording; report: the run failed or has cases missing; demo: the
+twin's verdict is FAILURE, printed with its cause); 2 invalid input (bad scene or suite file,
+unknown backend, --arm without safety.armed, a bad recording, an output folder that cannot be
+used), reported with every offending field; 3 (demo) a hardware or safety stop ended the run;
+4 (demo) the controller stopped without finishing (no trajectory, milling timeout or perception
+lost); 130 / 143 a run stopped by Ctrl-C / SIGTERM (a suite writes what finished, and
+``--resume`` continues it). The demo's codes: ``scenarios.demo.demo_exit_code``; without a twin
+there is no verdict and the code follows the controller's stop only.
 
 ``--arm`` is one half of arming a robot that really moves (CoppeliaSim, SmartArmStack); the
 other is ``safety.armed = true`` in the scene. Without both, such a run is a dry run: commands
@@ -57,7 +60,7 @@ def _cmd_demo(args) -> int:
     print(format_summary(summary))
     print(f"plots, camera_model.toml and summary.json in {args.out}"
           + (f"; recording in {args.record}" if args.record else ""))
-    return 0 if summary["ok"] else 1     # 1: the pipeline did not reach its own stop (see the summary)
+    return summary["exit_code"]          # scenarios.demo.demo_exit_code
 
 
 def _cmd_replay(args) -> int:

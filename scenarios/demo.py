@@ -9,7 +9,14 @@
 3. Milling: the drill switches on and circles the window while the completion CNN reads c_i at
    the 32 points and the planner lowers each point until it is through; then the drill stops
    and retracts.
-4. Judgement (twin only, ground truth): flap detachable? membrane breached? times.
+4. Judgement (twin only, ground truth): flap detachable? membrane breached? times. A failed
+   window's cause (``scenarios.failure.explain_failure``: which point, when, why) is printed
+   with the verdict, saved in ``summary.json`` (``verdict``) and drawn in ``failure.png``.
+
+Exit status (``demo_exit_code``; the CLI documents it): 0 the window succeeded (without a twin:
+the pipeline reached its own stop); 1 the twin's verdict is FAILURE; 3 a hardware or safety stop
+ended the run; 4 the controller stopped without finishing (no trajectory, milling timeout or
+perception lost).
 
 The controllers run at 50 Hz (``control.period_s = 0.02`` for this run; the scene's default is
 the robot driver's 1 kHz), which is what makes a whole window take about a minute of wall time.
@@ -21,8 +28,9 @@ needs ``--arm`` and ``safety.armed = true``, else it is a dry run), can stop aft
 
 Writes to the output folder: ``camera_model.toml`` (the estimated model), ``calibration.png``
 (residuals per grid point and per setpoint), ``trajectory.png`` (keypoints and trajectory on
-the left image), ``milling.png`` (c_i(t), h_i(t) and the final groove), ``milled.png`` (the
-left camera's last view of the window), ``summary.json``.
+the left image), ``milling.png`` (c_i(t), h_i(t) and the final groove), ``failure.png`` (twin
+only, a failed window: the failing point and its neighbours before the failure), ``milled.png``
+(the left camera's last view of the window), ``summary.json``.
 """
 from __future__ import annotations
 
@@ -36,7 +44,7 @@ from tqdm import tqdm
 
 from controllers.perception.completion_detector import load_estimator
 from controllers.perception.keypoint_detector import load_detector
-from controllers.pipeline import STAGES, Networks, WindowResult, open_session, run_window
+from controllers.pipeline import STAGES, Networks, WindowResult, camera_sensor, open_session, run_window
 from controllers.reconstruction import save_camera_model
 from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Hardware
@@ -44,9 +52,38 @@ from hw_bridge.registry import make_hardware
 from scenes.spec import SceneSpec, load_scene
 from scenarios.jobs.milling import milling_figure
 from scenarios.jobs.premeasurement_common import new_figure, save_figure
-from scenarios.scoring import score_fit_heights, score_milling
+from scenarios.failure import explain_failure, failure_evidence, failure_figure
+from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
 
 DEMO_CONTROL_PERIOD_S = 0.02
+
+#: ``micromill demo`` exit statuses (``demo_exit_code``)
+EXIT_SUCCESS = 0
+EXIT_WINDOW_FAILED = 1
+EXIT_HARDWARE_STOP = 3
+EXIT_UNFINISHED = 4
+
+
+def demo_exit_code(summary: dict) -> int:
+    """The demo's exit status from its summary, first match wins:
+
+    - 1 (``EXIT_WINDOW_FAILED``): the twin's verdict is FAILURE (membrane breached or flap not
+      detachable), whatever ended the run (the verdict's cause says what);
+    - 3 (``EXIT_HARDWARE_STOP``): a hardware or safety stop ended the run (``stopped_by``, the
+      interface's ``safety_fault``, or the milling loop's SAFETY_FAULT stop);
+    - 4 (``EXIT_UNFINISHED``): the controller stopped without finishing the stage asked for (no
+      trajectory fitted, or milling stopped by timeout or lost perception);
+    - 0 (``EXIT_SUCCESS``): the pipeline reached its own stop and, on the twin, the window succeeded.
+
+    Without a twin (another backend, a dry run, a replay) there is no verdict: the status
+    reflects the controller's stop only."""
+    if summary["window_success"] is False:
+        return EXIT_WINDOW_FAILED
+    milling = summary["milling"]
+    if summary["stopped_by"] or summary["safety_fault"] or (milling is not None
+                                                            and milling["stop_reason"] == "safety_fault"):
+        return EXIT_HARDWARE_STOP
+    return EXIT_SUCCESS if summary["ok"] else EXIT_UNFINISHED
 
 
 def _calibration_plot(path: Path, cal) -> None:
@@ -95,6 +132,9 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
     t_wall = time.perf_counter()
     result = WindowResult()
     truth = None
+    verdict = None
+    has_truth = hasattr(type(hw), "ground_truth")     # twin only: scoring against the true skull and bone
+    scored: ScoredSensor | None = None
     try:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,9 +151,14 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
                 bars[stage].set_postfix_str(detail)
             bars[stage].refresh()
 
+        def make_sensor(surface, model):        # twin only: the truth beside every completion reading
+            nonlocal scored
+            scored = ScoredSensor(camera_sensor(networks.completion, hw.rig.drill)(surface, model), hw.ground_truth)
+            return scored
+
         def on_stage(stage: str, res: WindowResult) -> None:
-            nonlocal truth
-            gt = getattr(hw, "ground_truth", None)        # twin only: scoring against the true skull and bone
+            nonlocal truth, verdict
+            gt = hw.ground_truth if has_truth else None
             if stage in bars:
                 bars[stage].close()
             if stage == "calibration":
@@ -139,9 +184,17 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
                     milling_figure(out_dir / "milling.png", gt, res.milling,
                                    f"{res.milling.stop_reason.value} after {res.milling.duration_s / 60:.2f} "
                                    f"simulated min; success {bool(outcome['success'])}")
+                    evidence = failure_evidence(gt, res.milling, scored.rows,
+                                                scene.controllers.milling.damper.through_level)
+                    cause = explain_failure(evidence)
+                    verdict = {"window": "SUCCESS" if outcome["success"] else "FAILURE",
+                               "why": None if cause is None else cause.text,
+                               "failure": None if cause is None else cause.as_notes(res.milling.start_s)}
+                    if cause is not None:
+                        failure_figure(out_dir / "failure.png", evidence, cause)
 
         result = run_window(open_session(hw), networks, scene.controllers, until=until, on_stage=on_stage,
-                            progress=progress)
+                            progress=progress, make_sensor=make_sensor if has_truth else None)
     except HardwareError as exc:         # a stop while the session opens
         result.stopped_by = f"{type(exc).__name__}: {exc}"
     finally:
@@ -177,7 +230,11 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
         # measures its rate.
         "ok": result.stopped_by is None and result.finished(until),
         "window_success": None if truth is None or "milling" not in truth else bool(truth["milling"]["success"]),
+        # the twin's verdict with its cause (scenarios.failure; ground truth): None without a twin
+        # or before milling
+        "verdict": verdict,
     }
+    summary["exit_code"] = demo_exit_code(summary)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -194,6 +251,10 @@ def _trajectory_image(path: Path, surf, model) -> None:
         uv, _ = model.project(surf.trajectory.points_fit_mi)
         cv2.polylines(left, [np.round(uv).astype(np.int32).reshape(-1, 1, 2)], True, (255, 255, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), left)
+
+
+_EXIT_MEANING = {EXIT_SUCCESS: "success", EXIT_WINDOW_FAILED: "window failed",
+                 EXIT_HARDWARE_STOP: "stopped by hardware or safety", EXIT_UNFINISHED: "controller did not finish"}
 
 
 def format_summary(summary: dict) -> str:
@@ -227,5 +288,11 @@ def format_summary(summary: dict) -> str:
             lines.append(f"ground truth (twin only): flap detachable {bool(g['detachable'])}, membrane breaches "
                          f"{int(g['breaches'])}, thickest bridge {g['max_bridge_um']:.0f} um -> "
                          f"{'SUCCESS' if g['success'] else 'FAILURE'}")
-    lines.append(f"simulated {summary['simulated_time_s']} s in {summary['wall_time_s']} s wall; ok: {summary['ok']}")
+    v = summary.get("verdict")
+    if v is not None:
+        lines.append(f"verdict (twin): {v['window']}" + (f" — {v['why']}" if v["why"] else ""))
+    elif summary["until"] == "mill":
+        lines.append("verdict: none (no twin on this backend: the exit status follows the controller's stop)")
+    lines.append(f"simulated {summary['simulated_time_s']} s in {summary['wall_time_s']} s wall; ok: {summary['ok']}; "
+                 f"exit status {summary['exit_code']} ({_EXIT_MEANING[summary['exit_code']]})")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,18 @@ def write_report(suite, summary: dict[str, Any], results, out_dir: Path) -> Path
     arts = [a for r in results for a in r.artifacts]
     if arts:
         md += ["", "## Case artifacts", ""] + [f"![{Path(a).stem}]({a})" for a in arts]
+    why = [r for r in results if r.error is None and r.notes.get("why")]
+    if why:
+        md += ["", "## Why cases failed", "",
+               "Each case whose job says why it failed (`notes.why`; the milling job: breach, flap not "
+               "detachable, or a stop before every point was through), with its figure where one was saved.", ""]
+        kinds = Counter(r.notes["failure"]["kind"] for r in why if isinstance(r.notes.get("failure"), dict)
+                        and "kind" in r.notes["failure"])
+        if kinds:
+            md += ["By main cause: " + ", ".join(f"{k} {n}" for k, n in kinds.most_common()) + ".", ""]
+        for r in why:
+            fig = next((a for a in r.artifacts if a.endswith("_failure.png")), None)
+            md.append(f"- case {r.index} (seed {r.seed}): {r.notes['why']}" + (f" ([figure]({fig}))" if fig else ""))
     failed = [r for r in results if r.error is not None]
     if failed:
         md += ["", "## Errored cases", ""]

@@ -8,6 +8,7 @@ their names say (mm, um, px, deg, min); otherwise SI.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -138,27 +139,58 @@ def score_milling(world, report: MillingReport) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True, eq=False)
+class PerceptionTruth:
+    """GROUND TRUTH beside one completion reading, taken at the same moment (twin only).
+
+    ``t_s`` (s): the twin's clock at the reading, which is the hardware clock the milling loop
+    logs (``MillingLog.t_s`` of the same update). Per sampling point i (arrays of n):
+    ``c_read`` the sensor's raw output (NaN: unseen); ``c_true`` the true cross-section completion
+    (the highest over the point's probes, as the controller reads it); ``groove_s`` (n, 3) (m, {S})
+    the lowest point of the bone's outer surface over the point's probes (the groove bottom the
+    burr has really reached there); ``inner_z_s`` (n,) (m, {S} z) the inner surface under that
+    probe; ``thickness_m`` (n,) the thinnest bone left over the probes (0: through)."""
+
+    t_s: float
+    c_read: np.ndarray
+    c_true: np.ndarray
+    groove_s: np.ndarray
+    inner_z_s: np.ndarray
+    thickness_m: np.ndarray
+
+
 class ScoredSensor:
-    """Passes a completion sensor's readings through unchanged and keeps the true completion at
-    the same points and moment beside them (for ``perception_mae``)."""
+    """Passes a completion sensor's readings through unchanged and keeps, per reading, the truth
+    at the same points and moment beside them (``PerceptionTruth``: for ``perception_mae`` and
+    for explaining failures, ``scenarios.failure``)."""
 
     def __init__(self, sensor, world):
         self.sensor = sensor
         self.uses_images = sensor.uses_images
         self.world = world
-        self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.rows: list[PerceptionTruth] = []
 
     def estimate(self, frame, probes_r, T_tool_to_r):
         c = self.sensor.estimate(frame, probes_r, T_tool_to_r)
-        self.pairs.append((np.asarray(c, float), true_cross_section_completion(self.world, probes_r)))
+        w = self.world
+        n, k = probes_r.shape[:2]
+        p_s = apply(invert(w.T_s_to_r), np.asarray(probes_r, float).reshape(-1, 3))
+        outer = w.skull.outer_height(p_s[:, 0], p_s[:, 1]).reshape(n, k)
+        inner = w.skull.inner_height(p_s[:, 0], p_s[:, 1]).reshape(n, k)
+        low = np.argmin(outer, axis=1)
+        rows = np.arange(n)
+        groove = p_s.reshape(n, k, 3)[rows, low].copy()
+        groove[:, 2] = outer[rows, low]
+        self.rows.append(PerceptionTruth(w.time_s, np.asarray(c, float), true_cross_section_completion(w, probes_r),
+                                         groove, inner[rows, low], np.maximum(outer - inner, 0.0).min(axis=1)))
         return c
 
     def mae(self) -> float:
         """Realised mean |c_hat - c_true| over the valid readings (completion units)."""
-        if not self.pairs:
+        if not self.rows:
             return NAN
-        est = np.concatenate([p[0] for p in self.pairs])
-        true = np.concatenate([p[1] for p in self.pairs])
+        est = np.concatenate([r.c_read for r in self.rows])
+        true = np.concatenate([r.c_true for r in self.rows])
         ok = np.isfinite(est)
         return float(np.mean(np.abs(est[ok] - true[ok]))) if ok.any() else NAN
 

@@ -431,6 +431,11 @@ def test_world_mills_with_the_drill_on_and_pybullet_follows_lazily():
         assert not world.last_contact.in_contact
         assert float(sk.outer_height(x, y)) == pytest.approx(before - 20e-6, abs=2e-6)
         assert world.mill.true_completion(x, y) > 0.01
+        tr = world.mill_trace.arrays()                      # the ground-truth trace: one row per period
+        assert len(world.mill_trace) == 102 and tr["t_s"][-1] == pytest.approx(world.time_s)
+        assert tr["force_n"][0] == pytest.approx(scene.milling.skull_stiffness_n_per_m * 20e-6, rel=0.3)
+        assert tr["force_n"][-1] == 0.0 and np.all(np.isnan(tr["breach_depth_m"]))
+        assert np.allclose(tr["burr_s"][-1], world.burr_centre_s(world.arm.state()[0]))
         # the arm moves; PyBullet's kinematics, synced on demand, agrees with DQ Robotics
         world.arm.set_target(world.joints_placing_burr_at(p + [0.3e-3, 0.0, 1e-3], q))
         for _ in range(10):
@@ -439,6 +444,23 @@ def test_world_mills_with_the_drill_on_and_pybullet_follows_lazily():
         assert np.linalg.norm(pos - world.robot.fk(world.arm.state()[0])[:3, 3]) < 1e-6
     finally:
         world.close()
+
+
+def test_mill_trace_is_bounded_and_keeps_the_whole_run():
+    from twin.milling import Breach, MillContact, MillTrace
+
+    trace = MillTrace(capacity=8)
+    for k in range(1, 21):
+        breach = Breach(0.1 * k, 0.0, 0.0, 30e-6) if k == 20 else None
+        trace.append(0.1 * k, np.array([k, 0.0, 0.0]), MillContact(True, 0.01 * k, 1e-6 * k, False, 0.0, breach))
+    t = trace.arrays()["t_s"]
+    assert len(trace) <= trace.capacity == 8
+    assert np.all(np.diff(t) > 0) and t[-1] == pytest.approx(2.0) and t[0] <= 0.8   # newest kept, early run too
+    a = trace.arrays()
+    assert a["burr_s"][-1, 0] == 20 and a["deflection_m"][-1] == pytest.approx(20e-6)
+    assert a["breach_depth_m"][-1] == pytest.approx(30e-6) and np.isnan(a["breach_depth_m"][:-1]).all()
+    with pytest.raises(ValueError, match="even number"):
+        MillTrace(capacity=7)
 
 
 def test_compiled_mill_equals_the_numpy_reference():

@@ -61,6 +61,25 @@ def test_a_failing_case_keeps_the_others(tmp_path, fake_suite):
     assert len(lines) == 6 and "boom in case 2" in lines[2]["error"]
 
 
+def why_job(ctx):
+    failed = ctx.index == 1
+    return CaseOutput({"value": 0.0}, ["artifacts/case001_failure.png"] if failed else [],
+                      {"why": "bridge 34 um left at 112 deg", "failure": {"kind": "bridge"}} if failed else {})
+
+
+def test_the_report_says_why_each_failed_case_failed(tmp_path, monkeypatch, fake_suite):
+    monkeypatch.setitem(JOBS, "why", JobEntry(f"{__name__}:why_job", {"x": 0.0, "fail_on": -1}, ("value",)))
+    fake_suite["suite"]["job"] = "why"
+    run_suite(suite_from_dict(fake_suite), tmp_path, progress=False)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Why cases failed" in md
+    assert "- case 1 (seed " in md and "bridge 34 um left at 112 deg ([figure](artifacts/case001_failure.png))" in md
+    assert md.count("left at 112 deg") == 1        # only the failed case is listed
+    assert "By main cause: bridge 1." in md
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["cases"][1]["notes"]["why"] == "bridge 34 um left at 112 deg"
+
+
 def test_threshold_failure_gives_nonzero_exit(tmp_path, monkeypatch, fake_suite):
     import tomllib  # noqa: F401
 
@@ -113,6 +132,50 @@ def test_demo(tmp_path):
     assert 0.3 < summary["milling"]["milling_time_s"] / 60 < 3.0
     for name in ("camera_model.toml", "calibration.png", "trajectory.png", "milling.png", "milled.png"):
         assert (tmp_path / name).exists()
+    assert summary["verdict"] == {"window": "SUCCESS", "why": None, "failure": None} and summary["exit_code"] == 0
+    assert not (tmp_path / "failure.png").exists()
+
+
+@pytest.mark.slow
+def test_demo_of_a_failed_window_says_why_and_exits_1(tmp_path):
+    """A milling timeout of 20 s leaves the flap attached: the twin's verdict is FAILURE, with a
+    bridge and the timeout as its cause, drawn in failure.png (~2 min on 2 cores)."""
+    from scenarios.demo import demo_exit_code, format_summary, run_demo
+    from scenes.spec import load_scene
+
+    scene = load_scene(None, {"control.period_s": 0.02, "controllers.milling.timeout_s": 20.0})
+    summary = run_demo(tmp_path, scene, 0)
+    assert summary["milling"]["stop_reason"] == "timeout" and summary["window_success"] is False
+    assert summary["verdict"]["window"] == "FAILURE" and summary["verdict"]["failure"]["kind"] == "bridge"
+    assert "timeout after 20 s with 32 points not through" in summary["verdict"]["why"]
+    assert summary["exit_code"] == demo_exit_code(summary) == 1 and (tmp_path / "failure.png").exists()
+    assert "verdict (twin): FAILURE — bridge" in format_summary(summary)
+
+
+def _demo_summary(window_success=True, stopped_by=None, safety_fault=None, stop_reason="complete", ok=True):
+    milling = None if stop_reason is None else {"stop_reason": stop_reason}
+    return {"window_success": window_success, "stopped_by": stopped_by, "safety_fault": safety_fault,
+            "milling": milling, "ok": ok}
+
+
+@pytest.mark.parametrize("summary, code", [
+    (_demo_summary(), 0),
+    (_demo_summary(window_success=None), 0),                                # no twin, the controller finished
+    (_demo_summary(window_success=None, stop_reason=None), 0),              # --until calibration|fit, finished
+    (_demo_summary(window_success=False), 1),                               # the twin's verdict: FAILURE
+    (_demo_summary(window_success=False, stop_reason="timeout", ok=False), 1),
+    (_demo_summary(window_success=False, stop_reason="safety_fault", safety_fault="x", ok=False), 1),
+    (_demo_summary(window_success=None, stop_reason="safety_fault", safety_fault="joint limit", ok=False), 3),
+    (_demo_summary(window_success=None, stop_reason=None, stopped_by="SafetyStop: x", ok=False), 3),
+    (_demo_summary(window_success=True, stop_reason="safety_fault", ok=False), 3),
+    (_demo_summary(window_success=None, stop_reason="timeout", ok=False), 4),    # no twin: the controller gave up
+    (_demo_summary(window_success=True, stop_reason="perception_lost", ok=False), 4),
+    (_demo_summary(window_success=None, stop_reason=None, ok=False), 4),          # no trajectory fitted
+])
+def test_demo_exit_code(summary, code):
+    from scenarios.demo import demo_exit_code
+
+    assert demo_exit_code(summary) == code
 
 
 def test_demo_stage_is_recorded_and_replays_exactly(tmp_path, capsys):

@@ -139,6 +139,52 @@ class MillOutcome:
     overload: bool
 
 
+class MillTrace:
+    """SIM-ONLY GROUND TRUTH: the milling physics per control period, for explaining failures
+    (``scenarios.failure``). Controllers never see it (it lives on the twin world).
+
+    One row per ``BoneMill.step`` (``TwinWorld.step``): ``t_s`` (s, end of the period, the
+    hardware clock), the burr centre ``burr_s`` (m, {S}, undeflected, end of the period),
+    ``force_n`` (N), ``deflection_m`` (m) and ``breach_depth_m`` (m below the membrane; NaN: no
+    breach that period). Bounded: rows live in preallocated arrays of ``capacity`` rows; when
+    they are full every other stored row is dropped (the older half of the run keeps half the
+    time resolution, and so on), so memory stays fixed however long the run. Every breach is
+    also in ``BoneMill.breaches`` at full resolution."""
+
+    _COLUMNS = ("t_s", "x_s", "y_s", "z_s", "force_n", "deflection_m", "breach_depth_m")
+
+    def __init__(self, capacity: int = 1 << 16):
+        if capacity < 2 or capacity % 2:
+            raise ValueError(f"MillTrace: capacity={capacity!r} must be an even number >= 2")
+        self._rows = np.empty((capacity, len(self._COLUMNS)), np.float64)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def capacity(self) -> int:
+        return self._rows.shape[0]
+
+    def append(self, t_s: float, burr_s: np.ndarray, contact: MillContact) -> None:
+        """Add one period's row (halving the stored rows first when full)."""
+        if self._n == self.capacity:
+            half = self.capacity // 2
+            self._rows[:half] = self._rows[1::2]       # keep the later row of each pair (the newest stays)
+            self._n = half
+        b = contact.breach
+        self._rows[self._n] = (t_s, burr_s[0], burr_s[1], burr_s[2], contact.force_n, contact.deflection_m,
+                               math.nan if b is None else b.depth_below_membrane_m)
+        self._n += 1
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The stored rows as columns (copies): ``t_s`` (s), ``burr_s`` (m, {S}, (N, 3)),
+        ``force_n`` (N), ``deflection_m`` (m), ``breach_depth_m`` (m, NaN: none)."""
+        r = self._rows[:self._n]
+        return {"t_s": r[:, 0].copy(), "burr_s": r[:, 1:4].copy(), "force_n": r[:, 4].copy(),
+                "deflection_m": r[:, 5].copy(), "breach_depth_m": r[:, 6].copy()}
+
+
 class _Scratch:
     """Reusable work arrays, grown on demand, so that a step allocates no grid-sized arrays."""
 

@@ -11,7 +11,9 @@ Sensors follow ``SceneSpec.sensors`` (the one place where rates, delays and nois
 
 Bone removal (``twin.milling.BoneMill``, parameters ``SceneSpec.milling``): every period the
 burr centre's motion, from the arm's true joints before and after the period, is mapped into
-the skull frame and milled with the drill's state; ``last_contact`` holds the result.
+the skull frame and milled with the drill's state; ``last_contact`` holds the result and
+``mill_trace`` (``twin.milling.MillTrace``, ground truth, bounded) keeps every period's time,
+burr centre, force, deflection and breach depth for explaining failures.
 
 Everything random is drawn from generators spawned from one seed: same seed, same commands,
 same outputs.
@@ -31,7 +33,7 @@ from scenes.spec import SceneSpec
 from twin.arm import SimArm
 from twin.cameras import CameraModel, cameras_from_spec
 from twin.faults import SensorFaults
-from twin.milling import NO_CONTACT, BoneMill, MillContact
+from twin.milling import NO_CONTACT, BoneMill, MillContact, MillTrace
 from twin.render import DrillGeometry, Lighting, SensorNoise, StereoImages, StereoRenderer
 from twin.skull import Skull, SkullParams
 
@@ -93,6 +95,8 @@ class TwinWorld:
         self._frozen_sample: JointSample | None = None
         self.mill = BoneMill(self.skull, scene.milling)
         self.last_contact: MillContact = NO_CONTACT
+        #: SIM-ONLY ground truth: the milling physics of every period (scoring only)
+        self.mill_trace = MillTrace()
         #: joints (rad) at the end of the last step and the burr centre (m, {S}) there
         self._last_burr: tuple[np.ndarray, np.ndarray] | None = None
         T_r_to_s = invert(self.T_s_to_r)
@@ -158,6 +162,7 @@ class TwinWorld:
         b_s = self.burr_centre_s(q1)
         self._last_burr = (q1, b_s)
         self.last_contact = self.mill.step(self.time_s, a_s, b_s, self.drill_on, self.drill_speed_rpm, self.period_s)
+        self.mill_trace.append(self.time_s, b_s, self.last_contact)
         self._record()
 
     def latest_joint_sample(self) -> JointSample:

@@ -28,6 +28,11 @@ Metrics (ground truth from the twin's bone model, ``world.mill``):
 - ``realtime_factor``: simulated milling time / wall time of the milling phase;
 - ``fit_height_error_rms_mm``: the fitted trajectory's surface points vs the true skull.
 
+A failed case (breach, flap not detachable, or a stop other than every point through) says why
+(``scenarios.failure.explain_failure``): ``notes["why"]`` in words, ``notes["failure"]`` its
+fields (point, time, sizes), and with artifacts ``caseNNN_failure.png`` beside the milling
+figure; the suite report lists each failed case with its cause.
+
 Notes (wall seconds, for ``benchmarks.case_speed``): ``calibration_wall_s`` (about 0 once the rig's
 calibration is cached), ``world_wall_s`` (the case's hardware and twin world), ``fit_wall_s``
 (the fit stage), ``milling_wall_s`` (the milling stage).
@@ -49,6 +54,7 @@ from scenes.frames import apply, invert
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import new_figure, save_figure
 from scenarios.cases import CaseContext, CaseOutput, case_hardware
+from scenarios.failure import explain_failure, failure_evidence, failure_figure
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
 from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
 
@@ -184,10 +190,18 @@ def run_case(ctx: CaseContext) -> CaseOutput:
                             f"{m['milling_time_min']:.2f} min, success {bool(m['success'])}, "
                             f"max bridge {m['max_bridge_um']:.0f} um, breaches {int(m['breaches'])}")
             artifacts.append(f"artifacts/{path.name}")
+        evidence = failure_evidence(gt, report, scored.rows, scene.controllers.milling.damper.through_level)
+        cause = explain_failure(evidence)
+        if cause is not None and ctx.save_artifacts:
+            path = Path(ctx.artifacts_dir) / f"case{ctx.index:03d}_failure.png"
+            failure_figure(path, evidence, cause, f"case {ctx.index}: {cause.text}")
+            artifacts.append(f"artifacts/{path.name}")
         first = gt.mill.breaches[0] if gt.mill.breaches else None    # what MillOutcome.first_breach holds
-        return CaseOutput(metrics=m, artifacts=artifacts,
-                          notes={"stop": report.message, "first_breach": repr(first),
-                                 "simulated_time_s": hw.now(), "calibration_wall_s": wall_cal,
-                                 "world_wall_s": wall_world, "fit_wall_s": wall_fit, "milling_wall_s": wall})
+        notes = {"stop": report.message, "first_breach": repr(first)}
+        if cause is not None:
+            notes.update({"why": cause.text, "failure": cause.as_notes(report.start_s)})
+        notes.update({"simulated_time_s": hw.now(), "calibration_wall_s": wall_cal, "world_wall_s": wall_world,
+                      "fit_wall_s": wall_fit, "milling_wall_s": wall})
+        return CaseOutput(metrics=m, artifacts=artifacts, notes=notes)
     finally:
         hw.close()
