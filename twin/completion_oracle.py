@@ -12,13 +12,13 @@ with probability ``dropout``:
   that the mean absolute error before clipping equals ``mae`` (completion units).
 - ``kind = "relative"`` (the paper's error read as what it is, a mean absolute *percentage*
   error, ``mean |c_hat - c| / c``): ``c_hat = c + bias + c * s(c) * eta`` with the relative sd
-  ``s(c) = s0 * (1 - (1 - end_ratio) * c)``: the percentage error falls linearly from ``s0`` at
-  c = 0 to ``end_ratio * s0`` at c = 1 (``end_ratio = 1``: a uniform percentage error, which is
-  +-24 % at c = 1 and latches points early; the paper's error structure near c = 1 is not
-  published, so ``end_ratio`` is inferred by calibration, see docs/paper_fidelity.md).
+  ``s(c) = s0 * (1 - c) ** end_exponent``: the percentage error falls from ``s0`` at c = 0 to 0
+  at c = 1, the faster the larger ``end_exponent`` (0: a uniform percentage error, +-24 % at
+  c = 1, which latches points as done early). The paper's error structure near c = 1 is not
+  published; ``end_exponent`` is inferred by calibration (docs/paper_fidelity.md).
   ASSUMPTION: the paper's test set holds completion levels spread uniformly over [0, 1]; ``s0``
-  is then chosen so that the mean over such a set of ``E|c_hat - c| / c`` equals ``mape``:
-  ``s0 = mape * sqrt(pi / 2) * 2 / (1 + end_ratio)``.
+  is then chosen so that the mean over such a set of ``E|c_hat - c| / c`` equals ``mape``
+  (before clipping): ``s0 = mape * sqrt(pi / 2) * (1 + end_exponent)``.
 
 ``eta`` is a standard normal per point, white (``rho = 0``) or correlated from one reading to
 the next as AR(1), ``eta_t = rho * eta_{t-1} + sqrt(1 - rho^2) * w_t``: a CNN looking at
@@ -44,20 +44,20 @@ ERROR_KINDS = ("absolute", "relative")
 class OracleErrorModel:
     """The oracle's reading error (see the module docstring). ``mae``: mean absolute error
     (``kind = "absolute"``, completion units) or mean absolute percentage error (``"relative"``,
-    as a fraction: 0.2432 = 24.32 %); ``end_ratio``: relative error at c = 1 over that at c = 0
-    (``"relative"`` only); ``rho``: correlation of one point's error from one reading to the
+    as a fraction: 0.2432 = 24.32 %); ``end_exponent``: how fast the relative error falls
+    towards c = 1 (``"relative"`` only); ``rho``: correlation of one point's error from one reading to the
     next; ``bias`` (completion units); ``dropout``: probability that a reading is missing."""
 
     mae: float = PAPER_COMPLETION_MAE
     bias: float = 0.0
     dropout: float = 0.0
     kind: str = "absolute"
-    end_ratio: float = 1.0
+    end_exponent: float = 0.0
     rho: float = 0.0
 
     def __post_init__(self):
         for name, lo, hi in (("mae", 0.0, 1.0), ("bias", -1.0, 1.0), ("dropout", 0.0, 1.0),
-                             ("end_ratio", 0.0, 1.0), ("rho", 0.0, 0.999)):
+                             ("end_exponent", 0.0, 8.0), ("rho", 0.0, 0.999)):
             v = getattr(self, name)
             if not np.isfinite(v) or not lo <= v <= hi:
                 raise ValueError(f"OracleErrorModel.{name}={v!r}: must be finite and within [{lo:g}, {hi:g}]")
@@ -68,13 +68,13 @@ class OracleErrorModel:
     def sigma(self) -> float:
         """``"absolute"``: the sd (completion units); ``"relative"``: ``s0``, the relative sd at c = 0."""
         s = self.mae * float(np.sqrt(np.pi / 2))
-        return s if self.kind == "absolute" else s * 2.0 / (1.0 + self.end_ratio)
+        return s if self.kind == "absolute" else s * (1.0 + self.end_exponent)
 
     def sd(self, c: np.ndarray) -> np.ndarray:
         """Error sd (completion units) at true levels ``c``."""
         if self.kind == "absolute":
             return np.full(np.shape(c), self.sigma)
-        return c * self.sigma * (1.0 - (1.0 - self.end_ratio) * c)
+        return c * self.sigma * (1.0 - c) ** self.end_exponent
 
 
 def true_cross_section_completion(world, probes_r: np.ndarray) -> np.ndarray:

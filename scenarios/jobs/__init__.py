@@ -73,8 +73,9 @@ class MillingJobParams(_Params):
     oracle_error: Literal["absolute", "relative"] = Field(
         "absolute", description="the oracle's error model (twin/completion_oracle.py): absolute in completion "
                                 "units, or relative (a percentage of c, the paper's MAPE)")
-    oracle_end_ratio: Real = Field(1.0, ge=0.0, le=1.0,
-                                   description="relative error only: percentage error at c = 1 over that at c = 0")
+    oracle_end_exponent: Real = Field(0.0, ge=0.0, le=8.0,
+                                      description="relative error only: the percentage error falls as (1 - c) to this "
+                                                  "power towards c = 1 (0: uniform)")
     oracle_rho: Real = Field(0.0, ge=0.0, le=0.999,
                              description="correlation of a point's error from one reading to the next (AR(1))")
     calibration_seed: Seed = Field(0, description="seeds the rig calibration's random choices")

@@ -164,7 +164,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
                 sensor = camera_sensor(networks.completion, hw.rig.drill)(surface, model)
             else:
                 error = OracleErrorModel(mae=float(p["oracle_mae"]), kind=str(p["oracle_error"]),
-                                         end_ratio=float(p["oracle_end_ratio"]), rho=float(p["oracle_rho"]))
+                                         end_exponent=float(p["oracle_end_exponent"]), rho=float(p["oracle_rho"]))
                 sensor = OracleCompletionSensor(gt, error, np.random.default_rng([ctx.seed, 7]))
             scored = ScoredSensor(sensor, gt)
             return scored
