@@ -86,15 +86,17 @@ def _card_markdown(card: dict) -> str:
 
 
 def train_completion_model(out_dir: Path | None = None, seed: int = 0, workers: int = 2, budget_min: float = 19.0,
-                           n_scenes: int | None = None, epochs: int | None = None, progress: bool = True) -> dict:
-    """Generate, train, evaluate, save. Returns the model card (also stored inside the weights
+                           n_scenes: int | None = None, epochs: int | None = None, grooves: str = "rate_limited",
+                           progress: bool = True) -> dict:
+    """Generate, train, evaluate, save. ``grooves``: how the training grooves are cut
+    (``CompletionDataSettings.grooves``). Returns the model card (also stored inside the weights
     and written as Markdown beside them), which records the machine's load average so that a
     run slowed by other work on a shared CPU says so."""
     out_dir = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     load = [os.getloadavg()[0]]
-    data = CompletionDataSettings(n_scenes or N_SCENES, seed=seed)
+    data = CompletionDataSettings(n_scenes or N_SCENES, seed=seed, grooves=grooves)
     if data.n_scenes < 2:
         raise ValueError(f"n_scenes={data.n_scenes}: need >= 2 (the last {VALIDATION_SCENE_FRACTION:.0%}, at least "
                          f"one, are held out for validation)")
