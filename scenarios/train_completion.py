@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from controllers.perception.completion_detector import load_estimator
 from controllers.perception.completion_training import (READING_LEVELS, THROUGH_LEVEL, UNTOUCHED_LEVEL,
-                                                        CompletionTrainSettings, completion_metrics, predict_levels,
+                                                        BandErrors, CompletionTrainSettings, band_errors,
+                                                        band_table_markdown, completion_metrics, predict_levels,
                                                         reading_rates, train_completion)
 from controllers.perception.weights_io import WEIGHTS_DIR
 from scenarios.completion_dataset import PROFILE_KINDS, CompletionDataSettings, generate_completion_samples
@@ -82,6 +83,10 @@ def _card_markdown(card: dict) -> str:
         closing = "]" if r["true_max"] >= 1.0 else ")"
         lines.append(f"| [{r['true_min']}, {r['true_max']}{closing} | {r['n']} | "
                      + " | ".join(f"{r['at_or_above'][str(t)]:.3f}" for t in READING_LEVELS) + " |")
+    lines += ["", "## Error by band of the true completion (points showing bone, validation scenes)", "",
+              "MAE and bias (mean estimated - true) in completion units; \"early\": points not yet near "
+              "through read as through; \"late\": through points not read as through.", ""]
+    lines += band_table_markdown({"this model": BandErrors(**card["bands"])})
     return "\n".join(lines) + "\n"
 
 
@@ -118,6 +123,7 @@ def train_completion_model(out_dir: Path | None = None, seed: int = 0, workers: 
                "points showing bone": completion_metrics(estimated[held.point_visible],
                                                          held.levels[held.point_visible]).to_dict()}
     rates = reading_rates(estimated[held.point_visible], held.levels[held.point_visible])
+    bands = band_errors(estimated[held.point_visible], held.levels[held.point_visible])
     path = out_dir / "completion.pt"
     card = {"trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), "seed": seed, "torch": str(torch.__version__),
             "threads": settings.threads, "data": {**data.to_dict(), "workers": workers}, "crop": data.crop.to_dict(),
@@ -125,7 +131,7 @@ def train_completion_model(out_dir: Path | None = None, seed: int = 0, workers: 
             "n_train": len(train), "n_val": len(held), "val_scenes": f"{first_val}-{data.n_scenes - 1}",
             "data_wall_s": data_wall, "eval_wall_s": time.perf_counter() - t_eval,
             "load_average_1min": load, "cpu_count": os.cpu_count(), "validation": metrics,
-            "reading_rates": rates}
+            "reading_rates": rates, "bands": bands.to_dict()}
     estimator.save(path, card)
     card["weights_bytes"] = path.stat().st_size
     card["wall_s"] = time.perf_counter() - t0
