@@ -298,7 +298,11 @@ class WindowScene:
     def mill_rate_limited(self, centre: np.ndarray, radius: float, c_star: np.ndarray) -> int:
         """Cut the groove of target completion ``c_star`` (one value per sampling point i at
         angle 2 pi i / n about ``centre``, m, {S}; ``radius`` m) lap by lap with ``BoneMill.step``
-        (module docstring). Returns the number of mill steps (control periods) it took."""
+        (module docstring). Returns the number of mill steps (control periods) it took: 0 when
+        every target is 0 (the burr never comes down; elsewhere, circling at the surface it may
+        graze a few um off bone of c* = 0)."""
+        if not np.any(np.asarray(c_star) > 0):
+            return 0
         s, sk, rb = self.settings, self.skull, self.burr_radius_m
         n = len(c_star)
         theta = 2 * np.pi * np.arange(n) / n
