@@ -53,8 +53,10 @@ truth at the trajectory points is computed in {S} at the circle's points (not th
 pixels), with a flag saying whether each point's pixel shows bone (the drill may hide it).
 
 Cost (one core, measured): a scene ~3.6 s (skull, renderer: its texture covers both cameras'
-views), a milled state ~0.15 s (carve ~0.1 s, texture refresh), a view ~0.08 s (only the
-left camera is rendered). Hence several states and views per scene.
+views), a milled state ~0.15 s with ``"carve"`` (carve ~0.1 s, texture refresh), ~0.6 s with
+``"rate_limited"`` (every period simulated: 1,300-5,700 ``BoneMill.step`` calls of ~0.16 ms,
+0.15-1.0 s a state; 12 states x 3 views: ~10 s a scene against ~3.5 s), a view ~0.08 s
+(only the left camera is rendered). Hence several states and views per scene.
 """
 from __future__ import annotations
 
