@@ -11,7 +11,7 @@
     micromill backends
     micromill sas-twin --prefix /arm1 [--scene FILE] [--overrides JSON] [--seed N] [--domain N] [--image-rate-hz R]
     micromill train keypoints --target drill_tip|cranial [--out DIR] [--seed N] [--workers N] [--budget-min M]
-    micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M]
+    micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M] [--grooves rate_limited|carve]
 
 Exit codes: 0 success; 1 a suite threshold failed or a case errored (replay: the controllers
 decided differently from the recording; report: the run failed or has cases missing; demo: the
@@ -155,7 +155,7 @@ def _cmd_train(args) -> int:
 
         card = train_completion_model(Path(args.out) if args.out else None, seed=args.seed, workers=args.workers,
                                       budget_min=args.budget_min, n_scenes=args.scenes, epochs=args.epochs,
-                                      progress=not args.no_progress)
+                                      grooves=args.grooves, progress=not args.no_progress)
         print("\n".join(summary_lines(card)))
         return 0
     from scenarios.train_keypoints import train_keypoints
@@ -300,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         p = train_sub.add_parser(what, help=text)
         if what == "keypoints":
             p.add_argument("--target", required=True, choices=["drill_tip", "cranial"])
+        else:
+            p.add_argument("--grooves", choices=["rate_limited", "carve"], default="rate_limited",
+                           help="how the training grooves are cut: rate_limited (the bone model the milling loop "
+                                "meets, default) or carve (instant sphere imprints, the data before issue 13)")
         p.add_argument("--out", default=None, help="folder for <name>.pt/.md (default: the shipped weights folder)")
         p.add_argument("--seed", type=_seed, default=0)
         p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2,

@@ -14,10 +14,28 @@ randomisation:
   one of: untouched; through everywhere; a constant depth in metres (so c varies with the
   bone's thickness, as in real milling); a smooth random profile (low-order Fourier series,
   clipped: untouched, partial and through arcs); steps (arcs of constant level with sharp
-  transitions). The groove is carved with ``twin.milling.carve_sphere`` (burr radius from
-  the scene) at points <= ``step_m`` apart along the circle, burr bottom at depth
-  c* x initial thickness below the untouched surface (c* > 1 cuts through over a wider
-  groove bottom; the carve never goes below the inner surface);
+  transitions). c* > 1 cuts through over a wider groove bottom; no groove goes below the
+  inner surface. ``grooves`` says how the groove is cut:
+
+  - ``"rate_limited"`` (default): as the milling loop cuts it, with the rate-limited bone
+    model ``twin.milling.BoneMill.step`` (the scene's ``[milling]`` parameters, drill on at
+    the scene's ``controllers.milling.drill_speed_rpm``). c* is taken at the ``n_points``
+    sampling points (angles 2 pi i / n); each point's burr-centre target height is the
+    untouched surface + burr radius - c* x initial thickness. The burr starts touching the
+    surface at every point and circles the window at ``traverse_speed_m_s``, one
+    ``mill.step`` per ``mill_period_s``, from a random start angle; before each lap every
+    point's commanded height descends by that lap's descent (uniform in
+    ``lap_descent_range_m``), never below its target (so never more than one lap's descent
+    below the cut floor), and the path between points is the planner's closed constrained
+    spline (``controllers.planning.spline``) of the commanded heights, as in the milling
+    loop. Once every point is at its target, laps go on until one removes no bone (at most
+    ``max_finishing_laps``). The burr moves along {S} z (the loop moves along the fitted
+    window axis, within a few degrees of it). The groove floor is the union of the laps'
+    rate-limited passes: ridged where the cut lagged, with knot-to-knot transitions where
+    the profile steps;
+  - ``"carve"`` (the data of the weights trained before issue 13): ``twin.milling.carve_sphere``
+    (no rate limit) at points <= ``step_m`` apart along the circle, burr bottom at depth
+    c* x initial thickness below the untouched surface, c* evaluated at every point;
 - drill: in ``drill_fraction`` of the renders, at a random point of the circle, from touching
   the groove bottom to ``drill_max_height_m`` above it (half of the drill renders within
   50 um of the bottom), in the orientation of the robot's home pose;
@@ -35,8 +53,10 @@ truth at the trajectory points is computed in {S} at the circle's points (not th
 pixels), with a flag saying whether each point's pixel shows bone (the drill may hide it).
 
 Cost (one core, measured): a scene ~3.6 s (skull, renderer: its texture covers both cameras'
-views), a milled state ~0.15 s (carve ~0.1 s, texture refresh), a view ~0.08 s (only the
-left camera is rendered). Hence several states and views per scene.
+views), a milled state ~0.15 s with ``"carve"`` (carve ~0.1 s, texture refresh), ~0.6 s with
+``"rate_limited"`` (every period simulated: 1,300-5,700 ``BoneMill.step`` calls of ~0.16 ms,
+0.15-1.0 s a state; 12 states x 3 views: ~10 s a scene against ~3.5 s), a view ~0.08 s
+(only the left camera is rendered). Hence several states and views per scene.
 """
 from __future__ import annotations
 
@@ -51,7 +71,8 @@ from scenarios.keypoint_dataset import random_scene_overrides, render_scenes
 from scenes.frames import apply, make_transform
 from scenes.robot_description import RobotDescription
 from scenes.spec import load_scene
-from twin.milling import carve_sphere
+from controllers.planning.spline import ClosedConstrainedSpline
+from twin.milling import BoneMill, carve_sphere
 from twin.render import LABEL_BONE
 from twin.skull import Grid, Skull, SkullParams
 from twin.world import make_stereo_renderer
@@ -59,12 +80,14 @@ from twin.world import make_stereo_renderer
 PROFILE_KINDS = ("untouched", "through", "uniform_depth", "smooth", "steps")
 PROFILE_PROBABILITIES = (0.07, 0.08, 0.2, 0.4, 0.25)
 THROUGH_LEVEL = 1.15        # c* of "through": the burr bottom 15 % of the thickness below the inner surface
+GROOVE_MODELS = ("rate_limited", "carve")
 
 
 @dataclass(frozen=True)
 class CompletionDataSettings:
     """What to render: ``n_scenes`` randomised scenes x ``states_per_scene`` milled states x
-    ``views_per_state`` renders (drill pose, crop jitter) = samples. Lengths in m."""
+    ``views_per_state`` renders (drill pose, crop jitter) = samples. ``grooves``: how the
+    grooves are cut, one of ``GROOVE_MODELS`` (module docstring). Lengths in m, times in s."""
 
     n_scenes: int
     states_per_scene: int = 12
@@ -76,7 +99,12 @@ class CompletionDataSettings:
     radius_default_fraction: float = 0.7
     radius_range_m: tuple[float, float] = (1.5e-3, 4.0e-3)
     centre_jitter_m: float = 0.3e-3
-    step_m: float = 20e-6                  # spacing of the carved spheres along the circle
+    grooves: str = "rate_limited"
+    step_m: float = 20e-6                  # "carve": spacing of the carved spheres along the circle
+    traverse_speed_m_s: float = 4e-3       # "rate_limited": burr speed around the circle
+    mill_period_s: float = 0.02            # "rate_limited": one BoneMill.step per period
+    lap_descent_range_m: tuple[float, float] = (5e-6, 40e-6)   # "rate_limited": per-lap descent, uniform
+    max_finishing_laps: int = 5            # "rate_limited": laps at the target until one removes no bone
     drill_fraction: float = 0.85
     drill_max_height_m: float = 1.0e-3
     crop_centre_jitter_px: float = 2.0
@@ -92,8 +120,21 @@ class CompletionDataSettings:
         if not 0 < lo <= hi <= 4.5e-3:
             raise ValueError(f"CompletionDataSettings.radius_range_m={self.radius_range_m} must satisfy "
                              f"0 < lo <= hi <= 4.5e-3 m (the window must stay on the exposed skull)")
+        if self.grooves not in GROOVE_MODELS:
+            raise ValueError(f"CompletionDataSettings.grooves={self.grooves!r} is not one of {GROOVE_MODELS}")
         if not 0 < self.step_m <= 50e-6:
             raise ValueError(f"CompletionDataSettings.step_m={self.step_m} must be in (0, 50e-6] m")
+        if not 0 < self.traverse_speed_m_s <= 0.05:
+            raise ValueError(f"CompletionDataSettings.traverse_speed_m_s={self.traverse_speed_m_s} must be in "
+                             f"(0, 0.05] m/s")
+        if not 0 < self.mill_period_s <= 0.1:
+            raise ValueError(f"CompletionDataSettings.mill_period_s={self.mill_period_s} must be in (0, 0.1] s")
+        lo, hi = self.lap_descent_range_m
+        if not 0 < lo <= hi <= 0.2e-3:
+            raise ValueError(f"CompletionDataSettings.lap_descent_range_m={self.lap_descent_range_m} must satisfy "
+                             f"0 < lo <= hi <= 0.2e-3 m")
+        if self.max_finishing_laps < 1:
+            raise ValueError(f"CompletionDataSettings.max_finishing_laps={self.max_finishing_laps} must be >= 1")
         if not 0.0 <= self.drill_fraction <= 1.0:
             raise ValueError(f"CompletionDataSettings.drill_fraction={self.drill_fraction} must be in [0, 1]")
 
@@ -104,6 +145,7 @@ class CompletionDataSettings:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["radius_range_m"] = list(d["radius_range_m"])
+        d["lap_descent_range_m"] = list(d["lap_descent_range_m"])
         return d
 
 
@@ -192,7 +234,10 @@ class WindowView:
 
 class WindowScene:
     """One randomised scene (``SeedSequence([seed, index])``): skull, left camera, and the
-    untouched skull to reset to between milled states."""
+    untouched skull to reset to between milled states. With ``grooves = "rate_limited"``, also
+    the scene's bone model (``BoneMill``, built on the untouched skull, reused across states:
+    a reset restores the bone it measures completion from) and a random stream of its own for
+    the milling (start angles, lap descents), so the other draws are those of ``"carve"``."""
 
     def __init__(self, settings: CompletionDataSettings, index: int):
         self.settings = settings
@@ -207,6 +252,10 @@ class WindowScene:
         self.t0_grid = self.skull.outer_z - self.skull.inner_z
         self.R_home = RobotDescription(self.scene.robot.description_path).fk(self.scene.robot.home_q)[:3, :3]
         self.burr_radius_m = self.scene.drill.burr_radius_m
+        if settings.grooves == "rate_limited":
+            self.mill = BoneMill(self.skull, self.scene.milling)
+            self.mill_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, index, 0xC1]))
+            self.drill_speed_rpm = self.scene.controllers.milling.drill_speed_rpm
 
     def reset(self) -> None:
         """Back to the untouched skull (only the cells changed since the last reset)."""
@@ -225,11 +274,13 @@ class WindowScene:
         return centre, radius
 
     def carve(self, centre: np.ndarray, radius: float, level: float | None = None) -> int:
-        """Mill a groove along the circle: target completion ``level`` everywhere (0 untouched,
-        ``THROUGH_LEVEL`` through) or, with None, a random profile. Returns the profile kind's
-        index into ``PROFILE_KINDS`` (-1 for a given level)."""
-        sk, rb = self.skull, self.burr_radius_m
-        n = int(np.ceil(2 * np.pi * radius / self.settings.step_m))
+        """Mill a groove along the circle with the settings' groove model: target completion
+        ``level`` everywhere (0 untouched, ``THROUGH_LEVEL`` through) or, with None, a random
+        profile. Returns the profile kind's index into ``PROFILE_KINDS`` (-1 for a given level)."""
+        sk = self.skull
+        rate_limited = self.settings.grooves == "rate_limited"
+        n = (self.settings.n_points if rate_limited
+             else int(np.ceil(2 * np.pi * radius / self.settings.step_m)))
         theta = 2 * np.pi * np.arange(n) / n
         x, y = centre[0] + radius * np.cos(theta), centre[1] + radius * np.sin(theta)
         t0 = _sample_field(self.t0_grid, sk.grid, x, y)
@@ -237,10 +288,54 @@ class WindowScene:
             c_star, kind = random_completion_profile(self.rng, theta, t0)
         else:
             c_star, kind = np.full(n, float(level)), -1
+        if rate_limited:
+            self.mill_rate_limited(centre, radius, c_star)
+            return kind
+        rb = self.burr_radius_m
         z_bottom = _sample_field(self.outer0, sk.grid, x, y) - c_star * t0
         for i in np.nonzero(c_star > 0)[0]:
             carve_sphere(sk, np.array([x[i], y[i], z_bottom[i] + rb]), rb)
         return kind
+
+    def mill_rate_limited(self, centre: np.ndarray, radius: float, c_star: np.ndarray) -> int:
+        """Cut the groove of target completion ``c_star`` (one value per sampling point i at
+        angle 2 pi i / n about ``centre``, m, {S}; ``radius`` m) lap by lap with ``BoneMill.step``
+        (module docstring). Returns the number of mill steps (control periods) it took: 0 when
+        every target is 0 (the burr never comes down; elsewhere, circling at the surface it may
+        graze a few um off bone of c* = 0)."""
+        if not np.any(np.asarray(c_star) > 0):
+            return 0
+        s, sk, rb = self.settings, self.skull, self.burr_radius_m
+        n = len(c_star)
+        theta = 2 * np.pi * np.arange(n) / n
+        x, y = centre[0] + radius * np.cos(theta), centre[1] + radius * np.sin(theta)
+        touching = _sample_field(self.outer0, sk.grid, x, y) + rb
+        target = touching - np.asarray(c_star, float) * _sample_field(self.t0_grid, sk.grid, x, y)
+        steps = int(np.ceil(2 * np.pi * radius / (s.traverse_speed_m_s * s.mill_period_s)))
+        dt_s = 2 * np.pi * radius / steps / s.traverse_speed_m_s
+        angle = self.mill_rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(steps + 1) / steps
+        path = np.stack([centre[0] + radius * np.cos(angle), centre[1] + radius * np.sin(angle),
+                         np.zeros(steps + 1)], axis=1)
+        height = touching
+        t_s, done, finishing, end = 0.0, 0, 0, None
+        while finishing < s.max_finishing_laps:
+            if np.all(height <= target):
+                finishing += 1
+            else:
+                height = np.maximum(target, height - self.mill_rng.uniform(*s.lap_descent_range_m))
+            path[:, 2] = ClosedConstrainedSpline(theta, height)(angle)
+            if end is not None:
+                path[0] = end               # descend from where the last lap ended
+            removed_m3 = 0.0
+            for k in range(steps):
+                t_s += dt_s
+                removed_m3 += self.mill.step(t_s, path[k], path[k + 1], True, self.drill_speed_rpm,
+                                             dt_s).removed_volume_m3
+            done += steps
+            end = path[-1].copy()
+            if finishing and removed_m3 == 0.0:
+                break
+        return done
 
     def drill_pose(self, centre: np.ndarray, radius: float) -> np.ndarray:
         """Tool pose T_tool_to_r: burr centre above a random circle point (touching to

@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from controllers.perception.completion_detector import load_estimator
 from controllers.perception.completion_training import (READING_LEVELS, THROUGH_LEVEL, UNTOUCHED_LEVEL,
-                                                        CompletionTrainSettings, completion_metrics, predict_levels,
+                                                        BandErrors, CompletionTrainSettings, band_errors,
+                                                        band_table_markdown, completion_metrics, predict_levels,
                                                         reading_rates, train_completion)
 from controllers.perception.weights_io import WEIGHTS_DIR
 from scenarios.completion_dataset import PROFILE_KINDS, CompletionDataSettings, generate_completion_samples
@@ -82,19 +83,25 @@ def _card_markdown(card: dict) -> str:
         closing = "]" if r["true_max"] >= 1.0 else ")"
         lines.append(f"| [{r['true_min']}, {r['true_max']}{closing} | {r['n']} | "
                      + " | ".join(f"{r['at_or_above'][str(t)]:.3f}" for t in READING_LEVELS) + " |")
+    lines += ["", "## Error by band of the true completion (points showing bone, validation scenes)", "",
+              "MAE and bias (mean estimated - true) in completion units; \"early\": points not yet near "
+              "through read as through; \"late\": through points not read as through.", ""]
+    lines += band_table_markdown({"this model": BandErrors(**card["bands"])})
     return "\n".join(lines) + "\n"
 
 
 def train_completion_model(out_dir: Path | None = None, seed: int = 0, workers: int = 2, budget_min: float = 19.0,
-                           n_scenes: int | None = None, epochs: int | None = None, progress: bool = True) -> dict:
-    """Generate, train, evaluate, save. Returns the model card (also stored inside the weights
+                           n_scenes: int | None = None, epochs: int | None = None, grooves: str = "rate_limited",
+                           progress: bool = True) -> dict:
+    """Generate, train, evaluate, save. ``grooves``: how the training grooves are cut
+    (``CompletionDataSettings.grooves``). Returns the model card (also stored inside the weights
     and written as Markdown beside them), which records the machine's load average so that a
     run slowed by other work on a shared CPU says so."""
     out_dir = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     load = [os.getloadavg()[0]]
-    data = CompletionDataSettings(n_scenes or N_SCENES, seed=seed)
+    data = CompletionDataSettings(n_scenes or N_SCENES, seed=seed, grooves=grooves)
     if data.n_scenes < 2:
         raise ValueError(f"n_scenes={data.n_scenes}: need >= 2 (the last {VALIDATION_SCENE_FRACTION:.0%}, at least "
                          f"one, are held out for validation)")
@@ -116,6 +123,7 @@ def train_completion_model(out_dir: Path | None = None, seed: int = 0, workers: 
                "points showing bone": completion_metrics(estimated[held.point_visible],
                                                          held.levels[held.point_visible]).to_dict()}
     rates = reading_rates(estimated[held.point_visible], held.levels[held.point_visible])
+    bands = band_errors(estimated[held.point_visible], held.levels[held.point_visible])
     path = out_dir / "completion.pt"
     card = {"trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), "seed": seed, "torch": str(torch.__version__),
             "threads": settings.threads, "data": {**data.to_dict(), "workers": workers}, "crop": data.crop.to_dict(),
@@ -123,7 +131,7 @@ def train_completion_model(out_dir: Path | None = None, seed: int = 0, workers: 
             "n_train": len(train), "n_val": len(held), "val_scenes": f"{first_val}-{data.n_scenes - 1}",
             "data_wall_s": data_wall, "eval_wall_s": time.perf_counter() - t_eval,
             "load_average_1min": load, "cpu_count": os.cpu_count(), "validation": metrics,
-            "reading_rates": rates}
+            "reading_rates": rates, "bands": bands.to_dict()}
     estimator.save(path, card)
     card["weights_bytes"] = path.stat().st_size
     card["wall_s"] = time.perf_counter() - t0

@@ -10,8 +10,9 @@ from hypothesis import given, settings, strategies as st
 from controllers.perception.completion_detector import (CompletionEstimator, CropBox, CropConfig, crop_window,
                                                         load_estimator, model_card, sample_map, window_crop_box)
 from controllers.perception.completion_net import CompletionNet, CompletionNetConfig
-from controllers.perception.completion_training import (CompletionTrainSettings, completion_metrics, masked_loss,
-                                                        predict_levels, reading_rates, train_completion)
+from controllers.perception.completion_training import (CompletionTrainSettings, band_errors, band_table_markdown,
+                                                        completion_metrics, masked_loss, predict_levels, reading_rates,
+                                                        train_completion)
 from controllers.perception.weights_io import DetectorLoadError
 
 
@@ -178,6 +179,23 @@ def test_reading_rates_by_true_level():
     assert rows[2]["at_or_above"]["0.95"] == 1.0 and rows[0]["at_or_above"]["0.95"] == 0.0
 
 
+def test_band_errors_by_true_level():
+    true = np.array([0.1, 0.2, 0.6, 0.95, 0.98, 1.0, 1.0, 1.0])
+    est = np.array([0.2, 0.2, 0.5, 0.99, 0.97, 1.0, 0.95, 0.995])
+    b = band_errors(est, true)
+    rows = {r["band"]: r for r in b.bands}
+    assert [r["n"] for r in b.bands] == [2, 0, 1, 0, 1, 1, 3] and b.n_points == 8
+    assert rows["[0.0, 0.25)"]["mae"] == pytest.approx(0.05) and rows["[0.0, 0.25)"]["bias"] == pytest.approx(0.05)
+    assert rows["[0.5, 0.75)"]["bias"] == pytest.approx(-0.1) and np.isnan(rows["[0.25, 0.5)"]["mae"])
+    assert rows["1 (through)"]["bias"] == pytest.approx(-0.055 / 3)
+    assert b.read_through_early == pytest.approx(1 / 4)        # 0.95 read 0.99; 0.98 is not below 0.97
+    assert b.through_read_late == pytest.approx(1 / 3)         # 0.95 < 0.99
+    lines = band_table_markdown({"a": b, "b": b})
+    assert len(lines) == 2 + 7 + 2 and lines[-2].startswith("| c < 0.97: read >= 0.99 (early) | 4 |")
+    with pytest.raises(ValueError, match="3 estimates for 2"):
+        band_errors(np.zeros(3), np.zeros(2))
+
+
 def _synthetic_rings(n, s=32, seed=0):
     """Grey crops with a ring whose brightness encodes completion (bright = through), the target
     map, a validity mask with a random hole (the 'drill'), and ring points."""
@@ -251,3 +269,69 @@ def test_shipped_estimator_untouched_low_through_high(window_scene, level, bound
         else:
             assert np.all(view.levels > 0.99)
             assert np.all(r.levels[seen] > 0.8), r.levels[seen]
+
+
+# ---- training grooves cut by the rate-limited bone model ----
+
+def test_data_settings_refuse_bad_groove_settings():
+    from scenarios.completion_dataset import CompletionDataSettings
+
+    with pytest.raises(ValueError, match="grooves='sphere' is not one of"):
+        CompletionDataSettings(1, grooves="sphere")
+    with pytest.raises(ValueError, match="lap_descent_range_m"):
+        CompletionDataSettings(1, lap_descent_range_m=(40e-6, 5e-6))
+    with pytest.raises(ValueError, match="mill_period_s"):
+        CompletionDataSettings(1, mill_period_s=0.0)
+
+
+def _thickness_at(ws, centre, radius, n=32):
+    from scenarios.completion_dataset import _sample_field
+
+    th = 2 * np.pi * np.arange(n) / n
+    x, y = centre[0] + radius * np.cos(th), centre[1] + radius * np.sin(th)
+    return th, ws.skull.thickness(x, y), _sample_field(ws.t0_grid, ws.skull.grid, x, y)
+
+
+def test_rate_limited_groove_reaches_the_target_profile(window_scene):
+    """Lap by lap with BoneMill.step: at every sampling point the bone left is the target's
+    (1 - c*) x initial thickness to within one lap's largest descent (deeper where a deeper
+    neighbour's path passes), through where c* > 1, and never below the inner surface."""
+    ws = window_scene
+    assert ws.settings.grooves == "rate_limited"
+    centre, radius = np.array([0.0, -ws.skull.params.bregma_lambda_m / 3]), 2e-3
+    th, _, t0 = _thickness_at(ws, centre, radius)
+    c_star = 0.45 + 0.25 * np.cos(th)
+    ws.reset()
+    steps = ws.mill_rate_limited(centre, radius, c_star)
+    _, left, _ = _thickness_at(ws, centre, radius)
+    descent = ws.settings.lap_descent_range_m[1]
+    assert steps > 0 and np.all(np.abs(left - (1 - c_star) * t0) <= descent), (left - (1 - c_star) * t0)
+    assert np.all(ws.skull.outer_z >= ws.skull.inner_z)
+    ws.reset()
+    c_star = np.where(np.arange(32) < 16, 0.3, 1.15)
+    ws.mill_rate_limited(centre, radius, c_star)
+    _, left, _ = _thickness_at(ws, centre, radius)
+    assert np.all(left[16:] == 0.0), left[16:]
+    # reached (or passed, near the step) c* = 0.3, to 2 um: on a steep stretch of the path (the step) the
+    # swept envelope of an oblique move lies up to the move's vertical travel above the true one (twin.milling)
+    assert np.all(left[:16] <= 0.7 * t0[:16] + 2e-6), left[:16] - 0.7 * t0[:16]
+    assert np.all(left[3:14] >= 0.7 * t0[3:14] - descent)       # away from the step, within one lap's descent
+    assert np.all(ws.skull.outer_z >= ws.skull.inner_z)
+    ws.reset()
+    assert ws.mill_rate_limited(centre, radius, np.zeros(32)) == 0
+
+
+def test_rate_limited_states_are_deterministic_for_a_seed():
+    """Same seed and scene index: the same window, profile and milled bone, cell for cell."""
+    from scenarios.completion_dataset import CompletionDataSettings, WindowScene
+
+    settings = CompletionDataSettings(n_scenes=1, seed=77, lap_descent_range_m=(30e-6, 40e-6))
+    outs = []
+    for _ in range(2):
+        ws = WindowScene(settings, index=3)
+        centre, radius = ws.random_window()
+        kind = ws.carve(centre, radius)
+        outs.append((centre, radius, kind, ws.skull.outer_z.copy()))
+    assert outs[0][2] == outs[1][2] and outs[0][1] == outs[1][1] and np.array_equal(outs[0][0], outs[1][0])
+    assert np.array_equal(outs[0][3], outs[1][3])
+

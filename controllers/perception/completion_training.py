@@ -241,3 +241,61 @@ def reading_rates(estimated: np.ndarray, true: np.ndarray) -> list[dict]:
                      "at_or_above": {str(t): float(np.mean(est[sel] >= t)) if sel.any() else math.nan
                                      for t in READING_LEVELS}})
     return rows
+
+
+#: bands [lo, hi) of the true completion for ``band_errors``; the last row, exactly 1, is added
+COMPLETION_BANDS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 0.9), (0.9, 0.97), (0.97, 1.0))
+EARLY_READING_LEVEL = 0.99      # a reading at or above this is taken as "through" (``band_errors``)
+EARLY_TRUE_LEVEL = 0.97         # true completion below this is not yet close to through
+
+
+@dataclass
+class BandErrors:
+    """Errors of estimated completion by band of the true completion. ``bands``: one row per band
+    of ``COMPLETION_BANDS`` and one for exactly 1 (through), each ``{"band", "n", "mae", "bias"}``
+    (completion units; bias = mean of estimated - true; NaN where the band is empty);
+    ``read_through_early``: fraction of points with true c < ``EARLY_TRUE_LEVEL`` read >=
+    ``EARLY_READING_LEVEL`` (the dangerous error: the planner stops such a point too early);
+    ``through_read_late``: fraction of true-through points (c = 1) read < ``EARLY_READING_LEVEL``."""
+
+    bands: list[dict]
+    n_points: int
+    read_through_early: float
+    through_read_late: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def band_errors(estimated: np.ndarray, true: np.ndarray) -> BandErrors:
+    """``BandErrors`` of estimated against true completion levels (any shape, same for both)."""
+    est, true = np.ravel(estimated), np.ravel(true)
+    if est.shape != true.shape:
+        raise ValueError(f"band_errors: {est.size} estimates for {true.size} true levels")
+    rows = []
+    for name, sel in [(f"[{lo}, {hi})", (true >= lo) & (true < hi)) for lo, hi in COMPLETION_BANDS] + \
+            [("1 (through)", true == 1.0)]:
+        err = est[sel] - true[sel]
+        rows.append({"band": name, "n": int(sel.sum()), "mae": _mean(np.abs(err)), "bias": _mean(err)})
+    early, through = true < EARLY_TRUE_LEVEL, true == 1.0
+    return BandErrors(rows, int(true.size), _mean(est[early] >= EARLY_READING_LEVEL),
+                      _mean(est[through] < EARLY_READING_LEVEL))
+
+
+def band_table_markdown(results: dict[str, BandErrors]) -> list[str]:
+    """Markdown lines: one MAE / bias column pair per named result (all on the same points),
+    then the two through-reading error rates."""
+    names = list(results)
+    first = results[names[0]]
+    lines = ["| true c | points | " + " | ".join(f"{n}: MAE | {n}: bias" for n in names) + " |",
+             "| --- | --- |" + " --- | --- |" * len(names)]
+    for i, row in enumerate(first.bands):
+        lines.append(f"| {row['band']} | {row['n']} | "
+                     + " | ".join(f"{r.bands[i]['mae']:.3f} | {r.bands[i]['bias']:+.3f}" for r in results.values())
+                     + " |")
+    n_early = sum(row["n"] for row in first.bands[:-2])           # the bands below EARLY_TRUE_LEVEL
+    lines.append(f"| c < {EARLY_TRUE_LEVEL}: read >= {EARLY_READING_LEVEL} (early) | {n_early} | "
+                 + " | ".join(f"{r.read_through_early:.4f} | " for r in results.values()) + " |")
+    lines.append(f"| c = 1: read < {EARLY_READING_LEVEL} (late) | {first.bands[-1]['n']} | "
+                 + " | ".join(f"{r.through_read_late:.4f} | " for r in results.values()) + " |")
+    return lines
