@@ -159,14 +159,6 @@ class DamperParams(_Settings):
     contact_level: Real = Field(0.05, ge=0.0, lt=1.0, description="completion at which cutting starts")
     through_level: Real = Field(0.99, gt=0.0, le=1.0, description="completion at which a point is done")
     latch_done: Bool = Field(True, description="a point once through stays done")
-    plateau_level: Real = Field(1.0, gt=0.0, le=1.0,
-                                description="a point reading at least this whose reading has stopped rising (see "
-                                            "plateau_rise_m) is done too (1: only through_level counts)")
-    plateau_rise: Real = Field(0.01, ge=0.0, le=0.5,
-                               description="a reading rise smaller than this does not count as rising")
-    plateau_depth_m: Real = Field(12e-6, gt=0.0, le=1e-3,
-                                  description="the descent without a reading rise after which a point at "
-                                              "plateau_level is done")
 
     @model_validator(mode="after")
     def _speeds_never_increase_with_completion(self) -> "DamperParams":

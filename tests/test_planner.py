@@ -583,19 +583,3 @@ def test_no_spark_out_at_finish_level_one():
     h0 = planner.heights_m
     planner.update(np.full(3, 0.985), 0.2)
     assert np.all(planner.heights_m < h0)
-
-
-def test_a_reading_that_stops_rising_at_plateau_level_finishes_the_point():
-    """Plateau rule: at c >= plateau_level, a point whose reading has not risen by more than
-    plateau_rise while it descended plateau_depth_m is done; one whose reading keeps rising,
-    or that sits below plateau_level, goes on descending."""
-    p = DamperParams(plateau_level=0.95, plateau_rise=0.01, plateau_depth_m=10e-6, through_level=1.0,
-                     finish_level=1.0)
-    planner = MillingPlanner(np.full(3, 1e-3), 0.0, p)
-    v = float(p.speed_m_s(0.96, 0.0))
-    steps = int(np.ceil(10e-6 / (v * 0.2))) + 1            # enough 0.2 s updates to descend 10 um
-    for k in range(steps):
-        # point 1 rises by 0.0101 every third update (< 3 updates of descent between rises)
-        planner.update(np.array([0.96, 0.94 + 0.0101 * (k // 3 + 1), 0.9]), 0.2)
-    done = planner.done
-    assert done[0] and not done[1] and not done[2]

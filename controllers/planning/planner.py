@@ -33,13 +33,6 @@ ahead of the cut (hard bone, a slow cutter), the burr presses on bone it has not
 the head gives way; holding lets the cut catch up, so that this stored push is gone before the
 last micrometres, where the bone giving way would let the head spring back through the membrane.
 
-Plateau (``plateau_level``, ``plateau_rise``, ``plateau_depth_m``): a point is also done when
-its reading is at least ``plateau_level`` and has not risen by more than ``plateau_rise`` while
-the point descended ``plateau_depth_m``. Cutting deeper raises c until the bone is gone; a
-completion sensor that saturates a little below ``through_level`` (the CNN read 0.98 for 4 s at
-a point that was through, while the burr went on down) would otherwise keep lowering a point
-that is already through.
-
 A NaN c_i (the point unseen this update, e.g. hidden behind the drill) keeps its last known
 level (0 before any reading). With ``latch_done`` (default) a point once done stays done.
 
@@ -112,8 +105,6 @@ class MillingPlanner:
         self._completion = np.zeros(heights.size)
         self._done = np.zeros(heights.size, dtype=bool)
         self._held = np.zeros(heights.size, dtype=bool)      # reached finish_level (hold started)
-        self._rise_c = np.zeros(heights.size)                # reading at the last rise (plateau rule)
-        self._rise_h = heights.copy()                        # height (m) at the last rise
         self._hold_left_s = np.zeros(heights.size)           # time (s) each point still holds
 
     @classmethod
@@ -197,11 +188,7 @@ class MillingPlanner:
             raise PlanningParameterError("dt_s", dt_s, "finite and >= 0")
         p = self._params
         self._completion[known] = c[known]
-        rose = self._completion > self._rise_c + p.plateau_rise
-        self._rise_c[rose] = self._completion[rose]
-        self._rise_h[rose] = self._heights[rose]
-        plateau = (self._completion >= p.plateau_level) & (self._rise_h - self._heights >= p.plateau_depth_m)
-        through = (self._completion >= p.through_level) | plateau
+        through = self._completion >= p.through_level
         self._done = (self._done | through) if p.latch_done else through
         start = ~self._held & ~self._done & (self._completion >= p.finish_level)
         self._hold_left_s[start] = p.spark_out_s
