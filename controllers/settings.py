@@ -134,8 +134,8 @@ class DamperParams(_Settings):
     points through early (22-29 um bridges) and 0.995 late (a membrane breach in a suite case);
     0.99 left 11-16 um bridges and no breach. The window between a bridge and a breach is only
     ~40 um: this threshold is the most perception-sensitive number in the loop.
-    Required: v_approach_m_s >= v_search_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0 (the speed never
-    increases with c), and contact_level < through_level.
+    Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0 (the speed never increases
+    with c), and contact_level < through_level.
 
     ``latch_done``: a point once read at c >= ``through_level`` stays done even if a later, noisy
     reading says less. A breach of the dura is worse than an unfinished point (the timeout
@@ -146,14 +146,6 @@ class DamperParams(_Settings):
     v_approach_m_s: Real = Field(60e-6, gt=0.0, le=0.02, description="mode 1 descent speed over the approach depth")
     approach_depth_m: Real = Field(0.35e-3, ge=0.0, le=5e-3,
                                    description="depth below the start covered at the approach speed")
-    v_search_m_s: Real = Field(10e-6, gt=0.0, le=0.02,
-                               description="mode 1 descent speed below the approach depth until contact is seen")
-    finish_level: Real = Field(1.0, gt=0.0, le=1.0,
-                               description="completion at which a point holds for spark_out_s before its last "
-                                           "descent (1: never)")
-    spark_out_s: Real = Field(0.0, ge=0.0, le=60.0,
-                              description="hold at finish_level: the burr keeps passing at a constant height so "
-                                          "that bone the cut left behind is cut before the last micrometres")
     v_cut_max_m_s: Real = Field(10e-6, gt=0.0, le=2e-3, description="cutting speed at c = contact_level")
     v_cut_min_m_s: Real = Field(4e-6, gt=0.0, le=2e-3, description="cutting speed at c -> through_level (> 0)")
     contact_level: Real = Field(0.05, ge=0.0, lt=1.0, description="completion at which cutting starts")
@@ -164,10 +156,8 @@ class DamperParams(_Settings):
     def _speeds_never_increase_with_completion(self) -> "DamperParams":
         if self.v_cut_max_m_s < self.v_cut_min_m_s:
             raise cross_field_error("v_cut_max_m_s", self.v_cut_max_m_s, ">= {sibling:v_cut_min_m_s}")
-        if self.v_approach_m_s < self.v_search_m_s:
-            raise cross_field_error("v_approach_m_s", self.v_approach_m_s, ">= {sibling:v_search_m_s}")
-        if self.v_search_m_s < self.v_cut_max_m_s:
-            raise cross_field_error("v_search_m_s", self.v_search_m_s, ">= {sibling:v_cut_max_m_s}")
+        if self.v_approach_m_s < self.v_cut_max_m_s:
+            raise cross_field_error("v_approach_m_s", self.v_approach_m_s, ">= {sibling:v_cut_max_m_s}")
         if not self.contact_level < self.through_level:
             raise cross_field_error("through_level", self.through_level, "> {sibling:contact_level}")
         return self
@@ -193,7 +183,7 @@ class DamperParams(_Settings):
         cutting = np.clip(np.interp(c, [self.contact_level, self.through_level],
                                     [self.v_cut_max_m_s, self.v_cut_min_m_s]), self.v_cut_min_m_s, self.v_cut_max_m_s)
         approach = np.where(np.asarray(descended_m) < self.approach_depth_m, self.v_approach_m_s,
-                            self.v_search_m_s)
+                            self.v_cut_max_m_s)
         return np.select([c < self.contact_level, c < self.through_level], [approach, cutting], default=0.0)
 
 

@@ -164,12 +164,12 @@ def test_spline_rejects_non_finite_angles():
 
 def reference_speed(p: DamperParams, c: float, descended: float) -> float:
     """The documented law, one point at a time (m/s): mode 1 v_approach for the first
-    approach_depth_m below the start, then v_search; mode 2 linear in c from v_cut_max at
+    approach_depth_m below the start, then v_cut_max; mode 2 linear in c from v_cut_max at
     contact_level to v_cut_min at through_level; mode 3 zero."""
     if c >= p.through_level:
         return 0.0
     if c < p.contact_level:
-        return p.v_approach_m_s if descended < p.approach_depth_m else p.v_search_m_s
+        return p.v_approach_m_s if descended < p.approach_depth_m else p.v_cut_max_m_s
     s = (c - p.contact_level) / (p.through_level - p.contact_level)
     return p.v_cut_max_m_s + s * (p.v_cut_min_m_s - p.v_cut_max_m_s)
 
@@ -209,12 +209,11 @@ def test_damper_law_at_the_mode_boundaries():
 def damper_params(draw, latch: bool | None = None):
     v_min = draw(st.floats(1e-7, 1e-4))
     v_max = v_min * draw(st.floats(1.0, 10.0))
-    v_search = v_max * draw(st.floats(1.0, 2.0))
-    v_app = v_search * draw(st.floats(1.0, 10.0))
+    v_app = v_max * draw(st.floats(1.0, 10.0))
     depth = draw(st.one_of(st.just(0.0), st.floats(0.0, 1.5e-3)))
     contact = draw(st.floats(0.0, 0.5))
     through = draw(st.floats(contact + 0.01, 1.0))
-    return DamperParams(v_approach_m_s=v_app, approach_depth_m=depth, v_search_m_s=v_search, v_cut_max_m_s=v_max,
+    return DamperParams(v_approach_m_s=v_app, approach_depth_m=depth, v_cut_max_m_s=v_max,
                         v_cut_min_m_s=v_min, contact_level=contact, through_level=through,
                         latch_done=draw(st.booleans()) if latch is None else latch)
 
@@ -247,8 +246,7 @@ def test_speed_is_the_documented_law(data):
 
 def test_speed_never_rounds_below_the_slowest_cut():
     """Found by hypothesis: np.interp rounded one ulp below v_cut_min just below through_level."""
-    p = DamperParams(v_approach_m_s=9.963486575215397e-05, approach_depth_m=0.0, v_search_m_s=9.963486575215397e-05,
-                     v_cut_max_m_s=9.963486575215397e-05,
+    p = DamperParams(v_approach_m_s=9.963486575215397e-05, approach_depth_m=0.0, v_cut_max_m_s=9.963486575215397e-05,
                      v_cut_min_m_s=3.3211621917384654e-05, contact_level=0.0625, through_level=1.0, latch_done=False)
     assert float(p.speed_m_s(0.9999999999999999, 0.0)) >= p.v_cut_min_m_s
 
@@ -281,8 +279,7 @@ def test_descent_speed_is_non_increasing_in_depth_at_fixed_completion(data):
     ({"v_cut_min_m_s": 0.0}, "v_cut_min_m_s"),
     ({"v_cut_min_m_s": -1e-6}, "v_cut_min_m_s"),
     ({"v_cut_max_m_s": np.nextafter(DamperParams().v_cut_min_m_s, 0.0)}, "v_cut_max_m_s"),
-    ({"v_approach_m_s": np.nextafter(DamperParams().v_search_m_s, 0.0)}, "v_approach_m_s"),
-    ({"v_search_m_s": np.nextafter(DamperParams().v_cut_max_m_s, 0.0)}, "v_search_m_s"),
+    ({"v_approach_m_s": np.nextafter(DamperParams().v_cut_max_m_s, 0.0)}, "v_approach_m_s"),
     ({"v_approach_m_s": -40e-6}, "v_approach_m_s"),
     ({"approach_depth_m": -1e-6}, "approach_depth_m"),
     ({"approach_depth_m": -np.finfo(float).tiny}, "approach_depth_m"),
@@ -303,8 +300,7 @@ def test_damper_rejects_bad_parameters_naming_the_field(kwargs, field):
 
 @pytest.mark.parametrize("kwargs", [
     {"approach_depth_m": 0.0},                                  # no fast part
-    {"v_approach_m_s": DamperParams().v_search_m_s},            # the equalities are allowed
-    {"v_search_m_s": DamperParams().v_cut_max_m_s},
+    {"v_approach_m_s": DamperParams().v_cut_max_m_s},           # the equalities are allowed
     {"v_cut_max_m_s": DamperParams().v_cut_min_m_s},
     {"through_level": 1.0},
 ])
@@ -553,33 +549,3 @@ def test_value_and_derivative_equal_the_ppoly_bit_for_bit():
         spline = ClosedConstrainedSpline(theta, rng.uniform(-1e-3, 1e-3, n))
         for t in np.concatenate([rng.uniform(-10.0, 20.0, 2000), theta, theta + 2 * np.pi, [0.0, 2 * np.pi]]):
             assert spline.value_and_derivative(t) == (float(spline(t)), float(spline.derivative(t)))
-
-
-def test_spark_out_holds_a_point_once_when_it_first_reaches_finish_level():
-    """A point reading c >= finish_level for the first time keeps its height for spark_out_s
-    while the others descend; then it follows the law again; falling below finish_level and
-    rising again does not start a second hold."""
-    p = DamperParams(finish_level=0.8, spark_out_s=1.0)
-    planner = MillingPlanner(np.full(4, 1e-3), 0.0, p)
-    h0 = planner.heights_m
-    c = np.array([0.85, 0.5, 0.5, 0.5])
-    for _ in range(5):                                    # 5 x 0.2 s = the hold
-        planner.update(c, 0.2)
-    h = planner.heights_m
-    assert h[0] == h0[0]
-    assert np.allclose(h0[1:] - h[1:], 5 * 0.2 * float(p.speed_m_s(0.5, 0.0)))
-    planner.update(c, 0.2)
-    assert planner.heights_m[0] == pytest.approx(h0[0] - 0.2 * float(p.speed_m_s(0.85, 0.0)))
-    before = planner.heights_m[0]
-    planner.update(np.array([0.7, 0.5, 0.5, 0.5]), 0.2)
-    planner.update(c, 0.2)
-    assert planner.heights_m[0] < before - 0.3 * float(p.speed_m_s(0.85, 0.0))   # moving, not held
-
-
-def test_no_spark_out_at_finish_level_one():
-    """finish_level = 1 (no hold): a point below through_level never stops early."""
-    p = DamperParams(finish_level=1.0, spark_out_s=5.0, through_level=0.99)
-    planner = MillingPlanner(np.full(3, 1e-3), 0.0, p)
-    h0 = planner.heights_m
-    planner.update(np.full(3, 0.985), 0.2)
-    assert np.all(planner.heights_m < h0)

@@ -21,17 +21,10 @@ v_i comes from a multimodal velocity damper on c_i (``DamperParams``; the paper:
 at the i-th point reduced proportionally to its completion level c_i"):
 
   mode 1, approach  c_i < contact_level:                  v = v_approach_m_s for the first
-                    approach_depth_m below the point's start, then v_search_m_s
+                    approach_depth_m below the point's start, then v_cut_max_m_s
   mode 2, cutting   contact_level <= c_i < through_level: v falls linearly in c_i from
                     v_cut_max_m_s (at contact_level) to v_cut_min_m_s (at through_level)
   mode 3, through   c_i >= through_level:                 v = 0, and the point is done
-
-Spark-out (``finish_level``, ``spark_out_s``): the first update at which a point not yet done
-reads c_i >= finish_level, it holds its height for ``spark_out_s`` (the burr keeps passing over
-it), then goes on under the law above. In grinding this is "spark-out": where the descent ran
-ahead of the cut (hard bone, a slow cutter), the burr presses on bone it has not yet removed and
-the head gives way; holding lets the cut catch up, so that this stored push is gone before the
-last micrometres, where the bone giving way would let the head spring back through the membrane.
 
 A NaN c_i (the point unseen this update, e.g. hidden behind the drill) keeps its last known
 level (0 before any reading). With ``latch_done`` (default) a point once done stays done.
@@ -104,8 +97,6 @@ class MillingPlanner:
         self._theta = TWO_PI * np.arange(heights.size) / heights.size
         self._completion = np.zeros(heights.size)
         self._done = np.zeros(heights.size, dtype=bool)
-        self._held = np.zeros(heights.size, dtype=bool)      # reached finish_level (hold started)
-        self._hold_left_s = np.zeros(heights.size)           # time (s) each point still holds
 
     @classmethod
     def from_fitted(cls, heights_ini_m: ArrayLike, floor_m: ArrayLike | float,
@@ -190,12 +181,7 @@ class MillingPlanner:
         self._completion[known] = c[known]
         through = self._completion >= p.through_level
         self._done = (self._done | through) if p.latch_done else through
-        start = ~self._held & ~self._done & (self._completion >= p.finish_level)
-        self._hold_left_s[start] = p.spark_out_s
-        self._held |= start
-        hold = self._hold_left_s > 1e-9            # not a rounding remainder of the sum of dt_s
-        speed = np.where(self._done | hold, 0.0, p.speed_m_s(self._completion, self._initial - self._heights))
-        self._hold_left_s = np.maximum(self._hold_left_s - dt_s, 0.0)
+        speed = np.where(self._done, 0.0, p.speed_m_s(self._completion, self._initial - self._heights))
         self._heights = np.maximum(self._heights - speed * dt_s, self._floor)
 
     def path(self) -> ClosedConstrainedSpline:
