@@ -53,6 +53,7 @@ MILLING_FIELDS_IN_FILE = [
     ("hardness_max", "hardness_max", 1.0), ("nominal_speed_rpm", "nominal_speed_rpm", 1.0),
     ("skull_stiffness_n_per_mm", "skull_stiffness_n_per_m", 1e3), ("max_deflection_um", "max_deflection_m", 1e-6),
     ("breach_tolerance_um", "breach_tolerance_m", 1e-6), ("break_threshold_um", "break_threshold_m", 1e-6),
+    ("crack_thickness_um", "crack_thickness_m", 1e-6),
 ]
 
 
