@@ -151,10 +151,6 @@ class DamperParams(_Settings):
     contact_level: Real = Field(0.05, ge=0.0, lt=1.0, description="completion at which cutting starts")
     through_level: Real = Field(0.99, gt=0.0, le=1.0, description="completion at which a point is done")
     latch_done: Bool = Field(True, description="a point once through stays done")
-    done_lift_m: Real = Field(0.0, ge=0.0, le=0.2e-3,
-                              description="a point is raised by this when it is first done, so that the path "
-                                          "down to a neighbour still descending stays off the bone already "
-                                          "through around it")
 
     @model_validator(mode="after")
     def _speeds_never_increase_with_completion(self) -> "DamperParams":

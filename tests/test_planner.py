@@ -549,21 +549,3 @@ def test_value_and_derivative_equal_the_ppoly_bit_for_bit():
         spline = ClosedConstrainedSpline(theta, rng.uniform(-1e-3, 1e-3, n))
         for t in np.concatenate([rng.uniform(-10.0, 20.0, 2000), theta, theta + 2 * np.pi, [0.0, 2 * np.pi]]):
             assert spline.value_and_derivative(t) == (float(spline(t)), float(spline.derivative(t)))
-
-
-def test_a_point_is_lifted_once_when_first_done():
-    """With done_lift_m a point is raised by it at the update where it is first done, never
-    again; the others keep descending; 0 (the default) raises nothing."""
-    p = DamperParams(done_lift_m=15e-6)
-    planner = MillingPlanner(np.full(3, 1e-3), 0.0, p)
-    planner.update(np.array([0.5, 0.5, 0.5]), 0.2)
-    h = planner.heights_m
-    planner.update(np.array([1.0, 0.5, 0.5]), 0.2)
-    assert planner.heights_m[0] == pytest.approx(h[0] + 15e-6)
-    assert np.all(planner.heights_m[1:] < h[1:])
-    lifted = planner.heights_m[0]
-    planner.update(np.array([1.0, 0.6, 0.6]), 0.2)
-    assert planner.heights_m[0] == lifted
-    plain = MillingPlanner(np.full(3, 1e-3), 0.0)
-    plain.update(np.array([1.0, 0.5, 0.5]), 0.2)
-    assert plain.heights_m[0] == 1e-3

@@ -26,13 +26,6 @@ at the i-th point reduced proportionally to its completion level c_i"):
                     v_cut_max_m_s (at contact_level) to v_cut_min_m_s (at through_level)
   mode 3, through   c_i >= through_level:                 v = 0, and the point is done
 
-Lift (``done_lift_m``, default 0): a point is raised by ``done_lift_m`` the first time it is done.
-The burr is 1 mm wide and the points 0.39 mm apart, so a finished point keeps being passed while
-its neighbours descend; the path from it down to a neighbour still 50-70 um lower (thicker bone)
-cut 20-24 um into the membrane 0.1-0.2 mm from the finished point, where the bone was already
-through. The lift moves that part of the path up; the bone at the finished point is through
-already, so raising the burr there leaves none behind.
-
 A NaN c_i (the point unseen this update, e.g. hidden behind the drill) keeps its last known
 level (0 before any reading). With ``latch_done`` (default) a point once done stays done.
 
@@ -104,7 +97,6 @@ class MillingPlanner:
         self._theta = TWO_PI * np.arange(heights.size) / heights.size
         self._completion = np.zeros(heights.size)
         self._done = np.zeros(heights.size, dtype=bool)
-        self._lifted = np.zeros(heights.size, dtype=bool)    # raised by done_lift_m when first done
 
     @classmethod
     def from_fitted(cls, heights_ini_m: ArrayLike, floor_m: ArrayLike | float,
@@ -189,9 +181,6 @@ class MillingPlanner:
         self._completion[known] = c[known]
         through = self._completion >= p.through_level
         self._done = (self._done | through) if p.latch_done else through
-        newly = self._done & ~self._lifted
-        self._heights[newly] += p.done_lift_m
-        self._lifted |= newly
         speed = np.where(self._done, 0.0, p.speed_m_s(self._completion, self._initial - self._heights))
         self._heights = np.maximum(self._heights - speed * dt_s, self._floor)
 
