@@ -30,8 +30,9 @@ Metrics (ground truth from the twin's bone model, ``world.mill``):
 
 A failed case (breach, flap not detachable, or a stop other than every point through) says why
 (``scenarios.failure.explain_failure``): ``notes["why"]`` in words, ``notes["failure"]`` its
-fields (point, time, sizes), and with artifacts ``caseNNN_failure.png`` beside the milling
-figure; the suite report lists each failed case with its cause.
+fields (point, time, sizes), and its figure ``artifacts/caseNNN_failure.png`` (every failed
+case, not only the first few that get the milling figure); the suite report lists each failed
+case with its cause and figure.
 
 Notes (wall seconds, for ``benchmarks.case_speed``): ``calibration_wall_s`` (about 0 once the rig's
 calibration is cached), ``world_wall_s`` (the case's hardware and twin world), ``fit_wall_s``
@@ -192,7 +193,8 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             artifacts.append(f"artifacts/{path.name}")
         evidence = failure_evidence(gt, report, scored.rows, scene.controllers.milling.damper.through_level)
         cause = explain_failure(evidence)
-        if cause is not None and ctx.save_artifacts:
+        if cause is not None:              # every failed case gets its figure, not only the first few
+            Path(ctx.artifacts_dir).mkdir(parents=True, exist_ok=True)
             path = Path(ctx.artifacts_dir) / f"case{ctx.index:03d}_failure.png"
             failure_figure(path, evidence, cause, f"case {ctx.index}: {cause.text}")
             artifacts.append(f"artifacts/{path.name}")
