@@ -433,6 +433,7 @@ def collect(sens: Sensitivity, out_dir: Path) -> dict[str, Any]:
     """``sensitivity.json``'s content from the level run folders as they stand (a level not run yet
     has ``cases`` 0 and no metrics)."""
     params = []
+    planned: set[int] = set()         # cases each level run was planned with (--cases overrides the spec's)
     for p in sens.parameters:
         levels = []
         for level in p.levels:
@@ -440,7 +441,9 @@ def collect(sens: Sensitivity, out_dir: Path) -> dict[str, Any]:
             entry: dict[str, Any] = {"value": level.value, "run": level.folder, "cases": 0, "errored": 0,
                                      "metrics": {}}
             if (run_dir / RUN_PLAN).is_file():
-                suite = RunPlan.read(run_dir).suite()
+                plan = RunPlan.read(run_dir)
+                planned.add(int(plan.cases))
+                suite = plan.suite()
                 results, _ = read_case_log(run_dir / CASE_LOG)
                 entry.update(cases=len(results), errored=sum(r.error is not None for r in results),
                              metrics=level_metrics(suite, results, sens.metrics))
@@ -448,7 +451,7 @@ def collect(sens: Sensitivity, out_dir: Path) -> dict[str, Any]:
         params.append({"group": p.group, "key": p.key, "default": p.default, "note": p.note, "levels": levels})
     base = sens.base
     return {"name": sens.name, "description": sens.description, "spec": sens.source, "base_suite": base.source,
-            "seed": base.seed, "cases_per_level": sens.cases,
+            "seed": base.seed, "cases_per_level": max(planned) if planned else sens.cases,
             "metrics": {m: {"aggregate": base.metrics[m].aggregate, "description": base.metrics[m].description}
                         for m in sens.metrics},
             "parameters": params}
