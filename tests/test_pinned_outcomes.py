@@ -2,8 +2,10 @@
 
 ``tests/data/pinned_milling_outcomes.json`` holds the outcomes of the first four cases of
 ``scenarios/milling.toml`` (completion CNN) and ``scenarios/milling_oracle.toml`` (sim-only
-oracle), recorded at the commit it names, before the issue-12 speed work (rendering only what
-the sensor looks at, the compiled bone model, ...). Each case is re-run here through the
+oracle), recorded at the commit it names. First recorded before the issue-12 speed work
+(rendering only what the sensor looks at, the compiled bone model, ...); re-recorded in issue 13,
+whose bone model (cut along the burr's normal, thin bone cracking) changes the outcomes on
+purpose. Each case is re-run here through the
 runner's own ``run_case`` and must match: success, breach count and the controller's stop
 exactly, the thickest bridge within 1 um, the stop time within one control period (20 ms).
 One oracle and one CNN case run by default; the rest are behind the ``slow`` marker.
