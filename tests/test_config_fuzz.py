@@ -23,7 +23,9 @@ from scenes.schema import ConfigError
 from scenes.spec import SCENES_DIR, SceneFile, _apply_overrides, load_scene, scene_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE_FILES = sorted((ROOT / "scenarios").glob("*.toml"))
+#: suite files, and sensitivity specs (a [sensitivity] table: scenarios.sensitivity reads them)
+SUITE_FILES = sorted(p for p in (ROOT / "scenarios").glob("*.toml") if "sensitivity" not in tomllib.loads(p.read_text()))
+SPEC_FILES = sorted(p for p in (ROOT / "scenarios").glob("*.toml") if "sensitivity" in tomllib.loads(p.read_text()))
 SCENE_FILES = sorted(SCENES_DIR.glob("*.toml"))
 RAW_SUITES = {p.name: tomllib.loads(p.read_text()) for p in SUITE_FILES}
 RAW_SCENES = {p.name: tomllib.loads(p.read_text()) for p in SCENE_FILES}
@@ -217,8 +219,13 @@ def test_fuzzed_overrides(overrides):
 
 
 def test_shipped_files_load():
+    from scenarios.sensitivity import load_sensitivity
+
+    assert SPEC_FILES, "scenarios/sensitivity.toml is a sensitivity spec"
     for p in SUITE_FILES:
         load_suite(p)
+    for p in SPEC_FILES:
+        load_sensitivity(p)
     for p in SCENE_FILES:
         load_scene(p)
 

@@ -65,9 +65,9 @@ def _errors(raw: dict, folder: Path = SCENARIOS) -> list[str]:
 # ----- validation ------------------------------------------------------------------------------
 
 def test_unknown_scene_key_is_named_with_the_sections_fields():
-    errors = _errors(_spec("twin_smoke.toml", '[scene."milling.crack_thickness_um"]\nlevels = [0.0, 10.0]\n',
+    errors = _errors(_spec("twin_smoke.toml", '[scene."milling.burr_wear_um"]\nlevels = [0.0, 10.0]\n',
                            metrics='["reach_error_m"]'))
-    assert any(e.startswith('scene."milling.crack_thickness_um": the scene has no field') and "cut_rate_um_s" in e
+    assert any(e.startswith('scene."milling.burr_wear_um": the scene has no field') and "cut_rate_um_s" in e
                for e in errors), errors
 
 
