@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from scenes.milling_params import MillingParameterError, MillingParams
 from scenes.robot_description import RobotDescription
@@ -148,10 +148,12 @@ def test_material_never_reappears(moves):
 @FAST
 @given(st.floats(-0.5e-3, 0.5e-3), st.floats(-0.5e-3, 0.5e-3), st.floats(-0.3e-3, 0.0),
        st.floats(-0.3e-3, 0.3e-3), st.floats(-0.3e-3, 0.3e-3), st.floats(-0.2e-3, 0.2e-3))
+@example(0.0, 0.00021650293909262304, -0.00022372065303528728, 0.0, 0.0, -0.0001893947840768341)  # cracks through
 def test_removal_is_confined_to_the_swept_volume(x, y, depth, dx, dy, dz):
-    """With ample time (no rate limit) no cell is cut below the capsule's exact lower envelope,
-    cells off its xy footprint are untouched, and the approximation stays within the period's
-    vertical travel of the exact envelope."""
+    """With ample time (no rate limit) no cell is cut below the capsule's exact lower envelope
+    unless the cut left it thinner than the crack thickness (it then cracked through to the inner
+    surface), cells off its xy footprint are untouched, and the approximation stays within the
+    period's vertical travel of the exact envelope."""
     mill = fresh_mill()
     sk = mill.skull
     a = surface_point(sk, CENTRE[0] + x, CENTRE[1] + y) + [0.0, 0.0, R_BURR + depth]
@@ -162,7 +164,9 @@ def test_removal_is_confined_to_the_swept_volume(x, y, depth, dx, dy, dz):
     new = sk.outer_z
     off = ~np.isfinite(lower)
     assert np.array_equal(new[off], before[off])
-    assert np.all(new >= np.minimum(before, lower) - 1e-9)
+    cracked = (new <= sk.inner_z) & (np.minimum(before, lower) - sk.inner_z
+                                     < mill.params.crack_thickness_m + abs(dz) + 1e-9)
+    assert np.all((new >= np.minimum(before, lower) - 1e-9) | cracked)
     bound = np.maximum(np.minimum(before, lower + abs(dz) + 1e-9), sk.inner_z)
     assert np.all(new[~off] <= bound[~off] + 1e-9)
 
