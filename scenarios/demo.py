@@ -52,7 +52,7 @@ from hw_bridge.registry import make_hardware
 from scenes.spec import SceneSpec, load_scene
 from scenarios.jobs.milling import milling_figure
 from scenarios.jobs.premeasurement_common import new_figure, save_figure
-from scenarios.failure import explain_failure, failure_evidence, failure_figure
+from scenarios.failure import explain_run
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
 
 DEMO_CONTROL_PERIOD_S = 0.02
@@ -184,14 +184,11 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
                     milling_figure(out_dir / "milling.png", gt, res.milling,
                                    f"{res.milling.stop_reason.value} after {res.milling.duration_s / 60:.2f} "
                                    f"simulated min; success {bool(outcome['success'])}")
-                    evidence = failure_evidence(gt, res.milling, scored.rows,
-                                                scene.controllers.milling.damper.through_level)
-                    cause = explain_failure(evidence)
+                    cause = explain_run(gt, res.milling, scored.rows, scene.controllers.milling.damper.through_level,
+                                        out_dir / "failure.png")
                     verdict = {"window": "SUCCESS" if outcome["success"] else "FAILURE",
                                "why": None if cause is None else cause.text,
                                "failure": None if cause is None else cause.as_notes(res.milling.start_s)}
-                    if cause is not None:
-                        failure_figure(out_dir / "failure.png", evidence, cause)
 
         result = run_window(open_session(hw), networks, scene.controllers, until=until, on_stage=on_stage,
                             progress=progress, make_sensor=make_sensor if has_truth else None)

@@ -311,6 +311,21 @@ def explain_failure(ev: FailureEvidence) -> FailureCause | None:
                         main.deflection_m, main.read_through_s, main.c_read, main.c_true, todo)
 
 
+def explain_run(world, report: MillingReport, truth: list[PerceptionTruth], through_level: float,
+                figure_path: Path | None = None, title_prefix: str | None = None) -> FailureCause | None:
+    """A finished run on the twin ``world``: its cause (``explain_failure``, None when it succeeded)
+    and, with ``figure_path``, a failed run's figure written there (``failure_figure``; titled
+    "``title_prefix``: cause" when given). The one place the milling job and the demo judge a
+    run's failure."""
+    evidence = failure_evidence(world, report, truth, through_level)
+    cause = explain_failure(evidence)
+    if cause is not None and figure_path is not None:
+        Path(figure_path).parent.mkdir(parents=True, exist_ok=True)
+        failure_figure(Path(figure_path), evidence, cause,
+                       None if title_prefix is None else f"{title_prefix}: {cause.text}")
+    return cause
+
+
 def failure_figure(path: Path, ev: FailureEvidence, cause: FailureCause, title: str | None = None) -> None:
     """Point ``cause.point`` and its two neighbours over the last ``FIGURE_WINDOW_S`` before
     ``cause.t_s`` (and 1 s after): (a) planned and true heights, relative to each point's

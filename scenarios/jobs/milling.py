@@ -55,7 +55,7 @@ from scenes.frames import apply, invert
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import new_figure, save_figure
 from scenarios.cases import CaseContext, CaseOutput, case_hardware
-from scenarios.failure import explain_failure, failure_evidence, failure_figure
+from scenarios.failure import explain_run
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
 from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
 
@@ -191,12 +191,10 @@ def run_case(ctx: CaseContext) -> CaseOutput:
                             f"{m['milling_time_min']:.2f} min, success {bool(m['success'])}, "
                             f"max bridge {m['max_bridge_um']:.0f} um, breaches {int(m['breaches'])}")
             artifacts.append(f"artifacts/{path.name}")
-        evidence = failure_evidence(gt, report, scored.rows, scene.controllers.milling.damper.through_level)
-        cause = explain_failure(evidence)
-        if cause is not None:              # every failed case gets its figure, not only the first few
-            Path(ctx.artifacts_dir).mkdir(parents=True, exist_ok=True)
-            path = Path(ctx.artifacts_dir) / f"case{ctx.index:03d}_failure.png"
-            failure_figure(path, evidence, cause, f"case {ctx.index}: {cause.text}")
+        path = Path(ctx.artifacts_dir) / f"case{ctx.index:03d}_failure.png"   # every failed case, not only the first few
+        cause = explain_run(gt, report, scored.rows, scene.controllers.milling.damper.through_level, path,
+                            title_prefix=f"case {ctx.index}")
+        if cause is not None:
             artifacts.append(f"artifacts/{path.name}")
         first = gt.mill.breaches[0] if gt.mill.breaches else None    # what MillOutcome.first_breach holds
         notes = {"stop": report.message, "first_breach": repr(first)}
