@@ -210,6 +210,14 @@ class Hardware(ABC):
         self._state = Lifecycle.INACTIVE
         self._event("deactivated", "")
 
+    def stop(self, reason: str) -> None:
+        """A safety stop asked for by whoever runs the controllers (the demo, a suite case) when
+        something outside the interface failed, e.g. a controller raised: hold the last accepted
+        command, drill off, deactivate, record ``reason`` in ``fault`` and the recording. Does
+        nothing unless ACTIVE (an inactive robot already holds with the drill off)."""
+        if self._state is Lifecycle.ACTIVE:
+            self._safe_stop(reason)
+
     def close(self) -> None:
         """Release everything. Safe to call more than once and from any state."""
         if self._state is Lifecycle.FINALIZED:

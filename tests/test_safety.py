@@ -321,3 +321,54 @@ def test_a_safe_stop_interrupted_by_the_operator_still_ends_commanding():
             hw.write(q)
     finally:
         hw.close()
+
+
+def test_stop_asked_by_the_supervisor_holds_with_the_drill_off():
+    """``Hardware.stop(reason)``: what the demo calls when a controller raises. Fails if the run
+    stays active, the drill stays on, the robot keeps moving or the reason is lost."""
+    from hw_bridge.backends.mock import MockHardware
+    from hw_bridge.interface import Lifecycle
+    from scenes.spec import load_scene
+
+    hw = MockHardware(load_scene(None), 0)
+    hw.configure()
+    hw.activate()
+    q = hw.read().position
+    hw.set_drill(True, 1000.0)
+    hw.write(q)
+    hw.advance()
+    hw.stop("CalibrationError: too few tip detections")
+    assert hw.state is Lifecycle.INACTIVE
+    assert not hw.drill_state().on
+    assert hw.fault == "CalibrationError: too few tip detections"
+    held = hw.read().position
+    for _ in range(5):
+        hw.advance()
+    assert np.max(np.abs(hw.read().position - held)) < 1e-9
+    hw.stop("again")                 # inactive: nothing to do, the first reason stays
+    assert hw.fault == "CalibrationError: too few tip detections"
+    hw.close()
+
+
+def test_ignore_commands_fault_keeps_the_mock_arm_still():
+    from hw_bridge.backends.mock import MockHardware
+    from scenes.spec import load_scene
+
+    hw = MockHardware(load_scene(None), 0)
+    hw.configure()
+    hw.activate()
+    q0 = hw.read().position
+    hw.inject("ignore_commands")
+    step = hw.limits.velocity_max * hw.period_s * 0.5
+    q = q0.copy()
+    for _ in range(10):
+        q = q + step
+        hw.write(q)
+        hw.advance()
+    assert np.max(np.abs(hw.read().position - q0)) < 1e-12
+    hw.clear()
+    for _ in range(10):
+        hw.write(q)
+        hw.advance()
+    assert np.all(hw.read().position > q0)
+    hw.close()

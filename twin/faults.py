@@ -4,8 +4,10 @@ Sim-only test hooks, set on ``TwinWorld.faults``: the ``twin`` backend reads the
 the CoppeliaSim test server and the SAS twin driver expose them to their test clients. Each
 mimics a real failure: a driver that stops publishing (``freeze_joint_states``: the last sample
 again, same stamp), a slow network (``joint_state_extra_delay_s``), a broken encoder
-(``nan_joint_states``), frozen cameras (``freeze_frames``) and a robot or simulator that stops
-answering (``disconnected``).
+(``nan_joint_states``), frozen cameras (``freeze_frames``), a robot or simulator that stops
+answering (``disconnected``) and joints that ignore their commands (``ignore_commands``: a driver
+that lost its enable, a passive or stuck joint; the arm stays where it is while joint states keep
+coming).
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ class SensorFaults:
     nan_joint_states: bool = False
     freeze_frames: bool = False
     disconnected: bool = False
+    ignore_commands: bool = False
 
     def inject(self, kind: str) -> None:
-        """Set the fault named ``kind`` (the names of ``hw_bridge.checker.FAULT_CHECKS``, plus ``freeze_frames``)."""
+        """Set the fault named ``kind`` (the names of ``hw_bridge.checker.FAULT_CHECKS``, plus ``freeze_frames``
+        and ``ignore_commands``)."""
         if kind == "nan_joint_states":
             self.nan_joint_states = True
         elif kind == "freeze_joint_states":
@@ -36,9 +40,11 @@ class SensorFaults:
             self.freeze_frames = True
         elif kind == "disconnect":
             self.disconnected = True
+        elif kind == "ignore_commands":
+            self.ignore_commands = True
         else:
             raise ValueError(f"unknown fault {kind!r}; valid: nan_joint_states, freeze_joint_states, "
-                             f"delay_joint_states, freeze_frames, disconnect")
+                             f"delay_joint_states, freeze_frames, disconnect, ignore_commands")
 
     def clear(self) -> None:
         self.__init__()

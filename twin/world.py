@@ -156,6 +156,8 @@ class TwinWorld:
         q0 = self.arm.state()[0]
         last = self._last_burr
         a_s = last[1] if last is not None and np.array_equal(last[0], q0) else self.burr_centre_s(q0)
+        if self.faults.ignore_commands:       # injected: the driver ignores commands, the arm stays put
+            self.arm.set_target(q0)
         self.arm.step()
         self.step_index += 1
         q1 = self.arm.state()[0]

@@ -101,6 +101,8 @@ class MockHardware(Hardware):
         return self._samples[0]
 
     def _advance(self) -> None:
+        if self.faults.ignore_commands:       # injected: the joints ignore commands and stay put
+            self._target = self._q.copy()
         step = np.clip((self._target - self._q) * self._alpha, self._step_min, self._step_max)
         self._q = self._q + step
         self._qd = step / self.period_s
