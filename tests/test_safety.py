@@ -495,3 +495,28 @@ def test_close_runs_every_step_even_when_the_drill_off_fails():
     assert {"deactivate", "close"} <= set(hw.calls) and hw.calls.count("drill off") >= 2   # retried once on close
     assert hw.state is Lifecycle.FINALIZED and events.closed
     hw.close()                                     # finalized: nothing more to do, no error
+
+
+def test_sas_close_releases_everything_even_when_a_step_fails():
+    """The SAS backend's release: a failing executor stop still closes the cameras and the ROS session."""
+    pytest.importorskip("rclpy")
+    from hw_bridge.backends.sas import SasHardware
+
+    closed = []
+
+    class _Ros:
+        def stop_spinning(self):
+            raise RuntimeError("executor thread did not stop")
+
+        def close(self):
+            closed.append("ros")
+
+    class _Cameras:
+        def close(self):
+            closed.append("cameras")
+
+    hw = SasHardware(load_scene("default"), 0)
+    hw._ros, hw._cameras = _Ros(), _Cameras()
+    with pytest.raises(HardwareError, match="closing the backend: sas: stopping the ROS executor: executor thread"):
+        hw.close()
+    assert closed == ["cameras", "ros"] and hw.state is Lifecycle.FINALIZED
