@@ -14,8 +14,8 @@ The safety layer lives here, so every backend gets it (rules in ``hw_bridge.safe
   limits over one period) and the tool must stay inside the workspace box around the skull;
 - while ACTIVE, a watchdog checks joint states (finite, not older than a configured age),
   stereo frames (not too old) and, on real-time backends, the controller's deadline; when
-  armed, every ``read()`` also checks that the joints follow their commands
-  (``safety.TrackingMonitor``); any ``HardwareError`` from a backend hook (a lost connection, an
+  armed (on a closed-loop backend: not replay), every ``read()`` also checks that the joints
+  follow their commands (``safety.TrackingMonitor``); any ``HardwareError`` from a backend hook (a lost connection, an
   error reply from the simulator or driver) counts as a violation too, with the backend's message;
 - a violation stops safely: the last accepted command sent again (hold), the drill off, the
   interface deactivated; ``SafetyStop`` (``CommandRejected`` for a refused command) says why
@@ -47,7 +47,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from hw_bridge.commands import check_joint_command
-from hw_bridge.errors import CommandRejected, ConnectionLost, HardwareError, LifecycleError, SafetyStop
+from hw_bridge.errors import CommandRejected, ConnectionLost, EndOfRun, HardwareError, LifecycleError, SafetyStop
 from hw_bridge.rig import JointLimits, RigDescription
 from hw_bridge.safety import TrackingMonitor, Watchdog, WorkspaceBox, arming_decision
 from scenes.robot_description import RobotDescription
@@ -138,6 +138,9 @@ class Hardware(ABC):
     moves_real_robot: bool = True
     #: True when the backend's clock is wall time (advance() sleeps): the deadline watchdog applies
     realtime: bool = False
+    #: True when the joint states answer the commands sent (the tracking rule applies when armed);
+    #: replay sets False: it plays recorded states back whatever the replayed controllers command
+    closed_loop: bool = True
 
     def __init__(self, scene: SceneSpec, seed: int = 0, *, armed: bool = False, recorder: Recorder | None = None):
         # The scene (true skull pose, true camera intrinsics, ...) stays inside hw_bridge: backends
@@ -275,10 +278,10 @@ class Hardware(ABC):
     # ---- the safety layer ----------------------------------------------------------------
     def _guarded(self, fn, *args):
         """Call a backend hook; while active, any ``HardwareError`` it raises (a lost connection, an
-        error reply) becomes a safe stop that carries the backend's message."""
+        error reply) becomes a safe stop that carries the backend's message (``EndOfRun`` passes)."""
         try:
             return fn(*args)
-        except SafetyStop:
+        except (SafetyStop, EndOfRun):
             raise
         except HardwareError as exc:
             if self._state is Lifecycle.ACTIVE:
@@ -323,7 +326,7 @@ class Hardware(ABC):
         state = self._guarded(self._read)
         if self._state is Lifecycle.ACTIVE:
             problem = self._watchdog.joint_state_problem(state.position, state.velocity, state.stamp_s, self.now())
-            if problem is None and self.armed:        # a dry run sends nothing: nothing to follow
+            if problem is None and self.armed and self.closed_loop:     # a dry run sends nothing to follow
                 problem = self._tracking.problem(self._last_command, state.position, self.now())
             if problem is not None:
                 raise self._safe_stop(problem)
