@@ -238,10 +238,59 @@ def check_fault_disconnect(hw: Hardware, faults: FaultInjector) -> None:
     _check_fault(hw, faults, "disconnect", ("connection lost", "stale"))
 
 
+def check_fault_ignore_commands(hw: Hardware, faults: FaultInjector) -> None:
+    """Joints that ignore their commands (a driver that lost its enable, a stuck or passive joint):
+    a small move of the joint that moves the tool least (half its velocity limit, at most 0.3 s of
+    full speed away, then held) must stop the run because the joint does not follow, before anything
+    else trips. Afterwards the robot goes back where it was."""
+    hw.configure()
+    hw.activate()
+    q0 = hw.read().position
+    vmax = hw.limits.velocity_max
+    tool_shift = [np.linalg.norm(hw.robot.tool_position(q0 + e * 1e-4) - hw.robot.tool_position(q0)) * v
+                  for e, v in zip(np.eye(q0.size), vmax)]
+    j = int(np.argmin(tool_shift))
+    sign = 1.0 if q0[j] < (hw.limits.position_min[j] + hw.limits.position_max[j]) / 2 else -1.0
+    hw.set_drill(True, 1000.0)
+    faults.inject("ignore_commands")
+    q = q0.copy()
+    reason = None
+    try:
+        t0 = hw.now()
+        while reason is None and hw.now() - t0 < FAULT_REACTION_S:
+            q[j] = q0[j] + sign * min(0.5 * vmax[j] * (hw.now() - t0), 0.3 * vmax[j])
+            try:
+                hw.read()
+                hw.write(q)
+                hw.advance()
+            except SafetyStop as exc:
+                reason = str(exc)
+    finally:
+        faults.clear()
+    assert reason is not None, f"ignore_commands: no safety stop within {FAULT_REACTION_S} s (joint {j} commanded " \
+                               f"{q[j] - q0[j]:+.3g} from where it stayed)"
+    assert hw.state is Lifecycle.INACTIVE, f"ignore_commands: the run was not stopped ({hw.state})"
+    assert "does not follow" in reason, f"ignore_commands: the stop says {reason!r}, expected 'does not follow'"
+    assert not hw.drill_state().on, "ignore_commands: the drill is still on after the safety stop"
+    t_end = hw.now() + 0.3
+    while hw.now() < t_end:         # the fault is gone: the robot settles on the held command
+        hw.advance()
+    hw.activate()                   # then goes back to where the check started
+    q = hw.read().position
+    while np.any(np.abs(q - q0) > 1e-9):
+        q = q + np.clip(q0 - q, -0.5 * vmax * hw.period_s, 0.5 * vmax * hw.period_s)
+        hw.write(q)
+        hw.advance()
+    for _ in range(int(round(0.05 / hw.period_s))):
+        hw.write(q0)
+        hw.advance()
+    hw.close()
+
+
 FAULT_CHECKS: dict[str, Callable[[Hardware, FaultInjector], None]] = {
     f.__name__.removeprefix("check_fault_"): f
     for f in (check_fault_nan_joint_states, check_fault_freeze_joint_states, check_fault_delay_joint_states,
-              check_fault_disconnect)
+              check_fault_disconnect, check_fault_ignore_commands)
 }
 
 

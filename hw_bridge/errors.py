@@ -26,3 +26,8 @@ class CommandRejected(SafetyStop):
 
 class ConnectionLost(HardwareError):
     """Raised by a backend when its robot or simulator stops answering."""
+
+
+class EndOfRun(HardwareError):
+    """Not a fault: the backend has nothing more to give (a replay past its last recorded tick). The
+    safety layer passes it on as it is, without a safety stop."""

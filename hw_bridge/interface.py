@@ -13,14 +13,20 @@ The safety layer lives here, so every backend gets it (rules in ``hw_bridge.safe
   finite values, position limits, the step from the previous command within the velocity
   limits over one period) and the tool must stay inside the workspace box around the skull;
 - while ACTIVE, a watchdog checks joint states (finite, not older than a configured age),
-  stereo frames (not too old) and, on real-time backends, the controller's deadline; a
-  backend's ``ConnectionLost`` counts as a violation too;
+  stereo frames (not too old) and, on real-time backends, the controller's deadline; when
+  armed (on a closed-loop backend: not replay), every ``read()`` also checks that the joints
+  follow their commands (``safety.TrackingMonitor``); any ``HardwareError`` from a backend hook (a lost connection, an
+  error reply from the simulator or driver) counts as a violation too, with the backend's message;
 - a violation stops safely: the last accepted command sent again (hold), the drill off, the
   interface deactivated; ``SafetyStop`` (``CommandRejected`` for a refused command) says why
   (the errors are in ``hw_bridge.errors``);
   the rejected command itself is never sent;
 - a robot that really moves (``moves_real_robot``) gets commands only when armed (``--arm`` and
   ``safety.armed = true``); otherwise every command is logged as "would send" (a dry run).
+
+``close()`` runs every shutdown step even when one fails (drill off, the backend's deactivate
+hook, a safe stop still pending, the backend's close hook, the recorder), then raises
+``HardwareError`` naming each failed step, so a drill-off that did not reach the robot is never silent.
 
 A ``recorder`` (``hw_bridge.recording.Recorder``) sees everything that crosses the interface:
 joint states at every period, commands, grabbed frames, drill commands, safety events and the
@@ -41,9 +47,9 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from hw_bridge.commands import check_joint_command
-from hw_bridge.errors import CommandRejected, ConnectionLost, HardwareError, LifecycleError, SafetyStop
+from hw_bridge.errors import CommandRejected, ConnectionLost, EndOfRun, HardwareError, LifecycleError, SafetyStop
 from hw_bridge.rig import JointLimits, RigDescription
-from hw_bridge.safety import Watchdog, WorkspaceBox, arming_decision
+from hw_bridge.safety import TrackingMonitor, Watchdog, WorkspaceBox, arming_decision
 from scenes.robot_description import RobotDescription
 from scenes.spec import SceneSpec
 
@@ -132,6 +138,9 @@ class Hardware(ABC):
     moves_real_robot: bool = True
     #: True when the backend's clock is wall time (advance() sleeps): the deadline watchdog applies
     realtime: bool = False
+    #: True when the joint states answer the commands sent (the tracking rule applies when armed);
+    #: replay sets False: it plays recorded states back whatever the replayed controllers command
+    closed_loop: bool = True
 
     def __init__(self, scene: SceneSpec, seed: int = 0, *, armed: bool = False, recorder: Recorder | None = None):
         # The scene (true skull pose, true camera intrinsics, ...) stays inside hw_bridge: backends
@@ -152,6 +161,7 @@ class Hardware(ABC):
         self.dry_run_commands = 0
         self._workspace = WorkspaceBox(scene.safety, scene.T_s_to_r)
         self._watchdog = Watchdog(scene.safety)
+        self._tracking = TrackingMonitor(scene.safety, self.limits.velocity_max)
         self._state = Lifecycle.UNCONFIGURED
         self._last_command: np.ndarray | None = None
         self._active_since_s = 0.0
@@ -194,6 +204,7 @@ class Hardware(ABC):
         if problem is not None:
             raise SafetyStop(f"{self.name}: not activated: {problem}")
         self._last_command = state.position.copy()
+        self._tracking.reset()
         self._active_since_s = self.now()
         self._last_advance_wall = None
         self.fault = None
@@ -219,20 +230,44 @@ class Hardware(ABC):
             self._safe_stop(reason)
 
     def close(self) -> None:
-        """Release everything. Safe to call more than once and from any state."""
+        """Release everything. Safe to call more than once and from any state.
+
+        Every step runs even when an earlier one fails: drill off and the backend's deactivate
+        hook (when active), a safe stop not delivered yet (tried once more), the backend's close
+        hook, the recorder. Each failure is logged when it happens; the interface ends FINALIZED
+        either way, then ``HardwareError`` names every failed step (chained to the first)."""
         if self._state is Lifecycle.FINALIZED:
             return
-        try:
+        failures: list[tuple[str, Exception]] = []
+
+        def attempt(step: str, fn: Callable[[], Any]) -> None:
+            try:
+                fn()
+            except Exception as exc:          # noqa: BLE001 - every step must run; all are reported below
+                log.error("%s: close: %s failed: %s", self.name, step, exc)
+                failures.append((step, exc))
+
+        if self._state is Lifecycle.ACTIVE:
+            attempt("switching the drill off", lambda: self.set_drill(False, 0.0))
+            attempt("deactivating the backend", self._on_deactivate)
             if self._state is Lifecycle.ACTIVE:
-                try:
-                    self.deactivate()
-                except SafetyStop:
-                    pass                      # already stopped safely; the reason is in self.fault
-            self._on_close()
-        finally:
-            self._state = Lifecycle.FINALIZED
-            if self.recorder is not None:
-                self.recorder.close()
+                self._state = Lifecycle.INACTIVE
+                self._event("deactivated", "on close")
+        if self._stop_pending:
+            self._send_safe_stop()
+            if self._stop_pending:
+                failures.append(("delivering the safe stop", HardwareError(
+                    "the hold and drill-off of the last safety stop never reached the robot")))
+        attempt("closing the backend", self._on_close)
+        self._state = Lifecycle.FINALIZED
+        if self.recorder is not None:
+            attempt("closing the recording", self.recorder.close)
+        if failures:
+            drill = any(step in ("switching the drill off", "delivering the safe stop") for step, _ in failures)
+            raise HardwareError(
+                f"{self.name}: closed, but {len(failures)} shutdown step(s) failed: "
+                + "; ".join(f"{step}: {exc}" for step, exc in failures)
+                + (" -- THE DRILL MAY STILL BE ON: switch it off at the rig" if drill else "")) from failures[0][1]
 
     def __enter__(self) -> "Hardware":
         return self
@@ -242,12 +277,16 @@ class Hardware(ABC):
 
     # ---- the safety layer ----------------------------------------------------------------
     def _guarded(self, fn, *args):
-        """Call a backend hook; a lost connection while active becomes a safe stop."""
+        """Call a backend hook; while active, any ``HardwareError`` it raises (a lost connection, an
+        error reply) becomes a safe stop that carries the backend's message (``EndOfRun`` passes)."""
         try:
             return fn(*args)
-        except ConnectionLost as exc:
+        except (SafetyStop, EndOfRun):
+            raise
+        except HardwareError as exc:
             if self._state is Lifecycle.ACTIVE:
-                raise self._safe_stop(f"connection lost: {exc}") from exc
+                kind = "connection lost" if isinstance(exc, ConnectionLost) else "backend error"
+                raise self._safe_stop(f"{kind}: {exc}") from exc
             raise
 
     def _safe_stop(self, reason: str) -> SafetyStop:
@@ -287,6 +326,8 @@ class Hardware(ABC):
         state = self._guarded(self._read)
         if self._state is Lifecycle.ACTIVE:
             problem = self._watchdog.joint_state_problem(state.position, state.velocity, state.stamp_s, self.now())
+            if problem is None and self.armed and self.closed_loop:     # a dry run sends nothing to follow
+                problem = self._tracking.problem(self._last_command, state.position, self.now())
             if problem is not None:
                 raise self._safe_stop(problem)
         return state

@@ -3,9 +3,10 @@
 Before a joint command reaches any robot it must pass ``check_joint_command`` (shape, finite,
 position limits, velocity limits over one period) and ``WorkspaceBox.check`` (the tool
 inside a box around the skull). While active, the watchdog (``Watchdog``) checks that joint
-states and stereo frames are fresh and finite and that the controller keeps its deadline.
-Any violation makes ``Hardware`` stop safely (drill off, hold the last accepted command,
-deactivate) and raise ``SafetyStop`` with the reason.
+states and stereo frames are fresh and finite and that the controller keeps its deadline, and,
+when armed, ``TrackingMonitor`` checks that the joints follow their commands (a stuck or passive
+joint, a driver that lost its enable). Any violation makes ``Hardware`` stop safely (drill off,
+hold the last accepted command, deactivate) and raise ``SafetyStop`` with the reason.
 
 Arming: ``arming_decision`` says whether commands are sent to a robot that really moves
 (CoppeliaSim, SmartArmStack): only with the ``--arm`` flag AND ``safety.armed = true`` in the
@@ -91,3 +92,36 @@ class Watchdog:
             return (f"missed the control deadline: {cycle_wall_s:.3f} s of wall time between advance() calls "
                     f"(safety.control_deadline_s = {self.spec.control_deadline_s:g} s)")
         return None
+
+
+class TrackingMonitor:
+    """Armed runs: every joint must follow its commands.
+
+    A joint trails its command by the servo lag plus the joint-state delay, at most what it covers
+    at its velocity limit in that time (commands are rate-limited by the same limits). So joint j
+    is off track while ``|q_cmd[j] - q_measured[j]| > velocity_max[j] * safety.tracking_lag_s``;
+    off track for longer than ``safety.tracking_timeout_s`` (backend clock) is a violation.
+    """
+
+    def __init__(self, spec: SafetySpec, velocity_max: np.ndarray):
+        self.tolerance = np.asarray(velocity_max, dtype=float) * spec.tracking_lag_s   # rad | m
+        self.lag_s = spec.tracking_lag_s
+        self.timeout_s = spec.tracking_timeout_s
+        self._off_since_s = np.full(self.tolerance.shape, np.nan)    # NaN: on track
+
+    def reset(self) -> None:
+        """Forget earlier deviations (on activation: the command starts at the measured position)."""
+        self._off_since_s[:] = np.nan
+
+    def problem(self, q_command: np.ndarray, q_measured: np.ndarray, now_s: float) -> str | None:
+        """None while every joint follows; else a message naming the joint that has been off track
+        the longest, its command, its measured position and for how long."""
+        off = np.abs(q_command - q_measured) > self.tolerance
+        self._off_since_s = np.where(off, np.where(np.isnan(self._off_since_s), now_s, self._off_since_s), np.nan)
+        duration = np.where(off, now_s - self._off_since_s, -np.inf)
+        j = int(np.argmax(duration))
+        if duration[j] <= self.timeout_s:
+            return None
+        return (f"joint {j} does not follow its commands: commanded {q_command[j]:.6g}, measured {q_measured[j]:.6g} "
+                f"(rad | m) for {duration[j]:.3f} s; tolerance {self.tolerance[j]:.3g} = its velocity limit x "
+                f"safety.tracking_lag_s = {self.lag_s:g} s, for at most safety.tracking_timeout_s = {self.timeout_s:g} s")

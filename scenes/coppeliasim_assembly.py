@@ -7,7 +7,7 @@ Start CoppeliaSim headless with a scene that holds the arm, its joints at the pa
     coppeliaSim.sh -h -GzmqRemoteApi.rpcPort=23000 scene.ttt
 
 (vision sensors render with OpenGL even headless; on a machine without a display, run it
-under ``xvfb-run``). The ``coppeliasim`` backend calls ``populate`` on configure when ``populate = true``. What it
+under ``xvfb-run``). The ``coppeliasim`` backend calls ``populate`` on an armed configure when ``populate = true``. What it
 adds, with the CoppeliaSim 4.6+ API (world frame = {R}, SI units):
 - the skull's outer surface: the twin's height field (``twin.skull``, its milling region)
   sampled every ``SKULL_MESH_CELL_M`` (0.25 mm: about 4,000 triangles for the twin's 1.2

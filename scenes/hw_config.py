@@ -60,6 +60,12 @@ class SafetyFile(BaseModel):
                                   description="older stereo frames (or none this long after activation) stop the run")
     control_deadline_s: Real = Field(0.1, ge=1e-3, le=10.0,
                                      description="wall time between advance() calls on real-time backends")
+    tracking_lag_s: Real = Field(0.15, ge=1e-3, le=10.0,
+                                 description="armed: a joint may trail its command by what it covers at its velocity "
+                                             "limit in this time (servo lag + joint-state delay + margin)")
+    tracking_timeout_s: Real = Field(0.1, ge=1e-3, le=10.0,
+                                     description="armed: a joint farther from its command than that for longer "
+                                                 "than this stops the run (it does not follow its commands)")
 
     @model_validator(mode="after")
     def _box(self) -> "SafetyFile":
@@ -84,11 +90,14 @@ class SafetySpec:
     max_joint_state_age_s: float       # older joint states stop the run
     max_image_age_s: float             # older stereo frames (or none for this long after activation) stop it
     control_deadline_s: float          # wall time between advance() calls on real-time backends
+    tracking_lag_s: float              # armed: tolerance on |command - measured| = velocity limit x this
+    tracking_timeout_s: float          # armed: beyond the tolerance for longer than this stops the run
 
     @classmethod
     def from_file(cls, f: SafetyFile) -> "SafetySpec":
         return cls(f.armed, np.array(f.workspace_min_mm_s) * MM, np.array(f.workspace_max_mm_s) * MM,
-                   f.max_joint_state_age_s, f.max_image_age_s, f.control_deadline_s)
+                   f.max_joint_state_age_s, f.max_image_age_s, f.control_deadline_s, f.tracking_lag_s,
+                   f.tracking_timeout_s)
 
 
 class CoppeliaSimSpec(BaseModel):
@@ -104,7 +113,9 @@ class CoppeliaSimSpec(BaseModel):
         DEFAULT_JOINT_PATHS, description="CoppeliaSim object paths of the 8 joints: rail, stage, the six arm joints")
     left_sensor_path: Annotated[str, Strict()] = Field("/mscs_left", description='vision sensor ("" = no cameras)')
     right_sensor_path: Annotated[str, Strict()] = Field("/mscs_right", description='vision sensor ("" = no cameras)')
-    populate: Bool = Field(True, description="add the skull mesh and the MSCS sensors on configure")
+    populate: Bool = Field(True, description="armed: add the skull mesh and the MSCS sensors on configure")
+    stop_running_simulation: Bool = Field(False, description="armed: stop a simulation found running (another "
+                                                             "client's or a crashed run's) instead of refusing")
 
     @model_validator(mode="after")
     def _both_sensors(self) -> "CoppeliaSimSpec":

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from hw_bridge.backends.mock import MockHardware
 from hw_bridge.backends.twin import TwinHardware
-from hw_bridge.errors import CommandRejected, LifecycleError, SafetyStop
+from hw_bridge.errors import CommandRejected, HardwareError, LifecycleError, SafetyStop
 from hw_bridge.interface import Lifecycle
 from hw_bridge.safety import ArmingError, WorkspaceBox
 from scenes.frames import apply, invert
@@ -372,3 +372,151 @@ def test_ignore_commands_fault_keeps_the_mock_arm_still():
         hw.advance()
     assert np.all(hw.read().position > q0)
     hw.close()
+
+
+class _Events:
+    """A recorder that keeps the safety events and whether it was closed."""
+
+    def __init__(self):
+        self.events, self.closed = [], False
+
+    def on_event(self, now_s, kind, message):
+        self.events.append((kind, message))
+
+    def close(self):
+        self.closed = True
+
+    def __getattr__(self, name):                   # on_tick, on_command, ...: ignored
+        return lambda *args: None
+
+
+def test_a_joint_that_does_not_follow_its_commands_stops_an_armed_run():
+    """A stuck or passive joint (the ignore_commands fault) is noticed by tracking, with the joint,
+    its command, its measured position and for how long, well before the tool could leave the box."""
+    hw = _active()
+    q0 = hw.read().position
+    hw.set_drill(True, 20000.0)
+    hw.inject("ignore_commands")
+    q = q0.copy()
+    spec = hw._scene.safety
+    with pytest.raises(SafetyStop) as exc:
+        for _ in range(200):
+            q[7] = min(q[7] + 0.5 * hw.limits.velocity_max[7] * hw.period_s, q0[7] + 0.3 * hw.limits.velocity_max[7])
+            hw.read()
+            hw.write(q)
+            hw.advance()
+    msg = str(exc.value)
+    assert "joint 7 does not follow its commands: commanded" in msg and "measured" in msg, msg
+    assert "safety.tracking_lag_s" in msg and "safety.tracking_timeout_s" in msg
+    # noticed once the error exceeded the tolerance (0.5 vmax * t > vmax * lag) for the timeout
+    assert hw.now() <= 2 * spec.tracking_lag_s + spec.tracking_timeout_s + 0.05
+    hw.clear()
+    for _ in range(50):                            # the joint follows again: it settles on the held command
+        hw.advance()
+    _assert_stopped_safely(hw, q, ["does not follow"])
+    hw.close()
+
+
+def test_tracking_is_not_checked_in_a_dry_run():
+    hw = _active({"safety.armed": True}, cls=_PretendRealRobot)          # not armed: nothing is sent
+    try:
+        q = hw.read().position
+        for _ in range(100):
+            q = q + np.where(np.arange(8) == 7, 0.5 * hw.limits.velocity_max[7] * hw.period_s, 0.0)
+            hw.read()
+            hw.write(q)
+            hw.advance()
+        assert hw.state is Lifecycle.ACTIVE
+    finally:
+        hw.close()
+
+
+class _ErrorReply(MockHardware):
+    """A backend whose robot answers one read with an error (e.g. CoppeliaSim's {err: ...})."""
+
+    fail_reads = False
+
+    def _read(self):
+        if self.fail_reads:
+            raise HardwareError("sim.getJointPosition failed: object 3 is not a joint")
+        return super()._read()
+
+
+def test_a_backend_error_while_active_is_a_safe_stop():
+    events = _Events()
+    hw = _active(cls=_ErrorReply, recorder=events)
+    q = hw.read().position
+    hw.set_drill(True, 20000.0)
+    hw.fail_reads = True
+    with pytest.raises(SafetyStop, match="backend error: sim.getJointPosition failed: object 3 is not a joint"):
+        hw.read()
+    hw.fail_reads = False
+    assert ("safety_stop", "backend error: sim.getJointPosition failed: object 3 is not a joint") in events.events
+    _assert_stopped_safely(hw, q, ["backend error", "not a joint"])
+    hw.fail_reads = True
+    with pytest.raises(HardwareError, match="not a joint") as exc:   # inactive: a plain error, nothing to stop
+        hw.read()
+    assert not isinstance(exc.value, SafetyStop)
+    hw.close()
+
+
+class _BrokenShutdown(MockHardware):
+    """Every shutdown step of the backend fails; it counts the calls."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = []
+
+    def _set_drill(self, on, speed_rpm):
+        if not on:
+            self.calls.append("drill off")
+            raise HardwareError("the drill controller does not answer")
+        super()._set_drill(on, speed_rpm)
+
+    def _on_deactivate(self):
+        self.calls.append("deactivate")
+        raise HardwareError("deactivate hook failed")
+
+    def _on_close(self):
+        self.calls.append("close")
+        raise HardwareError("close hook failed")
+
+
+def test_close_runs_every_step_even_when_the_drill_off_fails():
+    events = _Events()
+    hw = _active(cls=_BrokenShutdown, recorder=events)
+    hw.set_drill(True, 20000.0)
+    with pytest.raises(HardwareError) as exc:
+        hw.close()
+    msg = str(exc.value)
+    assert "switching the drill off" in msg and "the drill controller does not answer" in msg
+    assert "deactivate hook failed" in msg and "close hook failed" in msg
+    assert "delivering the safe stop" in msg and "THE DRILL MAY STILL BE ON" in msg
+    assert {"deactivate", "close"} <= set(hw.calls) and hw.calls.count("drill off") >= 2   # retried once on close
+    assert hw.state is Lifecycle.FINALIZED and events.closed
+    hw.close()                                     # finalized: nothing more to do, no error
+
+
+def test_sas_close_releases_everything_even_when_a_step_fails():
+    """The SAS backend's release: a failing executor stop still closes the cameras and the ROS session."""
+    pytest.importorskip("rclpy")
+    from hw_bridge.backends.sas import SasHardware
+
+    closed = []
+
+    class _Ros:
+        def stop_spinning(self):
+            raise RuntimeError("executor thread did not stop")
+
+        def close(self):
+            closed.append("ros")
+
+    class _Cameras:
+        def close(self):
+            closed.append("cameras")
+
+    hw = SasHardware(load_scene("default"), 0)
+    hw._ros, hw._cameras = _Ros(), _Cameras()
+    with pytest.raises(HardwareError, match="closing the backend: sas: stopping the ROS executor: executor thread"):
+        hw.close()
+    assert closed == ["cameras", "ros"] and hw.state is Lifecycle.FINALIZED

@@ -7,33 +7,53 @@ joint_paths`` (the arm's reference frame {R} at CoppeliaSim's world origin):
     coppeliaSim.sh -h -GzmqRemoteApi.rpcPort=23000 scene.ttt
 
 What crosses the interface, call by call (one remote call = one ZMQ round trip):
-- configure: ``sim.setStepping(True)`` (the simulation advances only on ``sim.step()``), the
-  time step set to the scene's control period (``sim.setFloatParam(
-  sim.floatparam_simulation_time_step, dt)``, checked with ``sim.getSimulationTimeStep()``),
-  the skull mesh and MSCS vision sensors added when ``populate`` is set
-  (``scenes.coppeliasim_assembly``), joint and sensor handles from ``sim.getObject(path)``,
-  then ``sim.startSimulation()``. A simulation left running (e.g. by a crashed run) is stopped
-  first. close: ``sim.stopSimulation()``, ``sim.setStepping(False)``, errors tolerated.
+- configure, armed (the simulation becomes ours): ``sim.getSimulationState()``; a simulation
+  already running (another client's, or a crashed run's) is refused with a HardwareError saying
+  how to proceed, or stopped (``sim.stopSimulation()``, then polled until stopped) when
+  ``stop_running_simulation`` is set; ``sim.setStepping(True)`` (the simulation advances only on
+  ``sim.step()``); the time step set to the scene's control period and checked with
+  ``sim.getSimulationTimeStep()``; the skull mesh and MSCS vision sensors added when ``populate``
+  is set (``scenes.coppeliasim_assembly``); the handles; ``sim.startSimulation()``.
+- configure, dry run (someone else's simulation, watched, never changed): the handles and
+  ``sim.getSimulationTime()`` only. Nothing is stopped, started, stepped, populated or rendered;
+  sensors missing at the configured paths mean no cameras (``has_cameras`` False).
+- handles: ``sim.getObject(path, {noError: true})`` and ``sim.getObject(path, {index: 1,
+  noError: true})``: a path that matches a second object (an alias used twice, which CoppeliaSim
+  would resolve to the first silently) is refused, naming the field and the path.
+- close: each step on its own, a failure does not skip the next: ``sim.stopSimulation()``,
+  ``sim.setStepping(False)``, ``sim.getSimulationState()`` polled (at most ``connect_timeout_s``)
+  until the asynchronous stop has completed, so the next session finds it stopped; the link
+  closed. A dry run only closes the link.
 - read: ``sim.getJointPosition`` and ``sim.getJointVelocity`` per joint (CoppeliaSim has no
   batched joint read) and ``sim.getSimulationTime()`` as the stamp (17 round trips);
-  write: ``sim.setJointTargetPosition`` per joint (the joints must be position-controlled in
-  the .ttt); advance: ``sim.step()``.
+  write (armed only): ``sim.setJointTargetPosition`` per joint (the joints must be
+  position-controlled in the .ttt); advance: ``sim.step()`` when armed.
 - ``now()`` is the lockstep clock: the simulation time at configure plus one control period
-  per ``sim.step()`` this backend requested. It costs no call, and a simulator that stops
-  advancing (paused, stopped or reset behind our back) shows as stale joint states.
+  per advance(). It costs no call, and a simulator that stops advancing (paused, stopped or
+  reset behind our back) shows as stale joint states. In a dry run advance() does not step:
+  it polls ``sim.getSimulationTime()`` until the owner's simulation reaches ``now()`` (one that
+  is ahead moves the clock forward); a simulation time that stands still for 50 ms (stopped,
+  paused) is left behind, so a dry run against a stopped simulation ends in stale joint states:
+  it cannot show fresh ones.
+- API versions: where the server has scene properties (CoppeliaSim >= 4.8: ``setFloatProperty``
+  and ``handle_scene`` among ``zmqRemoteApi.info('sim')``'s names), the time step is
+  ``sim.setFloatProperty(sim.handle_scene, "timeStep", dt)`` and the drill signal
+  ``sim.setFloatProperty(sim.handle_scene, "signal.micromill_drill_rpm", rpm)``; on 4.6/4.7 the
+  calls deprecated since 4.8: ``sim.setFloatParam(sim.floatparam_simulation_time_step, dt)`` and
+  ``sim.setFloatSignal("micromill_drill_rpm", rpm)``.
 - drill: CoppeliaSim has no drill. The commanded speed is published as the float signal
-  ``micromill_drill_rpm`` (0 = off; ``sim.setFloatSignal``, deprecated in 4.8 in favour of
-  signal properties but still served) and kept locally for ``drill_state()``; the state is
-  what was last delivered.
+  ``micromill_drill_rpm`` (0 = off; readable with ``sim.getFloatSignal`` on every version) and
+  kept locally for ``drill_state()``; the state is what was last delivered.
 
 Approximations, stated plainly:
 - CoppeliaSim images carry no stamps. Frames are taken at the scene's camera rate
   (``sensors.cameras.rate_hz``) on the lockstep clock: ``sim.handleVisionSensor`` renders both
-  sensors now, ``sim.getVisionSensorImg`` fetches them, the frame is stamped with ``now()``
-  and its index counts frames taken; between frames the last one is returned again. No
+  sensors now (armed only: a dry run reads what the sensors hold), ``sim.getVisionSensorImg``
+  fetches them, the frame is stamped with ``now()`` and its index counts frames taken;
+  between frames the last one is returned again. No
   exposure delay or sensor noise (the twin models both). Images arrive RGB with the bottom
   row first; they are flipped and turned into BGR uint8 (H, W, 3).
-- ``has_cameras`` is False when the sensor paths are "".
+- ``has_cameras`` is False when the sensor paths are "" (and in a dry run whose scene lacks them).
 
 Timeouts: the client would block forever on a silent server, so its socket gets receive/send
 timeouts of ``connect_timeout_s`` (the scene has no separate setting) for the first contact
@@ -42,7 +62,8 @@ CoppeliaSim; no answer later raises ``ConnectionLost`` (the safety layer stops t
 REQ socket is unusable after a timeout, so the next call replaces the client's socket with a
 fresh one on the same client (same uuid: the server keeps our stepping state) and the
 backend carries on once the simulator answers again. An error reply (``{err: ...}``) raises
-``HardwareError`` with the server's message.
+``HardwareError`` with the server's message; while active, the safety layer turns it into a
+safety stop.
 """
 from __future__ import annotations
 
@@ -63,8 +84,12 @@ log = logging.getLogger("micromill.hw_bridge.coppeliasim")
 
 #: the float signal carrying the commanded drill speed (rpm, 0 = off)
 DRILL_SIGNAL = "micromill_drill_rpm"
-#: how often configure polls while waiting for a running simulation to stop (s)
-_STOP_POLL_S = 0.05
+#: how often configure and close poll while waiting for the simulation to stop (s)
+_STOP_POLL_S = 0.02
+#: dry run: how often advance() polls the simulation time while waiting for the owner's simulation (s)
+_DRY_POLL_S = 2e-4
+#: dry run: a simulation time unchanged this long counts as not advancing (stopped or paused) (s)
+_DRY_STALL_S = 0.05
 
 
 def _import_zmq():
@@ -153,14 +178,21 @@ class CoppeliaSimHardware(Hardware):
         self._link: _Link | None = None
         self._joints: list[int] = []
         self._sensors: tuple[int, int] | None = None
+        self._properties = False         # CoppeliaSim >= 4.8: scene properties for signals and the time step
+        self._stepping = False           # this client switched stepping on (armed)
+        self._started = False            # this client started the simulation (armed)
         self._t0_s = 0.0                 # simulation time at start (s)
-        self._steps = 0                  # sim.step() calls since start
+        self._steps = 0                  # control periods since start
+        self._sim_time_s = 0.0           # dry run: the simulation time last read (s)
         self._drill = DrillState(False, 0.0)
         self._frame: StereoFrame | None = None
         self._frame_slot = -1            # camera period (index since start) of self._frame
 
     @property
     def has_cameras(self) -> bool:
+        """False without sensor paths, and in a dry run whose scene lacks the sensors (nothing is added)."""
+        if self._link is not None and self._sensors is None:
+            return False
         return bool(self.spec.left_sensor_path)
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -173,10 +205,48 @@ class CoppeliaSimHardware(Hardware):
             raise
         self._link = link
         sim = link.sim
-        self._stop_if_running()
+        self._properties = hasattr(sim, "setFloatProperty") and hasattr(sim, "handle_scene")
+        if self.armed:
+            self._take_simulation()
+        self._joints = [self._handle(p, f"backends.coppeliasim.joint_paths[{i}]")
+                        for i, p in enumerate(self.spec.joint_paths)]
+        if self.spec.left_sensor_path:
+            paths = (("left_sensor_path", self.spec.left_sensor_path), ("right_sensor_path", self.spec.right_sensor_path))
+            handles = [self._handle(path, f"backends.coppeliasim.{field}", required=self.armed) for field, path in paths]
+            if all(h != -1 for h in handles):
+                self._sensors = (handles[0], handles[1])
+            else:
+                log.warning("%s: DRY RUN: no vision sensor at %s (only an armed run adds them): no images",
+                            self.name, " / ".join(p for (_, p), h in zip(paths, handles) if h == -1))
+        if self.armed:
+            link.call("startSimulation")
+            self._started = True
+        self._t0_s = self._sim_time_s = float(link.call("getSimulationTime"))
+        self._steps = 0
+
+    def _take_simulation(self) -> None:
+        """Armed: make the simulation ours (stopped, stepped by us, at the control period, populated)."""
+        link, sim = self._link, self._link.sim
+        state = link.call("getSimulationState")
+        if state != sim.simulation_stopped:
+            if not self.spec.stop_running_simulation:
+                raise HardwareError(
+                    f"CoppeliaSim's simulation is already running (state {state}): another client is using it, or "
+                    f"an earlier run crashed. micromill does not stop a simulation it did not start: stop it yourself "
+                    f"(CoppeliaSim's stop button or sim.stopSimulation()), or set [backends.coppeliasim] "
+                    f"stop_running_simulation = true in {self._scene.source} to have it stopped; a dry run (no --arm) "
+                    f"only watches it")
+            log.warning("%s: the simulation was running; stopping it (backends.coppeliasim.stop_running_simulation)",
+                        self.name)
+            link.call("stopSimulation")
+            self._wait_until_stopped()
         link.call("setStepping", True)
+        self._stepping = True
         dt = self.period_s
-        link.call("setFloatParam", sim.floatparam_simulation_time_step, dt)
+        if self._properties:
+            link.call("setFloatProperty", sim.handle_scene, "timeStep", dt)
+        else:
+            link.call("setFloatParam", sim.floatparam_simulation_time_step, dt)
         got = link.call("getSimulationTimeStep")
         if not math.isclose(got, dt, rel_tol=1e-9):
             raise HardwareError(f"CoppeliaSim kept a time step of {got:g} s after setting {dt:g} s "
@@ -186,52 +256,69 @@ class CoppeliaSimHardware(Hardware):
 
             with link.remote("populating the scene (scenes.coppeliasim_assembly)"):
                 populate(sim, self._scene)
-        self._joints = [self._handle(p, f"backends.coppeliasim.joint_paths[{i}]")
-                        for i, p in enumerate(self.spec.joint_paths)]
-        if self.has_cameras:
-            self._sensors = (self._handle(self.spec.left_sensor_path, "backends.coppeliasim.left_sensor_path"),
-                             self._handle(self.spec.right_sensor_path, "backends.coppeliasim.right_sensor_path"))
-        link.call("startSimulation")
-        self._t0_s = float(link.call("getSimulationTime"))
-        self._steps = 0
 
-    def _stop_if_running(self) -> None:
-        """Stop a simulation left running (e.g. by a crashed run), waiting up to the timeout."""
+    def _wait_until_stopped(self) -> None:
+        """Poll until the (asynchronous) stop has completed, at most ``connect_timeout_s``."""
         link = self._link
-        if link.call("getSimulationState") == link.sim.simulation_stopped:
-            return
-        log.warning("%s: the simulation was running; stopping it first", self.name)
-        link.call("stopSimulation")
         deadline = time.monotonic() + link.timeout_s
         while link.call("getSimulationState") != link.sim.simulation_stopped:
             if time.monotonic() > deadline:
                 raise HardwareError(f"CoppeliaSim's simulation did not stop within {link.timeout_s:g} s")
             time.sleep(_STOP_POLL_S)
 
-    def _handle(self, path: str, field: str) -> int:
+    def _handle(self, path: str, field: str, required: bool = True) -> int:
+        """The handle of the one object at ``path``; -1 when it is missing and not ``required``.
+        A path that matches more than one object is refused (CoppeliaSim would bind the first)."""
+        call = self._link.call
         try:
-            return int(self._link.call("getObject", path))
+            handle = int(call("getObject", path, {"noError": True}))
+            second = int(call("getObject", path, {"index": 1, "noError": True})) if handle != -1 else -1
         except ConnectionLost:
             raise
         except HardwareError as exc:
-            raise HardwareError(f"CoppeliaSim has no object at {path!r} ({field} of {self._scene.source}): "
+            raise HardwareError(f"CoppeliaSim could not look up {path!r} ({field} of {self._scene.source}): "
                                 f"{exc}") from exc
+        if handle == -1 and required:
+            raise HardwareError(f"CoppeliaSim has no object at {path!r} ({field} of {self._scene.source})")
+        if second != -1:
+            alias = path.rstrip("/").rsplit("/", 1)[-1]
+            raise HardwareError(
+                f"{field} = {path!r} ({self._scene.source}) matches more than one object in the CoppeliaSim scene "
+                f"(handles {handle} and {second} at least); CoppeliaSim would silently bind the first. Give a path "
+                f"that names one object, e.g. with its parent's alias ('/arm/{alias}'), or make the aliases unique")
+        return handle
 
     def _on_close(self) -> None:
-        if self._link is None:
+        """Undo what configure did, each step on its own (a failed one does not skip the rest): stop
+        the simulation and wait until it has stopped, stepping off, the link closed. A dry run
+        changed nothing and only closes the link."""
+        link = self._link
+        if link is None:
             return
-        try:
-            self._link.call("stopSimulation")
-            self._link.call("setStepping", False)
-        except HardwareError as exc:
-            log.warning("%s: could not stop the simulation on close: %s", self.name, exc)
-        finally:
-            self._link.close()
-            self._link = None
+        failures: list[str] = []
+
+        def attempt(what: str, fn) -> None:
+            try:
+                fn()
+            except Exception as exc:          # noqa: BLE001 - every step must run; all are reported below
+                log.warning("%s: close: %s failed: %s", self.name, what, exc)
+                failures.append(f"{what}: {exc}")
+
+        if self._started:
+            attempt("sim.stopSimulation", lambda: link.call("stopSimulation"))
+        if self._stepping:
+            attempt("sim.setStepping(False)", lambda: link.call("setStepping", False))
+        if self._started:
+            attempt("waiting for the simulation to stop", self._wait_until_stopped)
+        self._started = self._stepping = False
+        attempt("closing the connection", link.close)
+        self._link = None
+        if failures:
+            raise HardwareError(f"CoppeliaSim: {'; '.join(failures)}")
 
     # ---- I/O ---------------------------------------------------------------------------
     def now(self) -> float:
-        """The lockstep clock (s): simulation time at start + one control period per sim.step()."""
+        """The lockstep clock (s): simulation time at start + one control period per advance()."""
         return self._t0_s + self._steps * self.period_s
 
     def _read(self) -> JointState:
@@ -245,11 +332,33 @@ class CoppeliaSimHardware(Hardware):
             self._link.call("setJointTargetPosition", h, float(q))
 
     def _advance(self) -> None:
-        self._link.call("step")
         self._steps += 1
+        if self.armed:
+            self._link.call("step")
+        else:
+            self._follow_simulation()
+
+    def _follow_simulation(self) -> None:
+        """Dry run: wait until the simulation (stepped by its owner) reaches ``now()``; one that is
+        ahead moves the clock forward; one whose time stands still for ``_DRY_STALL_S`` (stopped,
+        paused) is left behind, and the watchdog reports stale joint states."""
+        target = self.now()
+        t = self._sim_time_s
+        changed = time.monotonic()
+        while t < target - 1e-9 and time.monotonic() - changed < _DRY_STALL_S:
+            time.sleep(_DRY_POLL_S)
+            latest = float(self._link.call("getSimulationTime"))
+            if latest != t:
+                t, changed = latest, time.monotonic()
+        self._sim_time_s = t
+        if t > target:
+            self._t0_s += t - target
 
     def _set_drill(self, on: bool, speed_rpm: float) -> None:
-        self._link.call("setFloatSignal", DRILL_SIGNAL, speed_rpm)
+        if self._properties:
+            self._link.call("setFloatProperty", self._link.sim.handle_scene, f"signal.{DRILL_SIGNAL}", speed_rpm)
+        else:
+            self._link.call("setFloatSignal", DRILL_SIGNAL, speed_rpm)
         self._drill = DrillState(on, speed_rpm)
 
     def drill_state(self) -> DrillState:
@@ -258,8 +367,9 @@ class CoppeliaSimHardware(Hardware):
     def _grab_stereo(self) -> StereoFrame | None:
         slot = math.floor((self.now() - self._t0_s) * self._scene.sensors.cameras.rate_hz + 1e-9)
         if slot > self._frame_slot:
-            for h in self._sensors:
-                self._link.call("handleVisionSensor", h)
+            if self.armed:                        # a dry run does not render: it reads what the sensors hold
+                for h in self._sensors:
+                    self._link.call("handleVisionSensor", h)
             left, right = (self._image(h) for h in self._sensors)
             index = 0 if self._frame is None else self._frame.index + 1
             self._frame = StereoFrame(self.now(), index, left, right)

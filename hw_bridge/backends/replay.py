@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from hw_bridge.errors import HardwareError
+from hw_bridge.errors import EndOfRun, HardwareError
 from hw_bridge.interface import DrillState, Hardware, JointState, StereoFrame
 from hw_bridge.recording import RecordingError, to_json_value
 from hw_bridge.recording_reader import Decision, load_recording
@@ -46,7 +46,7 @@ log = logging.getLogger("micromill.hw_bridge")
 DEFAULT_TOLERANCE = 1e-9
 
 
-class ReplayFinished(HardwareError):
+class ReplayFinished(EndOfRun):
     """advance() past the last recorded tick: the recording is over."""
 
 
@@ -143,6 +143,7 @@ class ReplayHardware(Hardware):
     name = "replay"
     moves_real_robot = False
     realtime = False
+    closed_loop = False          # recorded states, whatever is commanded: no tracking rule
 
     def __init__(self, scene: SceneSpec, seed: int = 0, **kwargs):
         super().__init__(scene, seed, **kwargs)

@@ -137,7 +137,10 @@ class SasHardware(Hardware):
         try:
             self._connect()
         except BaseException:
-            self._release()
+            try:
+                self._release()
+            except HardwareError as exc:      # the configure error is the one to see; this one is logged
+                log.error("%s: releasing after a failed configure: %s", self.name, exc)
             raise
 
     def _connect(self) -> None:
@@ -220,14 +223,27 @@ class SasHardware(Hardware):
         self._release()
 
     def _release(self) -> None:
-        if self._ros is not None:
-            self._ros.stop_spinning()           # before the cameras destroy their subscriptions
-        if self._cameras is not None:
-            self._cameras.close()
-            self._cameras = None
-        if self._ros is not None:
-            self._ros.close()
-            self._ros = None
+        """Stop spinning (before the cameras destroy their subscriptions), close the cameras, close
+        the ROS session: each step on its own, a failed one does not skip the next; then
+        ``HardwareError`` names every failure."""
+        ros, cameras = self._ros, self._cameras
+        self._ros = self._cameras = None
+        steps = []
+        if ros is not None:
+            steps.append(("stopping the ROS executor", ros.stop_spinning))
+        if cameras is not None:
+            steps.append(("closing the cameras", cameras.close))
+        if ros is not None:
+            steps.append(("closing the ROS session", ros.close))
+        failures = []
+        for what, fn in steps:
+            try:
+                fn()
+            except Exception as exc:          # noqa: BLE001 - every step must run; all are reported below
+                log.warning("%s: close: %s failed: %s", self.name, what, exc)
+                failures.append(f"{what}: {exc}")
+        if failures:
+            raise HardwareError(f"sas: {'; '.join(failures)}")
 
     # ---- I/O hooks ----------------------------------------------------------------------
     def _read(self) -> JointState:

@@ -6,7 +6,7 @@ only the ``sim`` functions the backend and ``scenes.coppeliasim_assembly`` use, 
 anything else like the real server does (``{err: "No such function: ..."}``).
 
     python -m hw_bridge.test_peers.coppeliasim_server --port 23000 --scene scenes/default.toml \\
-        --overrides '{"skull.seed": 3}' --seed 0
+        --overrides '{"skull.seed": 3}' --seed 0 --api 4.8
 
 prints ``READY rpc=tcp://127.0.0.1:P control=tcp://127.0.0.1:C`` once it listens (port 0 =
 any free port; the line says which).
@@ -17,7 +17,9 @@ Wire protocol, as the real server (add-on "ZMQ remote API server", protocol vers
   ``{success: false, error: ...}`` as the real server answers old clients;
 - replies ``{ret: [values...]}`` or ``{err: "message"}``;
 - ``zmqRemoteApi.require(name)`` loads a namespace (only ``sim`` here); ``zmqRemoteApi.info(name)``
-  maps each of its names to ``{func: {}}`` or ``{const: value}``;
+  maps each of its names to ``{func: {}}`` or ``{const: value}``; ``--api 4.8`` (the default)
+  adds the scene properties of CoppeliaSim >= 4.8 (``setFloatProperty`` / ``getFloatProperty``
+  on ``sim.handle_scene``: ``timeStep`` and ``signal.<name>``), ``--api 4.6`` serves without them;
 - ``sim.step()``: the server answers ``{func: "_*wait*_", args: []}``, the client answers
   ``{func: "_*executed*_", args: []}``, then the server advances one step and replies ``{ret: []}``
   (the real server may send more than one wait per step; one suffices here);
@@ -26,7 +28,9 @@ The socket is a ROUTER, which a REQ client cannot tell from the real server's RE
 lets the server read and drop requests while it plays a simulator that stopped answering.
 
 Mapping onto the twin (``twin.world.TwinWorld``, one ``world.step()`` per ``sim.step()``; the
-time step is the scene's control period and ``sim.setFloatParam`` only accepts that):
+time step is the scene's control period, the only one ``sim.setFloatParam`` and ``timeStep`` accept):
+- ``sim.getObject(path, {index, noError})``: the index-th object the path names (the joint, then
+  objects aliased alike, so a repeated alias can be tried), -1 with ``noError`` when none;
 - the 8 joint paths of ``[backends.coppeliasim] joint_paths`` are the twin's joints;
   ``sim.getJointPosition`` / ``sim.getJointVelocity`` come from ``world.latest_joint_sample()``
   and ``sim.getSimulationTime`` is that sample's stamp, so injected joint-state faults show
@@ -37,14 +41,20 @@ time step is the scene's control period and ``sim.setFloatParam`` only accepts t
   now (no exposure delay, like CoppeliaSim; kept still under ``freeze_frames``) and
   ``sim.getVisionSensorImg`` returns it as RGB bytes, bottom row first (black before the first
   render); shapes are recorded, not simulated;
-- ``sim.stopSimulation`` stops stepping and resets every client's stepping level (as the real
-  add-on does) but keeps the world: time and joints carry over to the next start, where
-  real CoppeliaSim restores the scene and restarts at t = 0 (the backend relies on neither).
+- ``sim.stopSimulation`` resets every client's stepping level (as the real add-on does) and
+  completes asynchronously, ``STOP_LATENCY_S`` later (``sim.getSimulationState`` says
+  ``simulation_advancing_abouttostop`` meanwhile); it keeps the world: time and joints carry
+  over to the next start, where real CoppeliaSim restores the scene and restarts at t = 0 (the
+  backend relies on neither).
 
 Faults and inspection go through a second socket (REP, CBOR maps): ``{cmd: "inject", kind}``
 (``twin.faults`` kinds; ``disconnect`` makes the RPC socket drop every request until
-``clear``), ``{cmd: "clear"}``, ``{cmd: "report"}`` (what the server was asked to create, call
-counts, signals, time) and ``{cmd: "stop"}``. ``start_test_server`` wraps all this for tests.
+``clear``), ``{cmd: "fail", func, err}`` (every call of ``func``, e.g. "sim.stopSimulation",
+answers ``{err: err}`` until ``clear``), ``{cmd: "run_free"}`` (another client started the
+simulation without stepping: it advances one period per period of wall time until someone stops
+it), ``{cmd: "clear"}``, ``{cmd: "report"}`` (what the server was asked to create, call counts,
+signals, time, running or free running) and ``{cmd: "stop"}``. ``start_test_server`` wraps all
+this for tests.
 """
 from __future__ import annotations
 
@@ -76,7 +86,17 @@ SIM_CONSTANTS: dict[str, Any] = {
     "floatparam_simulation_time_step": 1,
     "simulation_stopped": 0,
     "simulation_advancing_running": 17,
+    "simulation_advancing_abouttostop": 21,
 }
+#: what CoppeliaSim >= 4.8 adds to the served names: scene properties (signals, the time step)
+API_4_8_FUNCTIONS = ("setFloatProperty", "getFloatProperty")
+API_4_8_CONSTANTS: dict[str, Any] = {"handle_scene": -12}
+#: the API versions the server can play
+API_VERSIONS = ("4.6", "4.8")
+#: how long a stop takes to complete after sim.stopSimulation (s of wall time; the real stop is asynchronous)
+STOP_LATENCY_S = 0.1
+#: how many periods a free-running simulation catches up at most per loop of the server
+_FREE_RUN_MAX_STEPS = 20
 WAIT = {"func": "_*wait*_", "args": []}
 OLD_CLIENT_REPLY = {"success": False,
                     "error": "The client ZeroMQ remote API version does not match CoppeliaSim's version"}
@@ -134,9 +154,19 @@ class TwinSim:
                  "createVisionSensor", "setObjectPose", "setObjectAlias", "handleVisionSensor",
                  "getVisionSensorImg", "setFloatSignal", "getFloatSignal")
 
-    def __init__(self, scene: SceneSpec, seed: int):
+    def __init__(self, scene: SceneSpec, seed: int, api: str = "4.8"):
+        if api not in API_VERSIONS:
+            raise ValueError(f"api={api!r}; valid: {', '.join(API_VERSIONS)}")
         self.scene = scene
         self.seed = seed
+        self.api = api
+        self.functions = self.FUNCTIONS + (API_4_8_FUNCTIONS if api == "4.8" else ())
+        self.constants = {**SIM_CONSTANTS, **(API_4_8_CONSTANTS if api == "4.8" else {})}
+        #: remote function ("sim.name") -> the error message it answers with (the ``fail`` fault)
+        self.failing: dict[str, str] = {}
+        self._stop_at: float | None = None        # wall time at which a requested stop completes
+        self._free_since: float | None = None     # wall time since which the simulation runs free
+        self._free_steps = 0
         self.world = TwinWorld(scene, seed)
         spec = scene.backends.coppeliasim
         self.joint_handles = {path: i + 1 for i, path in enumerate(spec.joint_paths)}
@@ -188,14 +218,18 @@ class TwinSim:
 
     # ---- objects -----------------------------------------------------------------------
     def getObject(self, path, options=None):
-        if path in self.joint_handles:
-            return self.joint_handles[path]
-        for obj in (*self.shapes.values(), *self.sensors.values()):
-            if obj.alias and path == f"/{obj.alias}":
-                return obj.handle
-        if isinstance(options, dict) and options.get("noError"):
+        """The ``index``-th object (``options["index"]``, default 0) whose alias the path names; -1
+        with ``noError`` when there is none (as CoppeliaSim: "/a" matches every object aliased a)."""
+        options = options if isinstance(options, dict) else {}
+        matches = [self.joint_handles[path]] if path in self.joint_handles else []
+        matches += [obj.handle for obj in (*self.shapes.values(), *self.sensors.values())
+                    if obj.alias and path == f"/{obj.alias}"]
+        index = options.get("index", 0)
+        if isinstance(index, int) and 0 <= index < len(matches):
+            return matches[index]
+        if options.get("noError"):
             return -1
-        raise RemoteError(f"object does not exist: {path!r}")
+        raise RemoteError(f"object does not exist: {path!r}" + (f" (index {index})" if index else ""))
 
     def removeObjects(self, handles, delayed_removal=False):
         for h in handles:
@@ -284,16 +318,52 @@ class TwinSim:
         return []
 
     def startSimulation(self):
+        self._settle_stop()
+        if self._stop_at is not None:
+            raise RemoteError("the simulation is still stopping")
         self.running = True
         return 1
 
     def stopSimulation(self, wait=False):
-        self.running = False
+        """Asynchronous, as in CoppeliaSim: the stop completes ``STOP_LATENCY_S`` later."""
+        if self.running and self._stop_at is None:
+            self._stop_at = time.monotonic() + STOP_LATENCY_S
         for c in self.clients.values():
             c.stepping_level = 0
 
+    def _settle_stop(self) -> None:
+        if self._stop_at is not None and time.monotonic() >= self._stop_at:
+            self.running = False
+            self._stop_at = None
+            self._free_since = None
+
     def getSimulationState(self):
+        self._settle_stop()
+        if self._stop_at is not None:
+            return SIM_CONSTANTS["simulation_advancing_abouttostop"]
         return SIM_CONSTANTS["simulation_advancing_running" if self.running else "simulation_stopped"]
+
+    def run_free(self) -> None:
+        """Another client started the simulation without stepping: it advances on its own, one
+        period per period of wall time, until someone stops it."""
+        self._settle_stop()
+        self.running = True
+        self._free_since = time.monotonic()
+        self._free_steps = 0
+
+    def free_run_tick(self) -> None:
+        """Catch a free-running simulation up with the wall clock (a bounded number of steps)."""
+        self._settle_stop()
+        if self._free_since is None or not self.running:
+            return
+        due = int((time.monotonic() - self._free_since) / self.world.period_s)
+        for _ in range(min(due - self._free_steps, _FREE_RUN_MAX_STEPS)):
+            self.world.step()
+            self._free_steps += 1
+
+    @property
+    def free_running(self) -> bool:
+        return self._free_since is not None and self.running
 
     def getSimulationTime(self):
         return float(self.world.latest_joint_sample().stamp_s)
@@ -304,9 +374,35 @@ class TwinSim:
     def setFloatParam(self, parameter, value):
         if parameter != SIM_CONSTANTS["floatparam_simulation_time_step"]:
             raise RemoteError(f"the test server sets sim.floatparam_simulation_time_step only, not {parameter!r}")
+        self._set_time_step(value)
+
+    def _set_time_step(self, value) -> None:
         if not np.isclose(value, self.world.period_s, rtol=1e-12, atol=0.0):
             raise RemoteError(f"the test server steps at the scene's control period ({self.world.period_s:g} s); "
                               f"cannot set {value!r} s")
+
+    # ---- scene properties (CoppeliaSim >= 4.8) ------------------------------------------
+    def _scene_property(self, target, name) -> str:
+        if target != API_4_8_CONSTANTS["handle_scene"]:
+            raise RemoteError(f"the test server serves scene properties only (sim.handle_scene), not {target!r}")
+        if not isinstance(name, str) or not (name == "timeStep" or name.startswith("signal.")):
+            raise RemoteError(f"the test server serves the scene properties timeStep and signal.* only, not {name!r}")
+        return name
+
+    def setFloatProperty(self, target, name, value):
+        name = self._scene_property(target, name)
+        if name == "timeStep":
+            self._set_time_step(value)
+        else:
+            self.signals[name.removeprefix("signal.")] = float(value)
+
+    def getFloatProperty(self, target, name, options=None):
+        name = self._scene_property(target, name)
+        if name == "timeStep":
+            return float(self.world.period_s)
+        if name.removeprefix("signal.") not in self.signals:
+            raise RemoteError(f"property {name!r} does not exist")
+        return self.signals[name.removeprefix("signal.")]
 
     # ---- joints and signals ------------------------------------------------------------
     def getJointPosition(self, handle):
@@ -327,10 +423,12 @@ class TwinSim:
 
     # ---- the test channel --------------------------------------------------------------
     def report(self) -> dict:
+        self._settle_stop()
         return {"shapes": [asdict(s) for s in self.shapes.values()],
                 "sensors": [{k: v for k, v in asdict(s).items() if k != "image_rgb"} for s in self.sensors.values()],
                 "signals": dict(self.signals), "calls": dict(self.calls), "time_s": self.world.time_s,
-                "running": self.running, "stepping_levels": [c.stepping_level for c in self.clients.values()]}
+                "running": self.running, "free_running": self.free_running, "api": self.api,
+                "stepping_levels": [c.stepping_level for c in self.clients.values()]}
 
 
 class RemoteApiServer:
@@ -356,7 +454,7 @@ class RemoteApiServer:
     def _info(self, name):
         if name != "sim":
             raise RemoteError(f"unknown namespace {name!r}")
-        return {**{f: {"func": {}} for f in TwinSim.FUNCTIONS}, **{k: {"const": v} for k, v in SIM_CONSTANTS.items()}}
+        return {**{f: {"func": {}} for f in self.sim.functions}, **{k: {"const": v} for k, v in self.sim.constants.items()}}
 
     def _require(self, name):
         if name != "sim":
@@ -383,8 +481,10 @@ class RemoteApiServer:
             if func == "zmqRemoteApi.info":
                 return {"ret": [self._info(*args)]}
             name = func.removeprefix("sim.")
-            if not func.startswith("sim.") or name not in TwinSim.FUNCTIONS:
+            if not func.startswith("sim.") or name not in self.sim.functions:
                 return {"err": f"No such function: {func}"}
+            if func in self.sim.failing:
+                return {"err": f"{self.sim.failing[func]} (in function '{func}')"}
             ret = getattr(self.sim, name)(*args[:req.get("argsL", len(args))])
         except (RemoteError, TypeError, ValueError, IndexError) as exc:
             return {"err": f"{exc} (in function '{func}')"}
@@ -400,12 +500,17 @@ class RemoteApiServer:
                 faults.inject(msg["kind"])
             elif cmd == "clear":
                 faults.clear()
+                self.sim.failing.clear()
+            elif cmd == "fail":
+                self.sim.failing[str(msg["func"])] = str(msg["err"])
+            elif cmd == "run_free":
+                self.sim.run_free()
             elif cmd == "report":
                 return {"ok": True, "report": self.sim.report()}
             elif cmd == "stop":
                 self._stop = True
             else:
-                return {"err": f"unknown command {cmd!r}; valid: inject, clear, report, stop"}
+                return {"err": f"unknown command {cmd!r}; valid: inject, clear, fail, run_free, report, stop"}
         except (KeyError, ValueError) as exc:
             return {"err": str(exc)}
         return {"ok": True}
@@ -417,7 +522,8 @@ class RemoteApiServer:
         print(f"READY rpc=tcp://{self.host}:{self.rpc_port} control=tcp://{self.host}:{self.control_port}",
               flush=True)
         while not self._stop:
-            events = dict(poller.poll())
+            events = dict(poller.poll(1 if self.sim.free_running else None))
+            self.sim.free_run_tick()
             if self.control in events:
                 self.control.send(cbor2.dumps(self._control(cbor2.loads(self.control.recv()))))
             if self.rpc in events:
@@ -446,9 +552,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scene", default=None, help="scene TOML (default: scenes/default.toml)")
     ap.add_argument("--overrides", default="{}", help="scene overrides as a JSON object of dotted keys")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--api", choices=API_VERSIONS, default="4.8",
+                    help="the CoppeliaSim API to serve: 4.8 adds scene properties (signals, the time step)")
     args = ap.parse_args(argv)
     scene = load_scene(args.scene, json.loads(args.overrides))
-    server = RemoteApiServer(TwinSim(scene, args.seed), args.port, args.control_port)
+    server = RemoteApiServer(TwinSim(scene, args.seed, args.api), args.port, args.control_port)
     try:
         server.serve()
     finally:
@@ -484,7 +592,16 @@ class TestServer:
         self._command(cmd="inject", kind=kind)
 
     def clear(self) -> None:
+        """End injected faults and failing calls (not a free-running simulation: stop that with sim.stopSimulation)."""
         self._command(cmd="clear")
+
+    def fail(self, func: str, err: str) -> None:
+        """Make every call of ``func`` (e.g. "sim.getJointPosition") answer ``{err: ...}`` until ``clear``."""
+        self._command(cmd="fail", func=func, err=err)
+
+    def run_free(self) -> None:
+        """Start the simulation as another client would, without stepping: it advances on its own."""
+        self._command(cmd="run_free")
 
     def report(self) -> dict:
         """What the server was asked to create, call counts per function, signals, time (see TwinSim.report)."""
@@ -516,15 +633,16 @@ def _pump_lines(stream, lines: queue.Queue) -> None:
 
 
 def start_test_server(scene_path: str | None, overrides: dict, seed: int, *, call_timeout_s: float = 1.5,
-                      ready_timeout_s: float = 120.0) -> TestServer:
+                      ready_timeout_s: float = 120.0, api: str = "4.8") -> TestServer:
     """Start the test server on free ports and wait for its ready line.
 
+    ``api``: the CoppeliaSim API served ("4.8": with scene properties, "4.6": without).
     ``scene_overrides`` of the result = ``overrides`` + host, port, ``connect_timeout_s =
     call_timeout_s`` (s, the backend's timeout per call) and ``safety.armed = true``: load the
     client's scene with them (``load_scene(scene_path, server.scene_overrides)``).
     """
     cmd = [sys.executable, "-m", "hw_bridge.test_peers.coppeliasim_server", "--port", "0", "--control-port", "0",
-           "--overrides", json.dumps(overrides), "--seed", str(seed)]
+           "--overrides", json.dumps(overrides), "--seed", str(seed), "--api", api]
     if scene_path is not None:
         cmd += ["--scene", str(scene_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
