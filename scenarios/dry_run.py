@@ -9,7 +9,8 @@ wind the pose controller up against a still robot until the workspace box stops 
    watchdog's rules, ``safety.max_joint_state_age_s``) and within the joint position limits;
 3. **stereo frame**: the interface is deactivated (no watchdog on images while inactive) and the
    newest frame is awaited for up to ``FRAME_WAIT_S`` of the backend's clock. A backend without
-   cameras, or one that gives no frame, is reported, not failed: the link to the robot is fine;
+   cameras, or one that gives no frame (none in time, or an error other than a lost connection
+   while grabbing), is reported, not failed: the link to the robot is fine;
 4. **perception** on that frame: whether the drill-tip keypoint CNN finds the tip and the cranial
    CNN finds bregma and lambda in each image. This is reported, never failed (the tip may be out
    of view at the start pose), and tells the user before arming whether the CNNs can read this
@@ -23,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from controllers.pipeline import Networks
-from hw_bridge.errors import HardwareError
+from hw_bridge.errors import ConnectionLost, HardwareError
 from hw_bridge.interface import Hardware, StereoFrame
 
 #: control periods over which the joint states are read and checked
@@ -60,7 +61,12 @@ def link_checks(hw: Hardware, networks: Networks, frame_wait_s: float = FRAME_WA
             return out
         step = "stereo frame"
         hw.deactivate()
-        frame, why_none = _wait_for_frame(hw, frame_wait_s)
+        try:
+            frame, why_none = _wait_for_frame(hw, frame_wait_s)
+        except ConnectionLost:
+            raise
+        except HardwareError as exc:      # e.g. a dry run that left the simulator's sensors alone
+            frame, why_none = None, f"no stereo frame from {hw.name} ({type(exc).__name__}: {exc})"
     except HardwareError as exc:
         record(step, False, f"{type(exc).__name__}: {exc}")
         return out

@@ -5,6 +5,7 @@ of winding the controllers up against a robot that does not move (issue 16 items
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -196,3 +197,37 @@ def test_a_dry_run_whose_joint_states_fail_exits_3(tmp_path):
     failed = [c for c in summary["dry_run"]["checks"] if not c["passed"]]
     assert summary["exit_code"] == 3 and failed[0]["name"] == "activate" and "non-finite" in failed[0]["detail"]
     assert "DRY RUN: link check failed: activate" in demo.format_summary(summary)
+
+
+def test_a_hardware_that_never_configured_still_gives_a_summary(tmp_path, monkeypatch):
+    """The twin's world fails to build in configure(): the cause is reported, not hidden behind
+    "RuntimeError: twin: configure() first" (the twin has no clock before configure; the summary
+    used to read it)."""
+    import hw_bridge.backends.twin as twin_backend
+
+    def broken_world(*args, **kwargs):
+        raise OSError("pybullet: cannot connect to the physics server")
+    monkeypatch.setattr(twin_backend, "TwinWorld", broken_world)
+    summary = demo.run_demo(tmp_path, load_scene(None, {"control.period_s": 0.02}))
+    assert summary["stopped_by"] == "OSError: pybullet: cannot connect to the physics server"
+    assert summary["exit_code"] == 5 and summary["simulated_time_s"] == 0.0
+    assert (tmp_path / "summary.json").exists()
+
+
+def test_a_dry_run_whose_cameras_give_no_frame_says_so_and_passes(tmp_path):
+    """Cameras configured but grabbing fails (a dry run that did not set the simulator's vision
+    sensors up): reported with the error, not a failed link check."""
+    from hw_bridge.errors import HardwareError
+
+    class _NoSensors(MockHardware):
+        moves_real_robot = True
+
+        def _grab_stereo(self):
+            raise HardwareError("vision sensor /mscs_left not found")
+
+    scene = load_scene(None, {"control.period_s": 0.02})
+    img = np.zeros((64, 64, 3), np.uint8)
+    summary = demo.run_demo(tmp_path, scene, hw=_NoSensors(scene, 0, images=(img, img)))
+    assert summary["exit_code"] == 0 and summary["dry_run"]["passed"]
+    assert "no stereo frame from mock (HardwareError: vision sensor /mscs_left not found)" in \
+        demo.format_summary(summary)
