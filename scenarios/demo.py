@@ -152,10 +152,12 @@ def demo_scene(scene_path: str | None = None) -> tuple[SceneSpec, dict]:
 
 
 def prepare_demo(out_dir: Path) -> Networks:
-    """Check the demo's input before any hardware is opened: ``out_dir`` is created if missing and
-    must take a file (``DemoInputError`` otherwise), and the three networks must load
-    (``weights_io.read_weights``: ``DetectorLoadError`` for weights missing, unreadable, of another
-    format or holding NaN/inf). Returns the loaded networks."""
+    """Check the demo's input before any hardware is opened and return the loaded networks: the
+    three networks must load (``weights_io.read_weights``: ``DetectorLoadError`` for weights
+    missing, unreadable, of another format or holding NaN/inf), then ``out_dir`` is created if
+    missing and must take a file (``DemoInputError`` otherwise)."""
+    networks = Networks(load_detector("drill_tip", expected_target="drill_tip"),
+                        load_detector("cranial", expected_target="cranial"), load_estimator())
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,8 +166,7 @@ def prepare_demo(out_dir: Path) -> Networks:
     except OSError as exc:
         raise DemoInputError(f"output folder {out_dir}: cannot be written ({exc.strerror or exc}); give --out a "
                              f"folder that can be created and written") from None
-    return Networks(load_detector("drill_tip", expected_target="drill_tip"),
-                    load_detector("cranial", expected_target="cranial"), load_estimator())
+    return networks
 
 
 def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twin", *, armed: bool = False,

@@ -120,7 +120,7 @@ def test_bad_weights_are_refused_before_anything_connects(tmp_path, bad_weights,
     assert main(["demo", "--out", str(tmp_path / "out"), "--record", str(rec)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and re.search(message, err)
-    assert not rec.exists()                        # refused before anything was recorded
+    assert not rec.exists() and not (tmp_path / "out").exists()   # refused before anything was recorded or made
 
 
 def test_an_unwritable_output_folder_is_refused_before_anything_connects(tmp_path, capsys):
