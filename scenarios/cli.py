@@ -15,17 +15,24 @@
 
 Exit codes: 0 success; 1 a suite threshold failed or a case errored (replay: the controllers
 decided differently from the recording; report: the run failed or has cases missing; demo: the
-twin's verdict is FAILURE, printed with its cause); 2 invalid input (bad scene or suite file,
-unknown backend, --arm without safety.armed, a bad recording, an output folder that cannot be
-used), reported with every offending field; 3 (demo) a hardware or safety stop ended the run;
-4 (demo) the controller stopped without finishing (no trajectory, milling timeout or perception
-lost); 130 / 143 a run stopped by Ctrl-C / SIGTERM (a suite writes what finished, and
-``--resume`` continues it). The demo's codes: ``scenarios.demo.demo_exit_code``; without a twin
-there is no verdict and the code follows the controller's stop only.
+twin's verdict is FAILURE, printed with its cause); 2 invalid input, refused before anything
+connects (bad scene or suite file, unknown backend, --arm without safety.armed, a bad recording,
+an output folder that cannot be used, network weights missing, unreadable or holding NaN/inf),
+reported with every offending field; 3 (demo) a hardware or safety stop ended the run, or a dry
+run's link check failed; 4 (demo) the controller stopped without finishing (no trajectory,
+milling timeout or perception lost); 5 (demo, replay) a controller raised an error (e.g.
+``CalibrationError``: a ``STOPPED:`` line names it, the traceback is in OUT/error.txt); 130 / 143
+a run stopped by Ctrl-C / SIGTERM (a suite writes what finished, and ``--resume`` continues it;
+the demo stops the robot and saves what it computed). Every stop of the demo or of a suite case,
+whatever raised it, ends with the drill off and the arm holding (``Hardware.stop``) and the cause
+in ``summary.json`` (demo) or the case's ``error`` and ``report.md`` (suite). The demo's codes:
+``scenarios.demo.demo_exit_code``; without a twin there is no verdict and the code follows the
+controller's stop only.
 
 ``--arm`` is one half of arming a robot that really moves (CoppeliaSim, SmartArmStack); the
 other is ``safety.armed = true`` in the scene. Without both, such a run is a dry run: commands
-are checked and logged, never sent. The embedded twin needs no arming.
+are checked and logged, never sent (the demo then runs link checks instead of the window:
+``scenarios.dry_run``). The embedded twin needs no arming.
 """
 from __future__ import annotations
 
@@ -46,20 +53,32 @@ def _recorder(path: str | None, image_scale: float, program: str, arguments: dic
                         image_scale)
 
 
+def _input_error(exc: Exception) -> int:
+    """Report input refused before anything started (one line on stderr) and give exit status 2."""
+    print(f"micromill: {exc}", file=sys.stderr)
+    return 2
+
+
 def _cmd_demo(args) -> int:
+    from controllers.perception.weights_io import DetectorLoadError
     from hw_bridge.registry import backend_armed
-    from scenarios.demo import demo_scene, format_summary, run_demo
+    from scenarios.demo import DemoInputError, demo_scene, format_summary, prepare_demo, run_demo
 
     scene, overrides = demo_scene(args.scene)
-    # An unknown backend or a half-armed run fails here, before anything is built or recorded.
+    # Bad input (an unknown backend, a half-armed run, weights that do not load, an output folder
+    # that cannot be written) fails here, before anything is built, connected or recorded.
     backend_armed(args.backend, args.arm, scene)
+    try:
+        networks = prepare_demo(Path(args.out))
+    except (DemoInputError, DetectorLoadError) as exc:
+        return _input_error(exc)
     recorder = _recorder(args.record, args.record_image_scale, "demo", {"until": args.until}, args.backend,
                          args.seed, scene, overrides)
     summary = run_demo(Path(args.out), scene, args.seed, args.backend, armed=args.arm, recorder=recorder,
-                       until=args.until)
+                       until=args.until, networks=networks)
     print(format_summary(summary))
-    print(f"plots, camera_model.toml and summary.json in {args.out}"
-          + (f"; recording in {args.record}" if args.record else ""))
+    if args.record:
+        print(f"recording in {args.record}")
     return summary["exit_code"]          # scenarios.demo.demo_exit_code
 
 
@@ -78,14 +97,19 @@ def _cmd_replay(args) -> int:
         return 0
     scene = scene_from_recording(rec, replay=True)
     hw = make_hardware("replay", scene, meta.seed)
-    from scenarios.demo import format_summary, run_demo
+    from controllers.perception.weights_io import DetectorLoadError
+    from scenarios.demo import DemoInputError, format_summary, run_demo
 
     out = Path(args.out) if args.out else Path("runs") / f"replay_{Path(args.file).stem}"
-    summary = run_demo(out, scene, meta.seed, until=meta.arguments.get("until", "mill"), hw=hw)
+    try:
+        summary = run_demo(out, scene, meta.seed, until=meta.arguments.get("until", "mill"), hw=hw)
+    except (DemoInputError, DetectorLoadError) as exc:      # raised before the replay started
+        return _input_error(exc)
     print(format_summary(summary))
     report = hw.report()
     print(describe_replay(report, rec, hw.replayed_decisions))
-    print(f"outputs of the replayed run in {out}")
+    if summary["error"] is not None:      # the replayed controllers raised (or Ctrl-C): the demo's code
+        return summary["exit_code"]
     return 1 if report.diverged else 0
 
 

@@ -14,15 +14,24 @@
    with the verdict, saved in ``summary.json`` (``verdict``) and drawn in ``failure.png``.
 
 Exit status (``demo_exit_code``; the CLI documents it): 0 the window succeeded (without a twin:
-the pipeline reached its own stop); 1 the twin's verdict is FAILURE; 3 a hardware or safety stop
-ended the run; 4 the controller stopped without finishing (no trajectory, milling timeout or
-perception lost).
+the pipeline reached its own stop; a dry run: the link checks passed); 1 the twin's verdict is
+FAILURE; 3 a hardware or safety stop ended the run (a dry run: a link check failed); 4 the
+controller stopped without finishing (no trajectory, milling timeout or perception lost); 5 a
+controller raised an error (e.g. ``CalibrationError``; the traceback is in ``error.txt``);
+130 the operator pressed Ctrl-C. Bad input found before the hardware is opened (weights
+missing, unreadable or non-finite; an output folder that cannot be written) raises
+``DetectorLoadError`` / ``DemoInputError`` instead (the CLI: exit 2, one line).
+
+Every stop, whatever raised it, ends the same way: the interface is stopped safely
+(``Hardware.stop``: drill off, holding the last command, deactivated) and closed, the stages
+finished so far keep their outputs, ``stopped_by`` names the cause and ``summary.json`` is written.
 
 The controllers run at 50 Hz (``control.period_s = 0.02`` for this run; the scene's default is
 the robot driver's 1 kHz), which is what makes a whole window take about a minute of wall time.
 
 The same pipeline runs on any backend (``--backend coppeliasim|sas``; a robot that really moves
-needs ``--arm`` and ``safety.armed = true``, else it is a dry run), can stop after a stage
+needs ``--arm`` and ``safety.armed = true``, else it is a dry run: the link checks of
+``scenarios.dry_run`` instead of the window, as nothing moves), can stop after a stage
 (``--until calibration|fit``), and can be recorded (``--record run.mcap``) and replayed offline
 (``micromill replay run.mcap``: ``run_demo`` on the ``replay`` backend).
 
@@ -30,12 +39,16 @@ Writes to the output folder: ``camera_model.toml`` (the estimated model), ``cali
 (residuals per grid point and per setpoint), ``trajectory.png`` (keypoints and trajectory on
 the left image), ``milling.png`` (c_i(t), h_i(t) and the final groove), ``failure.png`` (twin
 only, a failed window: the failing point and its neighbours before the failure), ``milled.png``
-(the left camera's last view of the window), ``summary.json``.
+(the left camera's last view of the window), ``error.txt`` (the traceback of an error that
+stopped the run), ``summary.json``; each only when its stage got that far (``summary["files"]``
+lists what this run wrote).
 """
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import cv2
@@ -47,11 +60,12 @@ from controllers.perception.keypoint_detector import load_detector
 from controllers.pipeline import STAGES, Networks, WindowResult, camera_sensor, open_session, run_window
 from controllers.reconstruction import save_camera_model
 from hw_bridge.errors import HardwareError
-from hw_bridge.interface import Hardware
+from hw_bridge.interface import Hardware, Lifecycle
 from hw_bridge.registry import make_hardware
 from scenes.spec import SceneSpec, load_scene
 from scenarios.jobs.milling import milling_figure
 from scenarios.jobs.premeasurement_common import new_figure, save_figure
+from scenarios.dry_run import describe as describe_dry_run, link_checks
 from scenarios.failure import explain_run
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
 
@@ -62,11 +76,25 @@ EXIT_SUCCESS = 0
 EXIT_WINDOW_FAILED = 1
 EXIT_HARDWARE_STOP = 3
 EXIT_UNFINISHED = 4
+EXIT_CONTROLLER_ERROR = 5
+EXIT_INTERRUPTED = 130        # 128 + SIGINT, as for `micromill run`
+
+
+class DemoInputError(ValueError):
+    """Input the demo cannot use (an output folder that cannot be written), found before the
+    hardware is opened."""
 
 
 def demo_exit_code(summary: dict) -> int:
     """The demo's exit status from its summary, first match wins:
 
+    - 130 (``EXIT_INTERRUPTED``): the operator pressed Ctrl-C (the hardware was stopped safely
+      and what was computed is saved);
+    - 5 (``EXIT_CONTROLLER_ERROR``): an exception that is not a hardware stop ended the run, e.g.
+      the calibration's ``CalibrationError`` when the keypoint CNN finds the tip in too few
+      images (``error`` names it; the traceback is in ``error.txt``);
+    - a dry run (a robot that really moves, not armed): 0 when the link checks passed, 3 when one
+      failed (``dry_run``);
     - 1 (``EXIT_WINDOW_FAILED``): the twin's verdict is FAILURE (membrane breached or flap not
       detachable), whatever ended the run (the verdict's cause says what);
     - 3 (``EXIT_HARDWARE_STOP``): a hardware or safety stop ended the run (``stopped_by``, the
@@ -75,8 +103,14 @@ def demo_exit_code(summary: dict) -> int:
       trajectory fitted, or milling stopped by timeout or lost perception);
     - 0 (``EXIT_SUCCESS``): the pipeline reached its own stop and, on the twin, the window succeeded.
 
-    Without a twin (another backend, a dry run, a replay) there is no verdict: the status
-    reflects the controller's stop only."""
+    Without a twin (another backend, a replay) there is no verdict: the status reflects the
+    controller's stop only. Bad input never reaches a summary: ``run_demo`` raises before the
+    hardware is opened (the CLI exits 2)."""
+    error = summary.get("error")
+    if error is not None:
+        return EXIT_INTERRUPTED if error["type"] == "KeyboardInterrupt" else EXIT_CONTROLLER_ERROR
+    if summary.get("dry_run") is not None:
+        return EXIT_SUCCESS if summary["dry_run"]["passed"] else EXIT_HARDWARE_STOP
     if summary["window_success"] is False:
         return EXIT_WINDOW_FAILED
     milling = summary["milling"]
@@ -117,31 +151,74 @@ def demo_scene(scene_path: str | None = None) -> tuple[SceneSpec, dict]:
     return load_scene(scene_path, overrides), overrides
 
 
+def prepare_demo(out_dir: Path) -> Networks:
+    """Check the demo's input before any hardware is opened and return the loaded networks: the
+    three networks must load (``weights_io.read_weights``: ``DetectorLoadError`` for weights
+    missing, unreadable, of another format or holding NaN/inf), then ``out_dir`` is created if
+    missing and must take a file (``DemoInputError`` otherwise)."""
+    networks = Networks(load_detector("drill_tip", expected_target="drill_tip"),
+                        load_detector("cranial", expected_target="cranial"), load_estimator())
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise DemoInputError(f"output folder {out_dir}: cannot be written ({exc.strerror or exc}); give --out a "
+                             f"folder that can be created and written") from None
+    return networks
+
+
 def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twin", *, armed: bool = False,
-             recorder=None, until: str = "mill", hw: Hardware | None = None) -> dict:
+             recorder=None, until: str = "mill", hw: Hardware | None = None,
+             networks: Networks | None = None) -> dict:
     """Run the pipeline (``controllers.pipeline.run_window``) through stage ``until`` (``STAGES``)
     on ``backend`` (or on the given, unconfigured ``hw``; it is closed at the end); write each
-    stage's outputs as soon as it finishes and return the summary. A hardware stop (a safety stop,
-    the end of a replayed recording) ends the run early: what was computed before it is kept and
-    ``stopped_by`` says why."""
+    stage's outputs as soon as it finishes and return the summary (also in ``summary.json``).
+
+    ``networks``: loaded by ``prepare_demo`` (which also checks ``out_dir``) when not given; its
+    errors are raised before the hardware is made (a given ``hw`` is closed first).
+
+    On a robot that really moves but is not armed (a dry run) the window is not run: the link
+    checks of ``scenarios.dry_run`` are, and ``dry_run`` holds their results.
+
+    Whatever ends the run early (a hardware or safety stop, the end of a replayed recording, an
+    exception raised by a controller, Ctrl-C) stops the interface safely (``Hardware.stop``: drill
+    off, holding, deactivated) and closes it; what was computed before is kept, ``stopped_by``
+    says why and, for an exception, ``error`` names it and ``error.txt`` holds its traceback.
+    Nothing is re-raised: the exit status (``demo_exit_code``) tells the caller."""
     if until not in STAGES:
         raise ValueError(f"until={until!r}: allowed {', '.join(STAGES)}")
+    out_dir = Path(out_dir)
+    if networks is None:
+        try:
+            networks = prepare_demo(out_dir)
+        except BaseException:
+            if hw is not None:
+                hw.close()
+            elif recorder is not None:
+                recorder.close()
+            raise
     if hw is None:
         hw = make_hardware(backend, scene, seed, armed=armed, recorder=recorder)
     backend = hw.name
+    dry = hw.moves_real_robot and not hw.armed
     t_wall = time.perf_counter()
     result = WindowResult()
+    dry_run = None
+    error = None
     truth = None
     verdict = None
+    written: list[str] = []               # the files this run wrote into out_dir, in order
     has_truth = hasattr(type(hw), "ground_truth")     # twin only: scoring against the true skull and bone
     scored: ScoredSensor | None = None
-    try:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        networks = Networks(load_detector("drill_tip", expected_target="drill_tip"),
-                            load_detector("cranial", expected_target="cranial"), load_estimator())
-        bars: dict[str, tqdm] = {}
+    bars: dict[str, tqdm] = {}
 
+    def wrote(name: str, ok: bool = True) -> None:
+        if ok:
+            written.append(name)
+
+    try:
         def progress(stage: str, done: int, total: int, detail: str) -> None:
             if stage not in bars:
                 bars[stage] = tqdm(total=total, desc="calibration" if stage == "calibration" else
@@ -157,52 +234,75 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
             return scored
 
         def on_stage(stage: str, res: WindowResult) -> None:
-            nonlocal truth, verdict
+            nonlocal result, truth, verdict
+            result = res                        # kept if a later stage raises
             gt = hw.ground_truth if has_truth else None
             if stage in bars:
-                bars[stage].close()
+                bars.pop(stage).close()
             if stage == "calibration":
                 cal = res.calibration
                 if cal.model_fit is not None:
                     save_camera_model(cal.model, out_dir / "camera_model.toml",
                                       {"estimated_by": "micromill demo (rig characterisation on a 3x3x3 tip grid)",
                                        "rms_mm": cal.model_fit.rms_m * 1e3, "points": cal.model_fit.n_points})
+                    wrote("camera_model.toml")
                 _calibration_plot(out_dir / "calibration.png", cal)
+                wrote("calibration.png")
                 if until != "calibration":
                     print("fitting the trajectory ...")
             elif stage == "fit" and res.surface is not None:
-                _trajectory_image(out_dir / "trajectory.png", res.surface, res.model)
+                wrote("trajectory.png", _trajectory_image(out_dir / "trajectory.png", res.surface, res.model))
                 if gt is not None and res.trajectory is not None:    # before milling changes the surface
                     truth = {k: round(v, 4) for k, v in score_fit_heights(gt, res.trajectory).items()}
             elif stage == "mill":
                 last = hw.grab_stereo()
                 if last is not None:
-                    cv2.imwrite(str(out_dir / "milled.png"), last.left)
+                    wrote("milled.png", cv2.imwrite(str(out_dir / "milled.png"), last.left))
                 if gt is not None and truth is not None:
                     outcome = score_milling(gt, res.milling)
                     truth["milling"] = {k: round(float(v), 4) for k, v in outcome.items()}
                     milling_figure(out_dir / "milling.png", gt, res.milling,
                                    f"{res.milling.stop_reason.value} after {res.milling.duration_s / 60:.2f} "
                                    f"simulated min; success {bool(outcome['success'])}")
+                    wrote("milling.png")
                     cause = explain_run(gt, res.milling, scored.rows, scene.controllers.milling.damper.through_level,
                                         out_dir / "failure.png")
+                    wrote("failure.png", cause is not None)
                     verdict = {"window": "SUCCESS" if outcome["success"] else "FAILURE",
                                "why": None if cause is None else cause.text,
                                "failure": None if cause is None else cause.as_notes(res.milling.start_s)}
 
-        result = run_window(open_session(hw), networks, scene.controllers, until=until, on_stage=on_stage,
-                            progress=progress, make_sensor=make_sensor if has_truth else None)
+        if dry:
+            dry_run = link_checks(hw, networks)
+        else:
+            result = run_window(open_session(hw), networks, scene.controllers, until=until, on_stage=on_stage,
+                                progress=progress, make_sensor=make_sensor if has_truth else None)
     except HardwareError as exc:         # a stop while the session opens
         result.stopped_by = f"{type(exc).__name__}: {exc}"
+    except (Exception, KeyboardInterrupt) as exc:     # a controller raised, or the operator pressed Ctrl-C
+        error = {"type": type(exc).__name__, "message": str(exc), "traceback": "error.txt"}
+        result.stopped_by = ("KeyboardInterrupt: interrupted by the operator (Ctrl-C)"
+                             if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
+        (out_dir / "error.txt").write_text(traceback.format_exc())
+        wrote("error.txt")
     finally:
-        sim_s = hw.now()
-        hw.close()
+        for bar in bars.values():
+            bar.close()
+        try:
+            if result.stopped_by is not None:
+                hw.stop(result.stopped_by)   # drill off, holding, deactivated (nothing to do if already stopped)
+            sim_s = hw.now() if hw.state is not Lifecycle.UNCONFIGURED else 0.0    # no clock before configure
+        finally:
+            hw.close()
 
     cal, surf, milling = result.calibration, result.surface, result.milling
     summary = {
         "scene": scene.source, "backend": backend, "seed": seed, "until": until, "armed": hw.armed,
         "dry_run_commands": hw.dry_run_commands, "stopped_by": result.stopped_by, "safety_fault": hw.fault,
+        "error": error,
         "simulated_time_s": round(sim_s, 3), "wall_time_s": round(time.perf_counter() - t_wall, 3),
+        # the link checks of a dry run (scenarios.dry_run.link_checks); None when the window ran
+        "dry_run": dry_run,
         "camera_model": None if cal is None else {k: v for k, v in vars(cal.model).items()},
         "characterisation_rms_mm": None if cal is None or cal.model_fit is None else round(cal.model_fit.rms_m * 1e3, 4),
         "calibration": None if cal is None else {
@@ -222,22 +322,26 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
             "points": int(milling.done.size)},
         "ground_truth_twin_only": truth,
         # ok: the pipeline ran to the controller's own stop (every point read through; with an
-        # earlier --until, that stage finished). Whether the window is good is the twin's judgement
-        # (ground truth, never known to the controller): `window_success`; the milling suite
-        # measures its rate.
-        "ok": result.stopped_by is None and result.finished(until),
+        # earlier --until, that stage finished); a dry run: the link checks passed. Whether the
+        # window is good is the twin's judgement (ground truth, never known to the controller):
+        # `window_success`; the milling suite measures its rate.
+        "ok": result.stopped_by is None and (dry_run["passed"] if dry_run is not None else result.finished(until)),
         "window_success": None if truth is None or "milling" not in truth else bool(truth["milling"]["success"]),
         # the twin's verdict with its cause (scenarios.failure; ground truth): None without a twin
         # or before milling
         "verdict": verdict,
+        "out_dir": str(out_dir),
+        # what this run wrote into out_dir (summary.json last)
+        "files": written + ["summary.json"],
     }
     summary["exit_code"] = demo_exit_code(summary)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def _trajectory_image(path: Path, surf, model) -> None:
-    """The image the trajectory was fitted on, with the keypoints, the centre and the trajectory."""
+def _trajectory_image(path: Path, surf, model) -> bool:
+    """The image the trajectory was fitted on, with the keypoints, the centre and the trajectory;
+    True when it was written."""
     left = surf.left.copy()
     for k in surf.keypoints_left:
         if k.found:
@@ -247,22 +351,37 @@ def _trajectory_image(path: Path, surf, model) -> None:
     if surf.trajectory is not None:
         uv, _ = model.project(surf.trajectory.points_fit_mi)
         cv2.polylines(left, [np.round(uv).astype(np.int32).reshape(-1, 1, 2)], True, (255, 255, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), left)
+    return bool(cv2.imwrite(str(path), left))
 
 
 _EXIT_MEANING = {EXIT_SUCCESS: "success", EXIT_WINDOW_FAILED: "window failed",
-                 EXIT_HARDWARE_STOP: "stopped by hardware or safety", EXIT_UNFINISHED: "controller did not finish"}
+                 EXIT_HARDWARE_STOP: "stopped by hardware or safety", EXIT_UNFINISHED: "controller did not finish",
+                 EXIT_CONTROLLER_ERROR: "a controller raised an error", EXIT_INTERRUPTED: "interrupted (Ctrl-C)"}
 
 
 def format_summary(summary: dict) -> str:
+    """The demo's console report: the stop and its cause first (``STOPPED:``), then each stage's
+    results, the exit status and the files this run wrote."""
+    lines = []
+    if summary["stopped_by"]:
+        lines.append(f"STOPPED: {summary['stopped_by']} (drill off, arm holding"
+                     + ("; traceback in error.txt)" if summary["error"] else ")"))
+    if summary["dry_run"] is not None:
+        lines += describe_dry_run(summary["dry_run"], summary["dry_run_commands"])
+    else:
+        lines += _stage_lines(summary)
+    lines.append(f"simulated {summary['simulated_time_s']} s in {summary['wall_time_s']} s wall; ok: {summary['ok']}; "
+                 f"exit status {summary['exit_code']} ({_EXIT_MEANING[summary['exit_code']]})")
+    lines.append(f"wrote in {summary['out_dir']}: {', '.join(summary['files'])}")
+    return "\n".join(lines)
+
+
+def _stage_lines(summary: dict) -> list[str]:
+    """The results of the stages that finished."""
     cal = summary["calibration"]
     lines = []
-    if not summary["armed"]:
-        lines.append(f"DRY RUN: not armed; {summary['dry_run_commands']} commands logged, none sent")
-    if summary["stopped_by"]:
-        lines.append(f"STOPPED: {summary['stopped_by']}")
     if cal is None:
-        return "\n".join(lines + ["calibration: not finished"])
+        return lines + ["calibration: not finished"]
     lines += [f"rig characterisation RMS {summary['characterisation_rms_mm']:.3f} mm; "
              f"landmark calibration RMS {cal['rms_mm']:.3f} mm over {sum(cal['inliers'])} setpoints "
              f"(expected error at the centre {cal['expected_error_at_centre_mm']:.3f} mm)"]
@@ -290,6 +409,4 @@ def format_summary(summary: dict) -> str:
         lines.append(f"verdict (twin): {v['window']}" + (f" — {v['why']}" if v["why"] else ""))
     elif summary["until"] == "mill":
         lines.append("verdict: none (no twin on this backend: the exit status follows the controller's stop)")
-    lines.append(f"simulated {summary['simulated_time_s']} s in {summary['wall_time_s']} s wall; ok: {summary['ok']}; "
-                 f"exit status {summary['exit_code']} ({_EXIT_MEANING[summary['exit_code']]})")
-    return "\n".join(lines)
+    return lines

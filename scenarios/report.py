@@ -99,7 +99,8 @@ def write_report(suite, summary: dict[str, Any], results, out_dir: Path) -> Path
     if failed:
         md += ["", "## Errored cases", ""]
         for r in failed:
-            md += [f"### case {r.index} (seed {r.seed})", "```", r.error.strip(), "```"]
+            md += [f"### case {r.index} (seed {r.seed})", "", f"STOPPED: {r.error.strip().splitlines()[-1]}", "",
+                   "```", r.error.strip(), "```"]
     path = out_dir / "report.md"
     path.write_text("\n".join(md) + "\n")
     return path

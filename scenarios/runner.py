@@ -12,7 +12,9 @@ Output folder (``--out``):
 - ``report.md`` with ``plots/*.png`` (one histogram per metric) and case artifacts.
 
 What can go wrong, and what is kept:
-- a case raises: an errored case with its traceback; the run goes on;
+- a case raises: its hardware is stopped with the cause (drill off, holding) and closed
+  (``scenarios.cases``), a ``case N STOPPED: <cause>`` line is printed, the case is an errored
+  case with its traceback (in ``report.md`` too); the run goes on and exits 1;
 - a worker process dies (killed, out of memory, segfault) or a Ray worker is lost: an errored
   case naming the cause; a fresh worker takes the remaining cases;
 - Ctrl-C or SIGTERM: the cases finished so far are written, ``results.json`` and the report say
@@ -357,8 +359,12 @@ def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int
         log.write(_case_line(res))
         log.flush()
         bar.update(res.error is not None)
-        if res.error is not None:
-            bar.write(f"case {res.index} errored: {res.error.strip().splitlines()[-1]}")
+        if res.error is not None:         # the cause, even without a progress bar; the traceback is in the report
+            message = f"case {res.index} STOPPED: {res.error.strip().splitlines()[-1]}"
+            if bar.enabled:
+                bar.write(message)
+            else:
+                print(message, file=sys.stderr, flush=True)
 
     interrupted: str | None = None
     with _interrupts_raise() as signals:

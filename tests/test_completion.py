@@ -148,6 +148,12 @@ def test_weights_round_trip_and_load_errors(tmp_path):
     torch.save(blob, str(tmp_path / "badcrop.pt"))
     with pytest.raises(DetectorLoadError, match="incompatible.*radius_scale"):
         load_estimator(tmp_path / "badcrop.pt")
+    blob = torch.load(str(path), weights_only=True)
+    name = next(iter(blob["net"]["state"]))
+    blob["net"]["state"][name].view(-1)[0] = float("nan")      # a diverged training
+    torch.save(blob, str(tmp_path / "nan.pt"))
+    with pytest.raises(DetectorLoadError, match=rf"tensor 'net.state.{name}' holds NaN or inf"):
+        load_estimator(tmp_path / "nan.pt")
 
 
 def test_masked_loss_ignores_invalid_pixels():

@@ -100,6 +100,25 @@ def test_weights_round_trip_and_load_errors(tmp_path):
         load_detector(tmp_path / "mismatch.pt")
 
 
+def test_truncated_or_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    """A file cut short (an interrupted copy) and weights holding NaN or inf (a diverged training)
+    are refused when loaded; NaN weights used to load and find nothing ("need at least 6
+    keypoint pairs, got 0" much later)."""
+    path = tmp_path / "tiny.pt"
+    _tiny_detector().save(path, {})
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[:len(data) // 2])
+    with pytest.raises(DetectorLoadError, match="cut.pt: not a readable weights file"):
+        load_detector(tmp_path / "cut.pt")
+    for bad in (float("nan"), float("inf")):
+        blob = torch.load(str(path), weights_only=True)
+        name = next(iter(blob["fine"]["state"]))
+        blob["fine"]["state"][name].view(-1)[0] = bad
+        torch.save(blob, str(tmp_path / "nan.pt"))
+        with pytest.raises(DetectorLoadError, match=rf"nan.pt: tensor 'fine.state.{name}' holds NaN or inf"):
+            load_detector(tmp_path / "nan.pt")
+
+
 def test_detector_refuses_non_image_input():
     with pytest.raises(ValueError, match="uint8"):
         _tiny_detector().detect(np.zeros((64, 128, 3), np.float32))

@@ -2,9 +2,10 @@
 
 A weights file is a ``torch.save`` dictionary with a ``format`` tag naming the code that wrote
 it (e.g. ``"micromill-keypoints/1"``); ``read_weights`` checks that the file exists, loads it
-without executing pickled code (``weights_only=True``) and checks the tag, and every failure is
-a ``DetectorLoadError`` that names the file, the problem and, for a missing file, the command
-that trains it.
+without executing pickled code (``weights_only=True``), checks the tag and that every
+floating-point tensor is finite (a NaN or inf weight would load silently and make the network
+find nothing), and every failure is a ``DetectorLoadError`` that names the file, the problem
+(the tensor, for a non-finite one) and, for a missing file, the command that trains it.
 """
 from __future__ import annotations
 
@@ -28,8 +29,27 @@ def weights_path(name_or_path: str | Path) -> Path:
     return p
 
 
+def _non_finite_tensor(value, key: str) -> str | None:
+    """The key path (``"coarse.state.enc.0.weight"``) of the first floating-point tensor in
+    ``value`` (nested dicts, lists, tuples) holding NaN or inf, or None when all are finite."""
+    if isinstance(value, torch.Tensor):
+        return key if value.is_floating_point() and not bool(torch.isfinite(value).all()) else None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        bad = _non_finite_tensor(v, f"{key}.{k}" if key else str(k))
+        if bad is not None:
+            return bad
+    return None
+
+
 def read_weights(name_or_path: str | Path, fmt: str, what: str, train_command: str) -> tuple[Path, dict]:
-    """The checked contents of a weights file: it exists, is readable and has format ``fmt``.
+    """The checked contents of a weights file: it exists, is readable, has format ``fmt`` and
+    every floating-point tensor in it is finite.
 
     ``what`` names the kind of weights in messages (``"keypoint"``); ``train_command`` is the
     command that produces them, quoted in the not-found message."""
@@ -43,4 +63,8 @@ def read_weights(name_or_path: str | Path, fmt: str, what: str, train_command: s
     if not isinstance(blob, dict) or blob.get("format") != fmt:
         got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
         raise DetectorLoadError(f"{path}: format {got!r}, expected {fmt!r}")
+    bad = _non_finite_tensor(blob, "")
+    if bad is not None:
+        raise DetectorLoadError(f"{path}: tensor {bad!r} holds NaN or inf values (a damaged or diverged "
+                                f"training; train again with `{train_command}`)")
     return path, blob

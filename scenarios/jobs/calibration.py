@@ -31,7 +31,7 @@ from controllers.pipeline import Networks, open_session, run_window
 from scenes.frames import apply
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import NoisyKeypoints, label_axes_3d_mm, new_figure, save_figure
-from scenarios.cases import CaseContext, CaseOutput, case_hardware
+from scenarios.cases import CaseContext, CaseOutput, case_session
 from scenarios.scoring import rms, true_tip_projections
 
 # Validation box around the calibration setpoints' centre (mm): the paper's 20 x 30 x 10 mm
@@ -83,8 +83,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     detector = NoisyKeypoints(load_detector("drill_tip", expected_target="drill_tip"), float(p["keypoint_noise_px"]),
                               np.random.default_rng([ctx.seed, 1]))
     settings = scene.controllers
-    hw = case_hardware(ctx, scene)
-    try:
+    with case_session(ctx, scene) as hw:
         s = open_session(hw)
         gt = hw.ground_truth
         setpoints = hw.rig.calibration_targets_r
@@ -149,5 +148,3 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             notes={"model": {k: v for k, v in vars(cal.model).items()},
                    "calibration_inliers": cal.calibration.inliers.tolist(),
                    "simulated_time_s": hw.now()})
-    finally:
-        hw.close()

@@ -54,7 +54,7 @@ from controllers.premeasurement import CalibrationOutcome
 from scenes.frames import apply, invert
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import new_figure, save_figure
-from scenarios.cases import CaseContext, CaseOutput, case_hardware
+from scenarios.cases import CaseContext, CaseOutput, case_session
 from scenarios.failure import explain_run
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
 from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
@@ -113,14 +113,11 @@ def _rig_calibration(ctx: CaseContext, networks: Networks) -> CalibrationOutcome
     key = (str(ctx.scene_path), tuple(sorted((k, repr(v)) for k, v in rig.items())), seed)
     if key not in _calibrations:
         scene = load_scene(ctx.scene_path, rig)
-        hw = case_hardware(ctx, scene, seed, tag="_rig")
-        try:
+        with case_session(ctx, scene, seed, tag="_rig") as hw:
             result = run_window(open_session(hw), networks, scene.controllers, until="calibration")
             if result.calibration is None:
                 raise RuntimeError(f"rig calibration stopped: {result.stopped_by}")
             _calibrations[key] = result.calibration
-        finally:
-            hw.close()
     return _calibrations[key]
 
 
@@ -144,8 +141,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     cal = _rig_calibration(ctx, networks)
     wall_cal = time.perf_counter() - wall0
     wall0 = time.perf_counter()
-    hw = case_hardware(ctx, scene)
-    try:
+    with case_session(ctx, scene) as hw:
         session = open_session(hw)
         wall_world, wall0 = time.perf_counter() - wall0, time.perf_counter()
         gt = hw.ground_truth
@@ -203,5 +199,3 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         notes.update({"simulated_time_s": hw.now(), "calibration_wall_s": wall_cal, "world_wall_s": wall_world,
                       "fit_wall_s": wall_fit, "milling_wall_s": wall})
         return CaseOutput(metrics=m, artifacts=artifacts, notes=notes)
-    finally:
-        hw.close()

@@ -27,7 +27,7 @@ from controllers.pipeline import Networks, open_session, run_window
 from scenes.frames import apply
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import NoisyKeypoints, label_axes_3d_mm, new_figure, save_figure
-from scenarios.cases import CaseContext, CaseOutput, case_hardware
+from scenarios.cases import CaseContext, CaseOutput, case_session
 from scenarios.scoring import score_keypoints, score_surface_fit
 
 
@@ -74,8 +74,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
                                        np.random.default_rng([ctx.seed, 1])),
                         NoisyKeypoints(load_detector("cranial", expected_target="cranial"), noise,
                                        np.random.default_rng([ctx.seed, 2])))
-    hw = case_hardware(ctx, scene)
-    try:
+    with case_session(ctx, scene) as hw:
         result = run_window(open_session(hw), networks, scene.controllers, until="fit")
         if result.stopped_by is not None:
             raise RuntimeError(f"stopped: {result.stopped_by}")
@@ -101,5 +100,3 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             artifacts.append(f"artifacts/{path.name}")
         return CaseOutput(metrics=m, artifacts=artifacts,
                           notes={"failure": out.failure, "simulated_time_s": hw.now()})
-    finally:
-        hw.close()

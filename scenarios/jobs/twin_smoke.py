@@ -24,7 +24,7 @@ import numpy as np
 from controllers.pipeline import open_session
 from scenes.frames import make_transform
 from scenes.spec import load_scene
-from scenarios.cases import CaseContext, CaseOutput, case_hardware
+from scenarios.cases import CaseContext, CaseOutput, case_session
 from twin.render import LABEL_BURR, LABEL_SHAFT
 
 
@@ -37,8 +37,7 @@ def _burr_centroid(labels: np.ndarray) -> tuple[np.ndarray | None, int]:
 
 def run_case(ctx: CaseContext) -> CaseOutput:
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
-    hw = case_hardware(ctx, scene)
-    try:
+    with case_session(ctx, scene) as hw:
         s = open_session(hw)
         gt = hw.ground_truth
         centre = hw.rig.calibration_targets_r.mean(axis=0)
@@ -89,5 +88,3 @@ def run_case(ctx: CaseContext) -> CaseOutput:
                      "frame_age_s": age, "render_pair_ms": render_ms},
             artifacts=artifacts,
             notes={"move_reached": move.reached, "move_duration_s": move.duration_s})
-    finally:
-        hw.close()
