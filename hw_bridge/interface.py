@@ -412,6 +412,12 @@ class Hardware(ABC):
         if self.recorder is not None:
             self.recorder.on_decision(self.now(), topic, payload)
 
+    def idle_reason(self) -> str | None:
+        """Why this backend's joint states legitimately do not advance right now, or None. Only a
+        dry run watching a simulator it may not start has one (CoppeliaSim: the owner's simulation
+        is stopped or paused); a robot driver never does (stamps that stand still are a fault)."""
+        return None
+
     @abstractmethod
     def drill_state(self) -> DrillState: ...
 

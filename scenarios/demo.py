@@ -88,6 +88,8 @@ class DemoInputError(ValueError):
 def demo_exit_code(summary: dict) -> int:
     """The demo's exit status from its summary, first match wins:
 
+    - 3 (``EXIT_HARDWARE_STOP``): a shutdown step failed when the hardware was closed
+      (``shutdown_error``; e.g. the drill did not confirm off): a person must look at the robot;
     - 130 (``EXIT_INTERRUPTED``): the operator pressed Ctrl-C (the hardware was stopped safely
       and what was computed is saved);
     - 5 (``EXIT_CONTROLLER_ERROR``): an exception that is not a hardware stop ended the run, e.g.
@@ -106,6 +108,8 @@ def demo_exit_code(summary: dict) -> int:
     Without a twin (another backend, a replay) there is no verdict: the status reflects the
     controller's stop only. Bad input never reaches a summary: ``run_demo`` raises before the
     hardware is opened (the CLI exits 2)."""
+    if summary.get("shutdown_error"):
+        return EXIT_HARDWARE_STOP
     error = summary.get("error")
     if error is not None:
         return EXIT_INTERRUPTED if error["type"] == "KeyboardInterrupt" else EXIT_CONTROLLER_ERROR
@@ -207,6 +211,7 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
     result = WindowResult()
     dry_run = None
     error = None
+    shutdown_error = None
     truth = None
     verdict = None
     written: list[str] = []               # the files this run wrote into out_dir, in order
@@ -293,13 +298,19 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
                 hw.stop(result.stopped_by)   # drill off, holding, deactivated (nothing to do if already stopped)
             sim_s = hw.now() if hw.state is not Lifecycle.UNCONFIGURED else 0.0    # no clock before configure
         finally:
-            hw.close()
+            try:
+                hw.close()
+            except HardwareError as exc:      # a shutdown step failed (e.g. the drill did not confirm off)
+                shutdown_error = str(exc)
 
     cal, surf, milling = result.calibration, result.surface, result.milling
     summary = {
         "scene": scene.source, "backend": backend, "seed": seed, "until": until, "armed": hw.armed,
         "dry_run_commands": hw.dry_run_commands, "stopped_by": result.stopped_by, "safety_fault": hw.fault,
         "error": error,
+        # a shutdown step that failed (Hardware.close names each one; "THE DRILL MAY STILL BE ON"
+        # when switching it off failed): None when the hardware closed cleanly
+        "shutdown_error": shutdown_error,
         "simulated_time_s": round(sim_s, 3), "wall_time_s": round(time.perf_counter() - t_wall, 3),
         # the link checks of a dry run (scenarios.dry_run.link_checks); None when the window ran
         "dry_run": dry_run,
@@ -366,6 +377,8 @@ def format_summary(summary: dict) -> str:
     if summary["stopped_by"]:
         lines.append(f"STOPPED: {summary['stopped_by']} (drill off, arm holding"
                      + ("; traceback in error.txt)" if summary["error"] else ")"))
+    if summary["shutdown_error"]:
+        lines.append(f"SHUTDOWN FAILED: {summary['shutdown_error']} (check the robot and the drill by hand)")
     if summary["dry_run"] is not None:
         lines += describe_dry_run(summary["dry_run"], summary["dry_run_commands"])
     else:

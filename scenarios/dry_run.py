@@ -6,7 +6,11 @@ wind the pose controller up against a still robot until the workspace box stops 
 
 1. **configure** and **activate** the interface (activation checks the first joint state);
 2. **joint states** over ``JOINT_STATE_PERIODS`` control periods: finite and fresh (the
-   watchdog's rules, ``safety.max_joint_state_age_s``) and within the joint position limits;
+   watchdog's rules, ``safety.max_joint_state_age_s``) and within the joint position limits.
+   A backend whose joint states legitimately stand still (``Hardware.idle_reason``: a dry run
+   watching a CoppeliaSim simulation that is stopped, which only the armed run may start) is not
+   activated: one reading is checked (finite, within limits) and a note says why freshness waits
+   for the armed run;
 3. **stereo frame**: the interface is deactivated (no watchdog on images while inactive) and the
    newest frame is awaited for up to ``FRAME_WAIT_S`` of the backend's clock. A backend without
    cameras, or one that gives no frame (none in time, or an error other than a lost connection
@@ -53,14 +57,21 @@ def link_checks(hw: Hardware, networks: Networks, frame_wait_s: float = FRAME_WA
     try:
         hw.configure()
         record(step, True, f"{hw.name} connected and configured")
-        step = "activate"
-        hw.activate()
-        record(step, True, "activated; commands are logged, not sent")
-        step = "joint states"
-        if not record(step, *_joint_state_check(hw)):
-            return out
+        idle = hw.idle_reason()
+        if idle is None:
+            step = "activate"
+            hw.activate()
+            record(step, True, "activated; commands are logged, not sent")
+            step = "joint states"
+            if not record(step, *_joint_state_check(hw)):
+                return out
+            hw.deactivate()
+        else:                             # a stopped simulation: read once, freshness cannot be shown
+            step = "joint states"
+            notes.append(f"{idle}: joint states read once, their freshness is checked when the armed run starts")
+            if not record(step, *_joint_state_once(hw)):
+                return out
         step = "stereo frame"
-        hw.deactivate()
         try:
             frame, why_none = _wait_for_frame(hw, frame_wait_s)
         except ConnectionLost:
@@ -106,6 +117,22 @@ def _joint_state_check(hw: Hardware) -> tuple[bool, str]:
         hw.advance()
     return (True, f"{len(lo)} joints finite, within limits, at most {oldest * 1e3:.1f} ms old "
             f"over {JOINT_STATE_PERIODS} periods")
+
+
+def _joint_state_once(hw: Hardware) -> tuple[bool, str]:
+    """One joint state read while inactive (no watchdog: its stamp cannot advance): finite and
+    within the position limits."""
+    state = hw.read()
+    lo, hi = hw.limits.position_min, hw.limits.position_max
+    bad = np.flatnonzero(~np.isfinite(state.position) | ~np.isfinite(state.velocity))
+    if bad.size:
+        return False, f"the robot sent non-finite joint states at joints {bad.tolist()}"
+    outside = np.flatnonzero((state.position < lo) | (state.position > hi))
+    if outside.size:
+        return (False, f"joints {outside.tolist()} outside their position limits: "
+                f"{np.round(state.position[outside], 5).tolist()} not in "
+                f"[{np.round(lo[outside], 5).tolist()}, {np.round(hi[outside], 5).tolist()}] (rad | m)")
+    return True, f"{len(lo)} joints finite and within limits (one reading; the simulation is not running)"
 
 
 def _wait_for_frame(hw: Hardware, wait_s: float) -> tuple[StereoFrame | None, str]:

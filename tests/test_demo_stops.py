@@ -12,6 +12,7 @@ import torch
 import scenarios.demo as demo
 from controllers.calibration import CalibrationError
 from hw_bridge.backends.mock import MockHardware
+from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Lifecycle
 from scenarios.cli import main
 from scenes.spec import load_scene
@@ -149,23 +150,38 @@ def coppeliasim_peer():
         yield srv
 
 
-def test_a_dry_run_checks_the_link_and_stops_cleanly(tmp_path, coppeliasim_peer):
-    """CoppeliaSim, not armed: configure, activate, joint states, a stereo frame and the CNNs on it,
-    then a clean stop saying so; nothing is sent. Fails before the fix: the window ran against a
-    still robot and ended in a workspace-box safety stop (exit 3) after 0.29 s."""
+@pytest.mark.parametrize("simulation", ["stopped", "running"])
+def test_a_dry_run_checks_the_link_and_stops_cleanly(tmp_path, coppeliasim_peer, simulation):
+    """CoppeliaSim, not armed: configure, joint states (activated and watched over 10 periods when
+    the owner's simulation runs; one reading when it is stopped, which a dry run may not start), a
+    stereo frame and the CNNs on it, then a clean stop saying so; nothing is sent. Fails before
+    the fix: the window ran against a still robot and ended in a workspace-box safety stop (exit 3)
+    after 0.29 s; against a stopped simulation, in a stale-joint-state stop."""
     scene = load_scene(None, coppeliasim_peer.scene_overrides)
     sent = coppeliasim_peer.report()["calls"].get("sim.setJointTargetPosition", 0)
-    summary = demo.run_demo(tmp_path, scene, backend="coppeliasim", armed=False)
+    if simulation == "running":
+        coppeliasim_peer.run_free()           # another client's simulation, advancing on its own
+    try:
+        summary = demo.run_demo(tmp_path, scene, backend="coppeliasim", armed=False)
+    finally:
+        if simulation == "running":
+            from coppeliasim_zmqremoteapi_client import RemoteAPIClient
+
+            sim = RemoteAPIClient("127.0.0.1", coppeliasim_peer.rpc_port).require("sim")
+            sim.stopSimulation()
     assert summary["exit_code"] == 0 and summary["ok"] and summary["stopped_by"] is None
     assert summary["safety_fault"] is None and summary["calibration"] is None
     dry = summary["dry_run"]
-    assert dry["passed"] and [c["name"] for c in dry["checks"]][:3] == ["configure", "activate", "joint states"]
+    expected = (["configure", "activate", "joint states"] if simulation == "running"
+                else ["configure", "joint states"])
+    assert dry["passed"] and [c["name"] for c in dry["checks"]][:len(expected)] == expected
+    assert (simulation == "stopped") == any("simulation is stopped" in n for n in dry["notes"])
     assert coppeliasim_peer.report()["calls"].get("sim.setJointTargetPosition", 0) == sent
     text = demo.format_summary(summary)
     assert "DRY RUN: link checks passed" in text and "--arm and safety.armed = true" in text
     assert "STOPPED" not in text and summary["files"] == ["summary.json"]
     if dry["frame"] is not None:              # the peer's vision sensors render the twin: the CNNs read them
-        assert dry["checks"][3]["name"] == "stereo frame"
+        assert dry["checks"][len(expected)]["name"] == "stereo frame"
         assert set(dry["perception"]["left"]) == {"drill_tip", "bregma", "lambda"}
         assert "perception on that frame: left: drill_tip" in text
     else:                                     # a dry run that adds no vision sensors: said, not failed
@@ -231,3 +247,23 @@ def test_a_dry_run_whose_cameras_give_no_frame_says_so_and_passes(tmp_path):
     assert summary["exit_code"] == 0 and summary["dry_run"]["passed"]
     assert "no stereo frame from mock (HardwareError: vision sensor /mscs_left not found)" in \
         demo.format_summary(summary)
+
+
+def test_a_failed_shutdown_is_reported_not_raised(tmp_path, monkeypatch):
+    """``Hardware.close`` raises when a shutdown step fails (the drill did not confirm off): the
+    demo still writes its summary, says SHUTDOWN FAILED and exits 3. Fails before the fix: the
+    close error escaped run_demo and no summary.json was written."""
+    class DrillStuck(MockHardware):
+        def _set_drill(self, on, speed_rpm):
+            if not on:
+                raise HardwareError("drill controller does not answer")
+            super()._set_drill(on, speed_rpm)
+
+    monkeypatch.setattr(demo, "run_window", _raising_window(CalibrationError("too few tips")))
+    scene = load_scene(None, {"control.period_s": 0.02})
+    hw = DrillStuck(scene, 0)
+    summary = demo.run_demo(tmp_path, scene, hw=hw)
+    assert summary["shutdown_error"] and "DRILL MAY STILL BE ON" in summary["shutdown_error"]
+    assert summary["exit_code"] == 3
+    assert json.loads((tmp_path / "summary.json").read_text())["shutdown_error"] == summary["shutdown_error"]
+    assert "SHUTDOWN FAILED" in demo.format_summary(summary)

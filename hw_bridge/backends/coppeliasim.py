@@ -195,6 +195,18 @@ class CoppeliaSimHardware(Hardware):
             return False
         return bool(self.spec.left_sensor_path)
 
+    def idle_reason(self) -> str | None:
+        """Dry run only: the simulation is stopped or paused (``sim.getSimulationState()``), so its
+        joint states stand still and a dry run, which never starts it, cannot show fresh ones."""
+        if self.armed or self._link is None:
+            return None
+        sim = self._link.sim
+        state = self._link.call("getSimulationState")
+        if state == sim.simulation_stopped or state == getattr(sim, "simulation_paused", None):
+            return (f"CoppeliaSim's simulation is {'stopped' if state == sim.simulation_stopped else 'paused'}; "
+                    f"a dry run never starts it, so joint states do not advance (the armed run starts it)")
+        return None
+
     # ---- lifecycle ---------------------------------------------------------------------
     def _on_configure(self) -> None:
         link = _Link(self.spec.host, self.spec.port, self.spec.connect_timeout_s)
