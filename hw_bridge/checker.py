@@ -154,7 +154,8 @@ def check_velocity_limits(hw: Hardware) -> None:
             f"joint {j} moved at {speed[j] / vmax[j]:.4f} x its limit (from its positions over at least "
             f"{SPEED_SPAN_S:g} s; tolerance {SPEED_TOLERANCE:.0%})")
     moved = hw.read().position - q0
-    assert np.all(moved * direction > 0), "robot did not follow the commanded direction"
+    assert np.all(moved * direction > 0), (
+        f"the robot did not follow the commanded direction at joints {np.flatnonzero(moved * direction <= 0).tolist()}")
     hw.close()
 
 
