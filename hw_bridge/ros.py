@@ -1,7 +1,9 @@
 """ROS 2 plumbing shared by the ``sas`` backend, its image-topic cameras (``hw_bridge.rig_cameras``)
 and the SAS twin driver (``hw_bridge.test_peers.sas_driver``): the install hint when ROS 2 is
-missing, SmartArmStack's topic names and QoS, header-stamp conversion and ``RosSession`` (an
-rclpy context, node and executor of its own).
+missing, SmartArmStack's topic names and QoS, header-stamp conversion, ``RosSession`` (an
+rclpy context, node and executor of its own) and ``FASTDDS_SHM_PROFILE``, the shipped Fast DDS
+profile for full-size image topics on one host (set ``FASTDDS_DEFAULT_PROFILES_FILE`` to it in
+every process that uses those topics; docs/hardware_and_safety.md).
 
 Importable without ROS 2: the rclpy imports are guarded, and ``require_ros()`` raises
 ``HardwareError`` with the install hint before anything needs them.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from hw_bridge.errors import HardwareError
 
@@ -27,6 +30,9 @@ except ImportError as _exc:          # the [ros] extra is not installed
     _ROS_IMPORT_ERROR = _exc
 
 log = logging.getLogger("micromill.hw_bridge.ros")
+
+#: Fast DDS profile with a 32 MiB shared-memory segment per participant, for 960x540 image topics
+FASTDDS_SHM_PROFILE = Path(__file__).with_name("fastdds_shm_profile.xml")
 
 
 def require_ros() -> None:

@@ -2,7 +2,7 @@
 
     micromill demo [--out DIR] [--scene FILE] [--seed N] [--backend B] [--arm] [--until STAGE]
                    [--record FILE.mcap] [--record-image-scale S]
-    micromill run SUITE.toml [--backend B] [--arm] [--workers N] [--out DIR] [--cases N] [--seed S]
+    micromill run SUITE.toml [--scene FILE] [--backend B] [--arm] [--workers N] [--out DIR] [--cases N] [--seed S]
                   [--engine local|ray] [--address auto|HOST:PORT] [--resume DIR | --force]
                   [--record] [--record-image-scale S] [--no-progress]
     micromill report DIR
@@ -124,18 +124,21 @@ def _run_exit_code(summary: dict) -> int:
 
 def _cmd_run(args) -> int:
     from scenarios.report import summary_table
-    from scenarios.runner import RunFolderError, run_suite
+    from scenarios.runner import RunFolderError, RunPlan, run_suite
     from scenarios.suite import load_suite
 
-    suite = load_suite(args.suite)
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise RunFolderError(f"--out {args.out} and --resume {args.resume}: a resumed run writes into the folder "
                              f"it resumes; give one of them")
+    scene = args.scene
+    if args.resume and scene is None:
+        scene = RunPlan.read(Path(args.resume)).scene       # a resumed run keeps the --scene it started with
+    suite = load_suite(args.suite, scene)
     out = Path(args.resume or args.out or Path("runs") / suite.name)
     summary = run_suite(suite, out, workers=args.workers, n_cases=args.cases, seed=args.seed,
                         progress=not args.no_progress, backend=args.backend, armed=args.arm, record=args.record,
                         record_image_scale=args.record_image_scale, engine=args.engine, address=args.address,
-                        resume=args.resume is not None, force=args.force)
+                        resume=args.resume is not None, force=args.force, scene=scene)
     print(summary_table(summary))
     print(f"results.json and report.md in {out}"
           + (f"; continue with: micromill run {args.suite} --resume {out}" if summary["interrupted"] else ""))
@@ -262,7 +265,8 @@ def _seed(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``micromill`` command line (tests/test_doc_commands.py parses the docs' commands with it)."""
     parser = argparse.ArgumentParser(prog="micromill", description="Digital twin and testbench for robotic "
                                      "bone micro-milling.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -282,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_replay)
     p = sub.add_parser("run", help="run a scenario suite")
     p.add_argument("suite", help="suite TOML file, e.g. scenarios/twin_smoke.toml")
+    p.add_argument("--scene", default=None, metavar="FILE",
+                   help="scene TOML (or a name in scenes/) replacing the suite's scene")
     p.add_argument("--workers", type=_int_in(1, 10**9), default=None,
                    help=f"local engine: processes (default 1; more than the cases, the usable CPUs or {MAX_WORKERS} "
                         f"warns and uses that cap); ray: tasks in flight (default twice the cluster's CPUs)")
@@ -350,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_sas_twin)
     p = sub.add_parser("backends", help="list hardware backends")
     p.set_defaults(func=_cmd_backends)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from hw_bridge.recording import RecordingError
     from hw_bridge.registry import UnknownBackendError

@@ -49,7 +49,7 @@ from scenarios.engines import ENGINES, connect_ray, ray_available, run_local, ru
 from scenarios.jobs import check_job_backend
 from scenarios.limits import MAX_CASES, MAX_WORKERS
 from scenarios.progress import Progress
-from scenarios.suite import Suite, load_suite, suite_from_dict
+from scenarios.suite import Suite, load_suite, suite_from_dict, with_scene
 from scenes.schema import ConfigError
 
 #: backends whose cases may run in parallel processes (each case builds its own world)
@@ -80,6 +80,8 @@ class RunPlan:
     record_image_scale: float
     started_utc: str
     git_commit: str | None
+    #: the scene file that replaced the suite's (``micromill run --scene``); None: the suite's own
+    scene: str | None = None
 
     @staticmethod
     def read(out_dir: Path) -> "RunPlan":
@@ -99,10 +101,11 @@ class RunPlan:
         """The suite as it was run: the file if it is unchanged, else the text kept in the plan."""
         path = Path(self.suite_file)
         if path.is_file() and _sha256(path.read_text()) == self.suite_sha256:
-            return load_suite(path)
+            return load_suite(path, self.scene)
         import tomllib
 
-        return suite_from_dict(tomllib.loads(self.suite_text), f"{self.suite_file} (as run, kept in {RUN_PLAN})")
+        source = f"{self.suite_file} (as run, kept in {RUN_PLAN})"
+        return suite_from_dict(with_scene(tomllib.loads(self.suite_text), self.scene, source), source)
 
 
 def _sha256(text: str) -> str:
@@ -304,7 +307,8 @@ def git_commit() -> str | None:
 def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int | None = None,
               seed: int | None = None, progress: bool = True, backend: str | None = None, armed: bool = False,
               record: bool = False, record_image_scale: float = 1.0, engine: str = "local",
-              address: str | None = None, resume: bool = False, force: bool = False) -> dict[str, Any]:
+              address: str | None = None, resume: bool = False, force: bool = False,
+              scene: str | None = None) -> dict[str, Any]:
     """Run the suite (or, with ``resume``, the cases the run in ``out_dir`` has not finished) and
     write its outputs; returns the summary.
 
@@ -313,7 +317,9 @@ def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int
     ``record``: one MCAP file per hardware session under ``<out_dir>/recordings``. ``engine``:
     "local" (this machine's processes) or "ray" (a Ray cluster at ``address``; ``workers`` then
     bounds the tasks in flight, default twice the cluster's CPUs). SIGINT / SIGTERM during the
-    run end it early with everything finished written (``summary["interrupted"]``)."""
+    run end it early with everything finished written (``summary["interrupted"]``). ``scene``: the
+    ``--scene`` the suite was loaded with (``load_suite(path, scene)``), kept in the plan so that
+    a resumed run uses it again."""
     out_dir = Path(out_dir)
     if engine not in ENGINES:
         raise ConfigError(suite.source, [f"--engine={engine!r}: allowed: {', '.join(ENGINES)}"])
@@ -321,13 +327,14 @@ def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int
         raise ConfigError(suite.source, [f"--address={address!r} is for --engine ray (the engine is {engine!r})"])
     earlier_run = check_out_dir(out_dir, resume, force)
     if resume:
-        plan = _resumed_plan(suite, out_dir, n_cases, seed, backend, armed, record, record_image_scale, engine)
+        plan = _resumed_plan(suite, out_dir, n_cases, seed, backend, armed, record, record_image_scale, engine,
+                             scene)
     else:
         backend = backend or suite.backend
         text = _suite_text(suite)
         plan = RunPlan(suite.source, _sha256(text), text, suite.seed if seed is None else seed, suite.cases if n_cases is None else n_cases, backend,
                        engine, armed, record, record_image_scale,
-                       datetime.now(timezone.utc).isoformat(timespec="seconds"), git_commit())
+                       datetime.now(timezone.utc).isoformat(timespec="seconds"), git_commit(), scene)
     if not 1 <= plan.cases <= MAX_CASES:
         raise ConfigError(suite.source, [f"cases={plan.cases}: allowed 1..{MAX_CASES}"])
     check_job_backend(suite.job, plan.backend, suite.source)
@@ -386,7 +393,7 @@ def run_suite(suite: Suite, out_dir: Path, workers: int | None = 1, n_cases: int
 
 
 def _resumed_plan(suite: Suite, out_dir: Path, n_cases, seed, backend, armed, record, record_image_scale,
-                  engine) -> RunPlan:
+                  engine, scene) -> RunPlan:
     """The plan in ``out_dir``, checked against the suite and options given now: a resumed run
     must be the same run (options left out take the plan's values)."""
     plan = RunPlan.read(out_dir)
@@ -395,9 +402,11 @@ def _resumed_plan(suite: Suite, out_dir: Path, n_cases, seed, backend, armed, re
         problems.append(f"the suite {suite.source} is not the one the run in {out_dir} started with "
                         f"({plan.suite_file}, SHA-256 {plan.suite_sha256[:12]}...): a resumed run must be the same run")
     for name, given, planned in (("--cases", n_cases, plan.cases), ("--seed", seed, plan.seed),
-                                 ("--backend", backend, plan.backend)):
+                                 ("--backend", backend, plan.backend), ("--scene", scene, plan.scene)):
         if given is not None and given != planned:
             problems.append(f"{name} {given}: the run in {out_dir} was started with {planned}")
+    if scene is None and plan.scene is not None:
+        problems.append(f"the run in {out_dir} was started with --scene {plan.scene}: give it again")
     for name, given, planned in (("--arm", armed, plan.armed), ("--record", record, plan.record)):
         if given and not planned:
             problems.append(f"{name}: the run in {out_dir} was started without it")

@@ -435,5 +435,21 @@ def suite_from_dict(raw: Any, source: str = "<dict>") -> Suite:
                  dict(f.parameters.scene), dict(f.parameters.job), metrics, thresholds)
 
 
-def load_suite(path: Path | str) -> Suite:
-    return suite_from_dict(load_toml(path), str(path))
+def with_scene(raw: Any, scene: str | None, source: str) -> Any:
+    """The parsed suite ``raw`` with its ``suite.scene`` replaced by ``scene`` (``micromill run
+    --scene``; None: unchanged). ConfigError when ``scene`` is no scene file or not a valid scene."""
+    if scene is None:
+        return raw
+    from scenes.spec import load_scene
+
+    if not scene_file_path(scene).is_file():
+        raise ConfigError(source, [f"--scene {scene}: no such file, nor scenes/{scene}.toml"])
+    load_scene(scene_file_path(scene))            # a scene the loader refuses: ConfigError with every problem
+    if isinstance(raw, dict) and isinstance(raw.get("suite"), dict):
+        raw = {**raw, "suite": {**raw["suite"], "scene": scene}}
+    return raw
+
+
+def load_suite(path: Path | str, scene: str | None = None) -> Suite:
+    """The suite file at ``path``, validated; ``scene`` replaces its ``suite.scene`` (``with_scene``)."""
+    return suite_from_dict(with_scene(load_toml(path), scene, str(path)), str(path))

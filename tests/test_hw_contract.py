@@ -284,3 +284,42 @@ def test_camera_delay_and_rate(scene, backend, options):
         hw.advance()
     hw.close()
     assert sorted(set(seen)) == list(range(max(seen) + 1))
+
+
+class _TooFast(MockHardware):
+    """A robot that moves 10 % farther than commanded (so 10 % over its speed limit at full speed);
+    ``position_only``: it reports no velocities, the client estimates them from two samples."""
+
+    name = "too_fast"
+
+    def __init__(self, scene, seed, position_only: bool):
+        super().__init__(scene, seed)
+        self._position_only = position_only
+        self._previous = None
+
+    def _read(self):
+        s = super()._read()
+        home = self._scene.robot.home_q
+        q = home + 1.1 * (s.position - home)
+        v = 1.1 * s.velocity
+        if self._position_only:
+            p = self._previous
+            v = (q - p.position) / (s.stamp_s - p.stamp_s) if p is not None and s.stamp_s > p.stamp_s else 0 * q
+            self._previous = type(s)(s.stamp_s, q, v)
+        return type(s)(s.stamp_s, q, v)
+
+
+@pytest.mark.parametrize("position_only", [False, True])
+def test_velocity_check_catches_a_robot_10_percent_too_fast(scene, position_only):
+    """The allowance for noisy joint states (tests/test_sas_backend.py) does not hide a robot that is
+    really too fast."""
+    with pytest.raises(AssertionError, match=r"1\.1000 x its limit"):
+        CHECKS["velocity_limits"](_TooFast(scene, 0, position_only))
+
+
+def test_follows_commands_catches_joints_that_ignore_commands(scene):
+    hw = MockHardware(scene, 0)
+    hw.faults.inject("ignore_commands")
+    with pytest.raises(AssertionError, match=r"the robot did not follow the commands: joint 0 commanded [+-]0\.000873 "
+                                             r"rad, measured \+0 rad; joint 1 commanded [+-]0\.0005 m"):
+        CHECKS["follows_commands"](hw)

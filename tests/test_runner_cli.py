@@ -242,3 +242,50 @@ def test_hw_check_suite_on_the_twin_recorded(tmp_path, capsys):
     assert main(["replay", str(tmp_path / "recordings" / "case000_move.mcap")]) == 0
     out = capsys.readouterr().out
     assert "program 'job:hw_check'" in out and "(downscaled)" in out and "not re-run" in out
+
+
+def _scene_copy(tmp_path, name: str, **replace: str):
+    """scenes/default.toml copied to ``tmp_path/name`` with each ``old=new`` text replacement."""
+    from scenes.spec import DEFAULT_SCENE
+
+    text = DEFAULT_SCENE.read_text()
+    for old, new in replace.values():
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_run_scene_option_is_checked_before_anything_runs(tmp_path, capsys):
+    assert main(["run", "scenarios/hw_check.toml", "--scene", str(tmp_path / "nope.toml"), "--out",
+                 str(tmp_path / "a")]) == 2
+    assert f"--scene {tmp_path / 'nope.toml'}: no such file" in capsys.readouterr().err
+    bad = _scene_copy(tmp_path, "bad.toml", period=("period_s = 0.001", "period_s = -1.0"))
+    assert main(["run", "scenarios/hw_check.toml", "--scene", str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert "control.period_s" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_run_scene_option_arms_the_documented_hw_check(tmp_path, capsys):
+    """docs/hardware_and_safety.md's armed check, `micromill run scenarios/hw_check.toml --backend sas
+    --scene my_scene.toml --arm`, runs (the default scene alone is refused); with no driver there,
+    every check fails with its cause instead of the case erroring."""
+    pytest.importorskip("rclpy")
+    scene = _scene_copy(tmp_path, "my_scene.toml", armed=("armed = false", "armed = true"),
+                        prefix=('prefix = "/arm1"', 'prefix = "/nobody_here"'),
+                        timeout=("enable_timeout_s = 5.0", "enable_timeout_s = 0.2"),
+                        drill=('drill = "manual"', 'drill = "none"'))
+    out = tmp_path / "run"
+    assert main(["run", "scenarios/hw_check.toml", "--backend", "sas", "--scene", str(scene), "--arm", "--out",
+                 str(out), "--no-progress"]) == 1
+    assert json.loads((out / "run.json").read_text())["scene"] == str(scene)
+    (case,) = [json.loads(line) for line in (out / "cases.jsonl").read_text().splitlines()]
+    assert case["error"] is None, case["error"]
+    failed = case["notes"]["failed_checks"]
+    assert set(failed) == set(CHECKS) and all(f.startswith("HardwareError: sas: ") for f in failed.values())
+    assert "/nobody_here/get/joint_states" in failed["lifecycle"]
+    assert case["notes"]["move"].startswith("not run")
+    capsys.readouterr()
+    assert main(["run", "scenarios/hw_check.toml", "--scene", "default", "--resume", str(out)]) == 2
+    assert f"--scene default: the run in {out} was started with {scene}" in capsys.readouterr().err

@@ -29,12 +29,15 @@ do not wait). The interpreter's GIL switch interval is set to 1 ms so that the r
 thread's Python parts delay the loop by about a millisecond at most.
 
 Test hooks (sim-only): ``<p>/micromill_test/fault`` (std_msgs/String: a kind of
-``twin.faults.SensorFaults.inject``, ``"clear"``, or ``"home"``, optionally followed by
+``twin.faults.SensorFaults.inject``, ``"clear"``, ``"home"`` or ``"position_only"``, optionally followed by
 ``#token``) sets ``world.faults`` (``"home"`` teleports the arm to the scene's home pose, so
 that tests start from the same place); the driver acknowledges on
 ``<p>/micromill_test/fault_ack`` with the request and ``" ok"`` or ``" error: ..."``.
 ``"disconnect"`` destroys every SAS publisher and subscription (the client sees the driver
-gone; images stop too) until ``"clear"`` re-creates them; ``"freeze_frames"`` stops new images.
+gone; images stop too) until ``"clear"`` re-creates them; ``"freeze_frames"`` stops new images;
+``"position_only"`` publishes joint states without velocities until ``"clear"``, like SAS drivers
+that only have positions (the client then estimates velocities from two samples, which the
+encoder noise, ``sensors.joint_states.noise_std``, makes noisy).
 
 ``start_sas_twin`` runs the driver in a subprocess for tests and returns a ``SasTwinProcess``
 (a ``hw_bridge.checker.FaultInjector``).
@@ -201,6 +204,7 @@ class SasTwinDriver:
         self._pending_target: np.ndarray | None = None
         self._requests: deque[str] = deque()
         self._warned: set[str] = set()
+        self._position_only = False
         self._endpoints: _SasEndpoints | None = self._make_endpoints()
         fault_topic, ack_topic = fault_topics(prefix)
         node.create_subscription(String, fault_topic, lambda m: self._requests.append(m.data), 10)
@@ -249,10 +253,13 @@ class SasTwinDriver:
             try:
                 if kind == "clear":
                     self.world.faults.clear()
+                    self._position_only = False
                     if self._endpoints is None:
                         self._endpoints = self._make_endpoints()
                 elif kind == "home":
                     self.world.arm.reset(self.scene.robot.home_q)
+                elif kind == "position_only":
+                    self._position_only = True
                 else:
                     self.world.faults.inject(kind)
                     if kind == "disconnect" and self._endpoints is not None:
@@ -274,7 +281,8 @@ class SasTwinDriver:
         msg = JointState()
         s_to_stamp(self._ros_time_of(t0 + sample.stamp_s), msg.header.stamp)
         msg.position = sample.position.tolist()
-        msg.velocity = sample.velocity.tolist()
+        if not self._position_only:
+            msg.velocity = sample.velocity.tolist()
         ep = self._endpoints
         ep.joint_states.publish(msg)
         ep.limits_min.publish(self._limits[0])
@@ -448,6 +456,10 @@ class SasTwinProcess:
     def inject(self, kind: str) -> None:
         """Set the fault ``kind`` (twin.faults) in the driver; returns once the driver applied it."""
         self._request(kind)
+
+    def position_only(self) -> None:
+        """Publish joint states without velocities until ``clear()`` (a position-only SAS driver)."""
+        self._request("position_only")
 
     def clear(self) -> None:
         """Clear every fault; returns once the driver publishes joint states again."""
