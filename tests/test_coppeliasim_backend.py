@@ -365,13 +365,19 @@ def _hw_check_suite(server, armed_in_scene: bool):
 def test_hw_check_as_a_dry_run_sends_nothing(server, tmp_path):
     """The any-backend suite through the test server, unarmed: it runs the checks that need no motion
     and changes nothing in the simulation. (Armed, the same checks run in tests/test_hw_contract.py.)
-    Against a running simulation every dry-run check passes; against a stopped one the joint
-    states cannot be fresh, and only the joint_state check says so."""
+    Against a running simulation every dry-run check passes; against a stopped one (which a dry
+    run may not start) the joint states cannot be fresh: the joint_state check is skipped with
+    that reason in the notes, and the other three pass."""
+    import json
+
     from scenarios.runner import run_suite
 
     before = _changing_calls(server)
     dry = run_suite(_hw_check_suite(server, True), tmp_path / "stopped", progress=False, armed=False)
-    assert dry["metrics"]["contract_checks_passed"]["value"] == 0.75
+    assert dry["metrics"]["contract_checks_passed"]["value"] == 1.0
+    case = json.loads((tmp_path / "stopped" / "cases.jsonl").read_text().splitlines()[0])
+    assert "simulation is stopped" in case["notes"]["skipped_checks"]["joint_state"]
+    assert "joint_state" not in case["notes"]["checks_run"]
     server.run_free()
     try:
         dry = run_suite(_hw_check_suite(server, True), tmp_path / "running", progress=False, armed=False)

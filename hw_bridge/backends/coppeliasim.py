@@ -34,7 +34,8 @@ What crosses the interface, call by call (one remote call = one ZMQ round trip):
   it polls ``sim.getSimulationTime()`` until the owner's simulation reaches ``now()`` (one that
   is ahead moves the clock forward); a simulation time that stands still for 50 ms (stopped,
   paused) is left behind, so a dry run against a stopped simulation ends in stale joint states:
-  it cannot show fresh ones.
+  it cannot show fresh ones; ``idle_reason()`` says so, and the dry-run checks (hw_check, the
+  demo's) skip what needs fresh stamps.
 - API versions: where the server has scene properties (CoppeliaSim >= 4.8: ``setFloatProperty``
   and ``handle_scene`` among ``zmqRemoteApi.info('sim')``'s names), the time step is
   ``sim.setFloatProperty(sim.handle_scene, "timeStep", dt)`` and the drill signal
