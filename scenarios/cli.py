@@ -11,6 +11,9 @@
     micromill backends
     micromill sas-twin --prefix /arm1 [--scene FILE] [--overrides JSON] [--seed N] [--domain N] [--image-rate-hz R]
     micromill train keypoints --target drill_tip|cranial [--out DIR] [--seed N] [--workers N] [--budget-min M]
+    micromill train keypoints --target drill_tip|cranial --data DIR [--base WEIGHTS] [--held-out F] [--out DIR]
+                              [--seed N] [--epochs N] [--learning-rate LR] [--batch-size N] [--budget-min M]
+    micromill export-frames RUN.mcap --out DIR [--every N] [--max N]
     micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M] [--grooves rate_limited|carve]
 
 Exit codes: 0 success; 1 a suite threshold failed or a case errored (replay: the controllers
@@ -33,7 +36,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from scenarios.limits import MAX_CASES, MAX_EPOCHS, MAX_TRAIN_SCENES, MAX_WORKERS
+from scenarios.limits import (MAX_BATCH_SIZE, MAX_CASES, MAX_EPOCHS, MAX_EXPORT_EVERY, MAX_EXPORT_FRAMES,
+                              MAX_TRAIN_SCENES, MAX_WORKERS)
 
 
 def _recorder(path: str | None, image_scale: float, program: str, arguments: dict, backend: str, seed: int,
@@ -158,6 +162,8 @@ def _cmd_train(args) -> int:
                                       grooves=args.grooves, progress=not args.no_progress)
         print("\n".join(summary_lines(card)))
         return 0
+    if args.data is not None:
+        return _finetune_keypoints(args)
     from scenarios.train_keypoints import train_keypoints
 
     card = train_keypoints(args.target, Path(args.out) if args.out else None, seed=args.seed, workers=args.workers,
@@ -169,6 +175,71 @@ def _cmd_train(args) -> int:
     print(f"wall {card['wall_s']:.0f} s; weights {card['weights_bytes'] / 1e6:.2f} MB; "
           f"stopped by time budget: {card['train_log']['stopped_by_budget']}")
     return 0
+
+
+def _finetune_keypoints(args) -> int:
+    """``micromill train keypoints --data DIR``: fine-tune on labelled images (exit 2: bad labels or weights)."""
+    from controllers.perception.weights_io import DetectorLoadError
+    from scenarios.coco_labels import LabelError
+    from scenarios.finetune_keypoints import FINETUNE_EPOCHS, FINETUNE_LEARNING_RATE, REQUIRED_RMSE_PX, \
+        finetune_keypoints
+
+    if args.scenes is not None:
+        print("micromill: --scenes renders twin data; with --data the images are the labelled ones", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("runs") / f"finetune_{args.target}"
+    try:
+        card = finetune_keypoints(args.target, Path(args.data), out, base=args.base, held_out_fraction=args.held_out,
+                                  seed=args.seed, epochs=args.epochs or FINETUNE_EPOCHS,
+                                  learning_rate=args.learning_rate or FINETUNE_LEARNING_RATE,
+                                  batch_size=args.batch_size, budget_min=args.budget_min,
+                                  progress=not args.no_progress)
+    except (LabelError, DetectorLoadError) as exc:
+        print(f"micromill: {exc}", file=sys.stderr)
+        return 2
+    print(f"held-out: {card['n_val']} of {card['n_val'] + card['n_train']} images")
+    for label, metrics in (("fine-tuned", card["validation"]), ("base", card["base_validation"])):
+        for m in metrics:
+            print(f"{label:>10} {m['name']}: RMSE {m['rmse_px']:.3f} px, found {m['n_found']}/{m['n_visible']} "
+                  f"visible, false positives {m['n_false_positive']}/{m['n_invisible']}")
+    print(f"requirement RMSE <= {REQUIRED_RMSE_PX:g} px: {'met' if card['meets_requirement'] else 'NOT met'}; "
+          f"wall {card['wall_s']:.0f} s; stopped by time budget: {card['train_log']['stopped_by_budget']}")
+    print(f"{args.target}.pt and {args.target}.md in {out}")
+    return 0
+
+
+def _cmd_export_frames(args) -> int:
+    from scenarios.export_frames import export_frames
+
+    doc = export_frames(Path(args.file), Path(args.out), every=args.every, max_frames=args.max,
+                        progress=not args.no_progress)
+    print(f"{len(doc['images'])} images ({doc['info']['frames']} of {doc['info']['frames_in_recording']} frames) "
+          f"and annotations.json in {args.out}; label drill_tip, bregma and lambda (docs/training_on_your_images.md)"
+          + ("; WARNING: the recording stored downscaled images, exported upsampled" if doc['info']['upsampled']
+             else ""))
+    return 0
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a held-out fraction in [0.05, 0.9]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0.05, 0.9], got {text[:40]!r}") from None
+    if not 0.05 <= value <= 0.9:
+        raise argparse.ArgumentTypeError(f"must be in [0.05, 0.9], got {value}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    """An argparse type: a learning rate in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text[:40]!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
 
 
 def _cmd_sas_twin(args) -> int:
@@ -293,18 +364,41 @@ def main(argv: list[str] | None = None) -> int:
                       help="rebuild sensitivity.json/.png/.md from the run folders in the output folder; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_sensitivity)
-    p = sub.add_parser("train", help="train a network from twin renders")
+    p = sub.add_parser("export-frames", help="write a recording's stereo frames as PNGs + a COCO keypoints skeleton "
+                       "for labelling (CVAT, Label Studio)")
+    p.add_argument("file", help="an MCAP file written with --record")
+    p.add_argument("--out", required=True, help="output folder (new or empty): images/ and annotations.json")
+    p.add_argument("--every", type=_int_in(1, MAX_EXPORT_EVERY), default=1,
+                   help=f"keep every N-th recorded frame, 1..{MAX_EXPORT_EVERY} (default 1)")
+    p.add_argument("--max", type=_int_in(1, MAX_EXPORT_FRAMES), default=500,
+                   help=f"at most N frames (2 images each), 1..{MAX_EXPORT_FRAMES} (default 500)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_export_frames)
+    p = sub.add_parser("train", help="train a network from twin renders, or fine-tune one on labelled images")
     train_sub = p.add_subparsers(dest="what", required=True, metavar="{keypoints,completion}")
     for what, text in (("keypoints", "drill-tip or cranial keypoint detector"),
                        ("completion", "completion-level estimator")):
         p = train_sub.add_parser(what, help=text)
         if what == "keypoints":
             p.add_argument("--target", required=True, choices=["drill_tip", "cranial"])
+            p.add_argument("--data", default=None, metavar="DIR",
+                           help="fine-tune on labelled images instead: a folder with annotations.json (COCO "
+                                "keypoints) and its images, see docs/training_on_your_images.md")
+            p.add_argument("--base", default=None, metavar="WEIGHTS",
+                           help="--data: the weights to start from, a name or a .pt path (default: the shipped "
+                                "<target> weights)")
+            p.add_argument("--held-out", type=_fraction, default=0.2, metavar="F",
+                           help="--data: fraction of the frames held out for evaluation, 0.05..0.9 (default 0.2)")
+            p.add_argument("--learning-rate", type=_learning_rate, default=None, metavar="LR",
+                           help="--data: Adam learning rate, (0, 1] (default 1e-3)")
+            p.add_argument("--batch-size", type=_int_in(1, MAX_BATCH_SIZE), default=8,
+                           help=f"--data: images per batch, 1..{MAX_BATCH_SIZE} (default 8)")
         else:
             p.add_argument("--grooves", choices=["rate_limited", "carve"], default="rate_limited",
                            help="how the training grooves are cut: rate_limited (the bone model the milling loop "
                                 "meets, default) or carve (instant sphere imprints, the data before issue 13)")
-        p.add_argument("--out", default=None, help="folder for <name>.pt/.md (default: the shipped weights folder)")
+        p.add_argument("--out", default=None, help="folder for <name>.pt/.md (default: the shipped weights folder; "
+                       "with --data: runs/finetune_<target>)")
         p.add_argument("--seed", type=_seed, default=0)
         p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2,
                        help=f"data-generation processes, 1..{MAX_WORKERS} (default 2)")
@@ -312,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--scenes", type=_int_in(1, MAX_TRAIN_SCENES), default=None,
                        help=f"override the number of rendered scenes, 1..{MAX_TRAIN_SCENES}")
         p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=None,
-                       help=f"override the (planned) epochs per network, 1..{MAX_EPOCHS}")
+                       help=f"override the (planned) epochs per network, 1..{MAX_EPOCHS} (--data: default 25)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=_cmd_train)
     p = sub.add_parser("sas-twin", help="a SmartArmStack robot driver over ROS 2, backed by the twin (runs until "
