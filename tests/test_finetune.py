@@ -179,16 +179,21 @@ def _held_out_errors(weights, folder, held_out_files):
     return np.array(errors)
 
 
-def test_fine_tuning_on_another_renderers_images_passes_where_the_twin_weights_fail(tmp_path):
+@pytest.mark.parametrize("n_images, width, height, seed", [
+    (160, 320, 192, 0),                                        # about a minute on one core
+    pytest.param(300, 960, 540, 1, marks=pytest.mark.slow),    # the run recorded in docs/training_on_your_images.md
+])
+def test_fine_tuning_on_another_renderers_images_passes_where_the_twin_weights_fail(tmp_path, n_images, width,
+                                                                                     height, seed):
     torch.set_num_threads(1)
-    data = write_painted_dataset(tmp_path / "painted", 160, 320, 192, seed=0).parent
+    data = write_painted_dataset(tmp_path / "painted", n_images, width, height, seed=seed).parent
     out = tmp_path / "ft"
     assert main(["train", "keypoints", "--target", "drill_tip", "--data", str(data), "--out", str(out),
-                 "--epochs", "25", "--no-progress"]) == 0
-    assert load_detector(out / "drill_tip.pt").config.image_size_px == (320, 192)
+                 "--no-progress"]) == 0
+    assert load_detector(out / "drill_tip.pt").config.image_size_px == (width, height)
     card = model_card(out / "drill_tip.pt")
     assert card["fine_tuned"] and card["base"]["path"].endswith("weights/drill_tip.pt")
-    assert card["n_train"] + card["n_val"] == 160 and card["n_val"] == 32
+    assert card["n_train"] + card["n_val"] == n_images and card["n_val"] == round(0.2 * n_images)
     base = _held_out_errors("drill_tip", data, card["held_out_files"])
     tuned = _held_out_errors(out / "drill_tip.pt", data, card["held_out_files"])
     assert len(base) == len(tuned) >= 20
