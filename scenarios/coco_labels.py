@@ -149,7 +149,7 @@ def read_coco(path: Path) -> CocoFile:
     try:
         return CocoFile.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"{_where(e['loc'])} = {str(e.get('input'))[:80]!r}: {e['msg']}" for e in exc.errors()[:20]]
+        problems = [f"{_where(e['loc'])} = {repr(e.get('input'))[:80]}: {e['msg']}" for e in exc.errors()[:20]]
         more = f" (and {exc.error_count() - 20} more)" if exc.error_count() > 20 else ""
         raise LabelError(f"{path}: not COCO keypoints:\n  " + "\n  ".join(problems) + more) from None
 
