@@ -219,3 +219,19 @@ def test_train_data_errors_exit_2(tmp_path, capsys):
     assert "none.pt" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "keypoints", "--target", "drill_tip", "--data", str(folder), "--held-out", "0.95"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export-frames", "r.mcap", "--out", "x", "--every", "0"], "--every: must be an integer in [1, 1000000], got 0"),
+    (["export-frames", "r.mcap", "--out", "x", "--max", "20001"], "--max: must be an integer in [1, 20000], got 20001"),
+    (["train", "keypoints", "--target", "drill_tip", "--data", "d", "--batch-size", "257"],
+     "--batch-size: must be an integer in [1, 256], got 257"),
+    (["train", "keypoints", "--target", "drill_tip", "--data", "d", "--held-out", "0.01"],
+     "--held-out: must be in [0.05, 0.9], got 0.01"),
+    (["train", "keypoints", "--target", "drill_tip", "--data", "d", "--learning-rate", "0"],
+     "--learning-rate: must be in (0, 1], got 0.0"),
+])
+def test_cli_bounds_the_counts_of_export_and_fine_tuning(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
