@@ -54,11 +54,13 @@ class LabelError(ValueError):
     """A labels file or its images do not fit the format described in ``scenarios.coco_labels``."""
 
 
-class _Model(BaseModel):
+class LabelModel(BaseModel):
+    """Base of the label schemas: unknown fields (bbox, area, info, ...) are ignored."""
+
     model_config = ConfigDict(extra="ignore", strict=False)
 
 
-class CocoImage(_Model):
+class CocoImage(LabelModel):
     id: NonNegInt
     file_name: Annotated[str, Field(min_length=1, max_length=1000)]
     width: Side
@@ -66,20 +68,20 @@ class CocoImage(_Model):
     group: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
 
 
-class CocoCategory(_Model):
+class CocoCategory(LabelModel):
     id: NonNegInt
     name: str
     keypoints: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=1000)
 
 
-class CocoAnnotation(_Model):
+class CocoAnnotation(LabelModel):
     id: NonNegInt
     image_id: NonNegInt
     category_id: NonNegInt
     keypoints: list[float] = Field(default_factory=list, max_length=3000)
 
 
-class CocoFile(_Model):
+class CocoFile(LabelModel):
     images: list[CocoImage] = Field(max_length=MAX_LABELLED_IMAGES)
     annotations: list[CocoAnnotation] = Field(default_factory=list)
     categories: list[CocoCategory] = Field(min_length=1)
@@ -128,7 +130,8 @@ def find_labels_file(data: Path) -> Path:
     return found[0]
 
 
-def _where(loc: tuple) -> str:
+def error_location(loc: tuple) -> str:
+    """A pydantic error location as a path, e.g. ``annotations[3].keypoints``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -149,7 +152,7 @@ def read_coco(path: Path) -> CocoFile:
     try:
         return CocoFile.model_validate(raw)
     except ValidationError as exc:
-        problems = [f"{_where(e['loc'])} = {repr(e.get('input'))[:80]}: {e['msg']}" for e in exc.errors()[:20]]
+        problems = [f"{error_location(e['loc'])} = {repr(e.get('input'))[:80]}: {e['msg']}" for e in exc.errors()[:20]]
         more = f" (and {exc.error_count() - 20} more)" if exc.error_count() > 20 else ""
         raise LabelError(f"{path}: not COCO keypoints:\n  " + "\n  ".join(problems) + more) from None
 
@@ -182,11 +185,13 @@ def _check_ids(coco: CocoFile, path: Path) -> None:
             seen[item.id] = i
 
 
-def _group(image: CocoImage) -> str:
+def group_of(image: CocoImage) -> str:
+    """The image's split group: its ``group``, else its file stem without ``_left``/``_right``."""
     return image.group if image.group is not None else re.sub(r"[_-](left|right)$", "", Path(image.file_name).stem)
 
 
-def _resolve_image(root: Path, image: CocoImage, index: int, path: Path) -> Path:
+def resolve_image(root: Path, image: CocoImage, index: int, path: Path) -> Path:
+    """The file of ``images[index]`` of the labels file ``path``: under ``root``, else ``root/images``."""
     for base in (root, root / "images"):
         candidate = base / image.file_name
         if candidate.is_file():
@@ -250,7 +255,7 @@ def load_keypoint_labels(data: Path | str, target: str, progress: bool = False) 
     from tqdm import tqdm
 
     for i, im in enumerate(tqdm(coco.images, desc="images", unit="img", disable=not progress)):
-        file = _resolve_image(root, im, i, path)
+        file = resolve_image(root, im, i, path)
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
         if image is None:
             raise LabelError(f"{file}: not a readable image (images[{i}] of {path})")
@@ -263,7 +268,7 @@ def load_keypoint_labels(data: Path | str, target: str, progress: bool = False) 
                              f"size (the camera's)")
         images.append(image)
         files.append(file)
-    return LabelledImages(np.stack(images), keypoints, visible, files, [_group(im) for im in coco.images], names, path)
+    return LabelledImages(np.stack(images), keypoints, visible, files, [group_of(im) for im in coco.images], names, path)
 
 
 def held_out_split(groups: list[str], fraction: float, seed: int) -> np.ndarray:
