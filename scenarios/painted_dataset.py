@@ -19,7 +19,12 @@ In ``no_drill_fraction`` of the images there is no drill (``drill_tip`` v = 0); 
 drawn partly outside the image counts as visible when its centre is inside. Sizes scale with
 the image width (tuned at 320 px: burr radius 4-6 px). Deterministic for a seed.
 
-    python -m scenarios.painted_dataset OUT_DIR [--images N] [--width PX] [--height PX] [--seed S]
+With ``window``, an image instead holds a circular groove around a point of the bone whose
+completion varies along it (``_paint_groove``: untouched bone shows nothing, deeper cuts a darker
+band, cut-through stretches the dura's red), written as ``completion.json``
+(``scenarios.completion_labels``) with ``WINDOW_POINTS`` labelled points.
+
+    python -m scenarios.painted_dataset OUT_DIR [--images N] [--width PX] [--height PX] [--seed S] [--completion]
 """
 from __future__ import annotations
 
@@ -37,14 +42,51 @@ from scenarios.export_frames import CATEGORIES
 MAX_PAINTED_IMAGES = 5000
 
 
+#: trajectory points of a painted window
+WINDOW_POINTS = 24
+
+
 @dataclass(frozen=True)
 class PaintedImage:
-    """One painted image (BGR uint8) and its keypoints (px, pixel centres at integers)."""
+    """One painted image (BGR uint8) and its keypoints (px, pixel centres at integers); with a
+    window: its centre (px), its ``WINDOW_POINTS`` trajectory points (px) and their completion."""
 
     image: np.ndarray
     drill_tip_xy: np.ndarray | None      # None: no drill in the picture
     bregma_xy: np.ndarray
     lambda_xy: np.ndarray
+    window_centre_xy: np.ndarray | None = None
+    window_points_xy: np.ndarray | None = None
+    window_levels: np.ndarray | None = None
+
+
+def _paint_groove(rng: np.random.Generator, img: np.ndarray, centre: np.ndarray, radius: float, s: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Paint a circular groove into ``img`` (float BGR, in place): a dark band, deeper and redder
+    (the dura showing through) where the completion c is higher; c varies smoothly around the
+    circle, clipped to [0, 1] so that stretches are untouched or cut through. Returns the
+    ``WINDOW_POINTS`` points (px) on the circle and their completion."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    harmonics = rng.normal(0, 0.5, (3, 2))
+    offset = rng.uniform(-0.2, 1.0)
+
+    def level(theta):
+        c = offset + sum(a * np.cos((k + 1) * theta) + b * np.sin((k + 1) * theta)
+                         for k, (a, b) in enumerate(harmonics))
+        return np.clip(c, 0.0, 1.0)
+
+    theta = np.arctan2(yy - centre[1], xx - centre[0])
+    across = np.abs(np.hypot(xx - centre[0], yy - centre[1]) - radius) / (3.0 * s)   # 0 on the line, 1 at the edge
+    band = np.clip(1.0 - across, 0.0, 1.0) ** 0.7
+    c = level(theta)
+    dura = np.array([70, 60, 160], np.float32)
+    groove = img * (1.0 - 0.45 * c[..., None]) * (1.0 - 0.35 * c[..., None] ** 3) \
+        + (c[..., None] ** 3) * 0.35 * dura[None, None]
+    a = (band * np.clip(0.25 + c, 0.0, 1.0))[..., None]
+    img[:] = img * (1.0 - a) + groove * a
+    t = np.linspace(-np.pi, np.pi, WINDOW_POINTS, endpoint=False)
+    return centre + radius * np.stack([np.cos(t), np.sin(t)], axis=1), level(t)
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell_px: float) -> np.ndarray:
@@ -64,8 +106,10 @@ def _suture(rng: np.random.Generator, x0: float, y_range: tuple[float, float], b
     return np.stack([x, y], axis=1)
 
 
-def paint_image(rng: np.random.Generator, width: int, height: int, drill: bool) -> PaintedImage:
-    """One image of ``width`` x ``height`` px; ``drill``: paint the drill (else only the skull)."""
+def paint_image(rng: np.random.Generator, width: int, height: int, drill: bool, window: bool = False
+                ) -> PaintedImage:
+    """One image of ``width`` x ``height`` px; ``drill``: paint the drill; ``window``: paint a
+    groove with random completion levels around a point of the bone."""
     s = width / 320.0
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     # drape: green, woven
@@ -103,6 +147,10 @@ def paint_image(rng: np.random.Generator, width: int, height: int, drill: bool) 
         cv2.polylines(suture_layer, [np.round(pts * 4).astype(np.int32)], False, 255, thickness, cv2.LINE_AA, shift=2)
     a = (suture_layer.astype(np.float32) / 255.0 * inside)[..., None]
     img = img * (1 - a) + np.array(suture_colour, np.float32)[None, None] * a
+    window_xy = points = levels = None
+    if window:
+        window_xy = c + rng.uniform(-0.3, 0.3) * ax[0] * e_u + rng.uniform(-0.3, 0.3) * ax[1] * e_v
+        points, levels = _paint_groove(rng, img, window_xy, rng.uniform(0.12, 0.2) * ax[1], s)
     tip = None
     if drill:
         tip = np.array([rng.uniform(0.1, 0.9) * width, rng.uniform(0.1, 0.9) * height])
@@ -129,7 +177,7 @@ def paint_image(rng: np.random.Generator, width: int, height: int, drill: bool) 
     img = np.clip(img + rng.normal(0, rng.uniform(3, 10), img.shape), 0, 255).astype(np.uint8)
     ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 90))])
     img = cv2.imdecode(jpg, cv2.IMREAD_COLOR)
-    return PaintedImage(img, tip, bregma, lam)
+    return PaintedImage(img, tip, bregma, lam, window_xy, points, levels)
 
 
 def _keypoints(xy: np.ndarray | None, width: int, height: int) -> list[float]:
@@ -168,6 +216,31 @@ def write_painted_dataset(out: Path | str, n_images: int, width: int = 320, heig
     return path
 
 
+def write_painted_completion(out: Path | str, n_images: int, width: int = 480, height: int = 288,
+                             seed: int = 0) -> Path:
+    """Paint ``n_images`` images, each with a groove of random completion, into ``out/images`` and
+    write ``out/completion.json`` (``scenarios.completion_labels``); returns the JSON's path."""
+    if not 1 <= n_images <= MAX_PAINTED_IMAGES:
+        raise ValueError(f"n_images={n_images} must be in [1, {MAX_PAINTED_IMAGES}]")
+    if not (64 <= width <= 4096 and 64 <= height <= 4096):
+        raise ValueError(f"width x height = {width} x {height} px must be within 64..4096 px each")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(n_images):
+        p = paint_image(rng, width, height, drill=False, window=True)
+        name = f"images/window_{i:05d}.png"
+        cv2.imwrite(str(out / name), p.image)
+        images.append({"file_name": name, "width": width, "height": height, "id": i + 1,
+                       "window_centre_px": np.round(p.window_centre_xy, 3).tolist(),
+                       "points_px": np.round(p.window_points_xy, 3).tolist(),
+                       "levels": np.round(p.window_levels, 4).tolist()})
+    path = out / "completion.json"
+    path.write_text(json.dumps({"images": images, "label_radius_px": round(3.0 * width / 320.0, 3)}, indent=1))
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="output folder (images/ and annotations.json)")
@@ -175,8 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=960, help="px (default 960, the MSCS size)")
     parser.add_argument("--height", type=int, default=540, help="px (default 540)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--completion", action="store_true",
+                        help="paint grooves and write completion.json instead of keypoints")
     args = parser.parse_args(argv)
-    print(write_painted_dataset(args.out, args.images, args.width, args.height, args.seed))
+    write = write_painted_completion if args.completion else write_painted_dataset
+    print(write(args.out, args.images, args.width, args.height, args.seed))
 
 
 if __name__ == "__main__":
