@@ -11,8 +11,8 @@
     micromill backends
     micromill sas-twin --prefix /arm1 [--scene FILE] [--overrides JSON] [--seed N] [--domain N] [--image-rate-hz R]
     micromill train keypoints --target drill_tip|cranial [--out DIR] [--seed N] [--workers N] [--budget-min M]
-    micromill train keypoints --target drill_tip|cranial --data DIR [--base WEIGHTS] [--held-out F] [--out DIR]
-                              [--seed N] [--epochs N] [--learning-rate LR] [--batch-size N] [--budget-min M]
+    micromill train keypoints|completion [--target drill_tip|cranial] --data DIR [--base WEIGHTS] [--held-out F]
+                              [--out DIR] [--seed N] [--epochs N] [--learning-rate LR] [--batch-size N] [--budget-min M]
     micromill export-frames RUN.mcap --out DIR [--every N] [--max N]
     micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M] [--grooves rate_limited|carve]
 
@@ -154,6 +154,8 @@ def _cmd_sensitivity(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    if args.data is not None:
+        return _finetune(args)
     if args.what == "completion":
         from scenarios.train_completion import summary_lines, train_completion_model
 
@@ -162,8 +164,6 @@ def _cmd_train(args) -> int:
                                       grooves=args.grooves, progress=not args.no_progress)
         print("\n".join(summary_lines(card)))
         return 0
-    if args.data is not None:
-        return _finetune_keypoints(args)
     from scenarios.train_keypoints import train_keypoints
 
     card = train_keypoints(args.target, Path(args.out) if args.out else None, seed=args.seed, workers=args.workers,
@@ -177,34 +177,50 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _finetune_keypoints(args) -> int:
-    """``micromill train keypoints --data DIR``: fine-tune on labelled images (exit 2: bad labels or weights)."""
+def _finetune(args) -> int:
+    """``micromill train keypoints|completion --data DIR``: fine-tune on labelled images (exit 2: bad
+    labels or weights)."""
     from controllers.perception.weights_io import DetectorLoadError
     from scenarios.coco_labels import LabelError
-    from scenarios.finetune_keypoints import FINETUNE_EPOCHS, FINETUNE_LEARNING_RATE, REQUIRED_RMSE_PX, \
-        finetune_keypoints
 
     if args.scenes is not None:
         print("micromill: --scenes renders twin data; with --data the images are the labelled ones", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path("runs") / f"finetune_{args.target}"
+    name = args.target if args.what == "keypoints" else "completion"
+    out = Path(args.out) if args.out else Path("runs") / f"finetune_{name}"
+    given = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate),
+                               ("batch_size", args.batch_size)) if v is not None}
+    common = dict(base=args.base, held_out_fraction=args.held_out, seed=args.seed, budget_min=args.budget_min,
+                  progress=not args.no_progress, **given)
     try:
-        card = finetune_keypoints(args.target, Path(args.data), out, base=args.base, held_out_fraction=args.held_out,
-                                  seed=args.seed, epochs=args.epochs or FINETUNE_EPOCHS,
-                                  learning_rate=args.learning_rate or FINETUNE_LEARNING_RATE,
-                                  batch_size=args.batch_size, budget_min=args.budget_min,
-                                  progress=not args.no_progress)
+        if args.what == "keypoints":
+            from scenarios.finetune_keypoints import finetune_keypoints
+
+            card = finetune_keypoints(args.target, Path(args.data), out, **common)
+        else:
+            from scenarios.finetune_completion import finetune_completion
+
+            card = finetune_completion(Path(args.data), out, **common)
     except (LabelError, DetectorLoadError) as exc:
         print(f"micromill: {exc}", file=sys.stderr)
         return 2
     print(f"held-out: {card['n_val']} of {card['n_val'] + card['n_train']} images")
     for label, metrics in (("fine-tuned", card["validation"]), ("base", card["base_validation"])):
-        for m in metrics:
-            print(f"{label:>10} {m['name']}: RMSE {m['rmse_px']:.3f} px, found {m['n_found']}/{m['n_visible']} "
-                  f"visible, false positives {m['n_false_positive']}/{m['n_invisible']}")
-    print(f"requirement RMSE <= {REQUIRED_RMSE_PX:g} px: {'met' if card['meets_requirement'] else 'NOT met'}; "
-          f"wall {card['wall_s']:.0f} s; stopped by time budget: {card['train_log']['stopped_by_budget']}")
-    print(f"{args.target}.pt and {args.target}.md in {out}")
+        if args.what == "keypoints":
+            for m in metrics:
+                print(f"{label:>10} {m['name']}: RMSE {m['rmse_px']:.3f} px, found {m['n_found']}/{m['n_visible']} "
+                      f"visible, false positives {m['n_false_positive']}/{m['n_invisible']}")
+        else:
+            print(f"{label:>10}: MAE {metrics['mae_pct']:.2f} pct. points at {metrics['n_points']} labelled points "
+                  f"(untouched {metrics['mae_untouched_pct']:.2f}, through {metrics['mae_through_pct']:.2f}); "
+                  f"through decision precision {metrics['through_precision']:.3f}, recall "
+                  f"{metrics['through_recall']:.3f}")
+    if args.what == "keypoints":
+        from scenarios.finetune_keypoints import REQUIRED_RMSE_PX
+
+        print(f"requirement RMSE <= {REQUIRED_RMSE_PX:g} px: {'met' if card['meets_requirement'] else 'NOT met'}")
+    print(f"wall {card['wall_s']:.0f} s; stopped by time budget: {card['train_log']['stopped_by_budget']}")
+    print(f"{name}.pt and {name}.md in {out}")
     return 0
 
 
@@ -381,24 +397,26 @@ def main(argv: list[str] | None = None) -> int:
         p = train_sub.add_parser(what, help=text)
         if what == "keypoints":
             p.add_argument("--target", required=True, choices=["drill_tip", "cranial"])
-            p.add_argument("--data", default=None, metavar="DIR",
-                           help="fine-tune on labelled images instead: a folder with annotations.json (COCO "
-                                "keypoints) and its images, see docs/training_on_your_images.md")
-            p.add_argument("--base", default=None, metavar="WEIGHTS",
-                           help="--data: the weights to start from, a name or a .pt path (default: the shipped "
-                                "<target> weights)")
-            p.add_argument("--held-out", type=_fraction, default=0.2, metavar="F",
-                           help="--data: fraction of the frames held out for evaluation, 0.05..0.9 (default 0.2)")
-            p.add_argument("--learning-rate", type=_learning_rate, default=None, metavar="LR",
-                           help="--data: Adam learning rate, (0, 1] (default 1e-3)")
-            p.add_argument("--batch-size", type=_int_in(1, MAX_BATCH_SIZE), default=8,
-                           help=f"--data: images per batch, 1..{MAX_BATCH_SIZE} (default 8)")
         else:
             p.add_argument("--grooves", choices=["rate_limited", "carve"], default="rate_limited",
                            help="how the training grooves are cut: rate_limited (the bone model the milling loop "
                                 "meets, default) or carve (instant sphere imprints, the data before issue 13)")
+        p.add_argument("--data", default=None, metavar="DIR",
+                       help="fine-tune on labelled images instead of training on twin renders: a folder with "
+                            + ("annotations.json (COCO keypoints)" if what == "keypoints" else "completion.json")
+                            + " and its images, see docs/training_on_your_images.md")
+        p.add_argument("--base", default=None, metavar="WEIGHTS",
+                       help="--data: the weights to start from, a name or a .pt path (default: the shipped ones)")
+        p.add_argument("--held-out", type=_fraction, default=0.2, metavar="F",
+                       help="--data: fraction of the frames held out for evaluation, 0.05..0.9 (default 0.2)")
+        p.add_argument("--learning-rate", type=_learning_rate, default=None, metavar="LR",
+                       help="--data: Adam learning rate, (0, 1] (default "
+                            + ("1e-3)" if what == "keypoints" else "2e-3)"))
+        p.add_argument("--batch-size", type=_int_in(1, MAX_BATCH_SIZE), default=None,
+                       help=f"--data: images per batch, 1..{MAX_BATCH_SIZE} (default "
+                            + ("8)" if what == "keypoints" else "16)"))
         p.add_argument("--out", default=None, help="folder for <name>.pt/.md (default: the shipped weights folder; "
-                       "with --data: runs/finetune_<target>)")
+                       "with --data: runs/finetune_<name>)")
         p.add_argument("--seed", type=_seed, default=0)
         p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2,
                        help=f"data-generation processes, 1..{MAX_WORKERS} (default 2)")
@@ -406,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--scenes", type=_int_in(1, MAX_TRAIN_SCENES), default=None,
                        help=f"override the number of rendered scenes, 1..{MAX_TRAIN_SCENES}")
         p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=None,
-                       help=f"override the (planned) epochs per network, 1..{MAX_EPOCHS} (--data: default 25)")
+                       help=f"override the (planned) epochs per network, 1..{MAX_EPOCHS} (--data: default "
+                            + ("25)" if what == "keypoints" else "30)"))
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=_cmd_train)
     p = sub.add_parser("sas-twin", help="a SmartArmStack robot driver over ROS 2, backed by the twin (runs until "
