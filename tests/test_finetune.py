@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from controllers.perception.completion_detector import CropConfig, load_estimator
+from controllers.perception.completion_detector import model_card as load_completion_card
 from controllers.perception.keypoint_detector import DetectorConfig, KeypointDetector, load_detector, model_card
 from controllers.perception.keypoint_net import KeypointUNet, NetConfig
 from controllers.perception.training import TrainSettings, train_detector
@@ -17,7 +19,8 @@ from hw_bridge.interface import JointState, StereoFrame
 from hw_bridge.recording import McapRecorder, RunMetadata
 from scenarios.cli import main
 from scenarios.coco_labels import LabelError, held_out_split, load_keypoint_labels, read_coco
-from scenarios.painted_dataset import write_painted_dataset
+from scenarios.completion_labels import completion_crops, load_completion_labels
+from scenarios.painted_dataset import write_painted_completion, write_painted_dataset
 
 
 # --- train_detector(initial=...) ---
@@ -235,3 +238,75 @@ def test_cli_bounds_the_counts_of_export_and_fine_tuning(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+# --- completion levels ---
+
+def _completion_folder(tmp_path, change=None):
+    """One 200 x 120 px image, a window of 4 points around (100, 60) with levels typed by hand."""
+    (tmp_path / "images").mkdir(exist_ok=True)
+    cv2.imwrite(str(tmp_path / "images" / "w_left.png"), np.full((120, 200, 3), 90, np.uint8))
+    doc = {"images": [{"id": 1, "file_name": "w_left.png", "width": 200, "height": 120,
+                       "window_centre_px": [100.0, 60.0],
+                       "points_px": [[120.0, 60.0], [100.0, 80.0], [80.0, 60.0], [100.0, 40.0]],
+                       "levels": [0.0, 0.5, None, 1.0]}],
+           "label_radius_px": 3.0}
+    if change:
+        change(doc)
+    (tmp_path / "completion.json").write_text(json.dumps(doc))
+    return tmp_path
+
+
+def test_completion_labels_are_read_as_typed_and_painted_around_their_points(tmp_path):
+    labels = load_completion_labels(_completion_folder(tmp_path))
+    assert np.allclose(labels.centres_px, [[100.0, 60.0]]) and np.allclose(labels.points_px[0][1], [100.0, 80.0])
+    assert np.array_equal(np.isnan(labels.levels[0]), [False, False, True, False])
+    crops = completion_crops(labels, CropConfig(input_px=32, radius_scale=1.5, margin_px=2.0))
+    # half-size 1.5 x 20 + 2 = 32 image px, so a crop px is 2 image px and (100, 60) is crop (15.5, 15.5)
+    for (u, v), level in (((25.5, 15.5), 0.0), ((15.5, 25.5), 0.5), ((15.5, 5.5), 1.0)):
+        assert np.allclose(crops.points_uv[0][[0, 1, 3]][[0.0, 0.5, 1.0].index(level)], [u, v])
+        for du, dv in ((0, 0), (1, 0), (0, 1), (1, 1)):          # the 4 crop pixels around the point
+            assert crops.valid[0, int(v) + dv, int(u) + du] and crops.target[0, int(v) + dv, int(u) + du] == level
+    assert not crops.valid[0, 16, 5:7].any()                    # the null-level point (80, 60) is not a target
+    assert not crops.valid[0, 0, 0] and crops.valid.sum() < 0.1 * 32 * 32
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["images"][0].update(levels=[0.0, 0.5, 1.0]), r"images\[0\]\.levels has 3 values for 4 points_px"),
+    (lambda d: d["images"][0]["levels"].__setitem__(0, 1.5),
+     r"images\[0\]\.levels\[0\] = 1\.5: Input should be less than or equal to 1"),
+    (lambda d: d["images"][0]["points_px"].__setitem__(2, [-4.0, 60.0]),
+     r"images\[0\]\.points_px\[2\] = \[-4\.0, 60\.0\] px is outside the 200 x 120 px image"),
+    (lambda d: d["images"][0].update(points_px=[[1.0, 2.0]], levels=[0.0]),
+     r"images\[0\]\.points_px = \[\[1\.0, 2\.0\]\]: List should have at least 3 items"),
+    (lambda d: d["images"][0].update(window_centre_px=[1.0]), r"images\[0\]\.window_centre_px = \[1\.0\]"),
+    (lambda d: d.update(label_radius_px=0.0), r"label_radius_px = 0\.0: Input should be greater than or equal to 0\.5"),
+    (lambda d: d["images"][0].update(file_name="gone.png"), r"images\[0\]\.file_name = 'gone\.png': no such file"),
+])
+def test_bad_completion_labels_name_the_file_field_value_and_what_is_allowed(tmp_path, change, message):
+    folder = _completion_folder(tmp_path, change)
+    with pytest.raises(LabelError, match=message) as err:
+        load_completion_labels(folder)
+    assert str(folder / "completion.json") in str(err.value)
+
+
+def test_completion_fine_tuning_on_painted_grooves_beats_the_twin_weights(tmp_path):
+    torch.set_num_threads(1)
+    data = write_painted_completion(tmp_path / "windows", 64, 480, 288, seed=0).parent
+    out = tmp_path / "ftc"
+    assert main(["train", "completion", "--data", str(data), "--out", str(out), "--no-progress"]) == 0
+    card = load_completion_card(out / "completion.pt")
+    assert card["fine_tuned"] and card["n_val"] == 13 and card["base"]["path"].endswith("weights/completion.pt")
+    doc = {im["file_name"].split("/")[-1]: im for im in json.loads((data / "completion.json").read_text())["images"]}
+    errors = {}
+    for name, weights in (("base", "completion"), ("tuned", out / "completion.pt")):
+        est = load_estimator(weights)
+        e = []
+        for f in card["held_out_files"]:
+            im = doc[f]
+            got = est.estimate(cv2.imread(str(data / "images" / f)), im["window_centre_px"], np.array(im["points_px"]))
+            e.extend(np.abs(got.levels - np.array(im["levels"])))
+        errors[name] = 100 * float(np.mean(e))
+    assert errors["base"] > 25.0                      # the twin weights misread the painted grooves
+    assert errors["tuned"] < 15.0 and errors["tuned"] < errors["base"] - 15.0
+    assert abs(card["validation"]["mae_pct"] - errors["tuned"]) < 0.5       # the card reports the same figure
