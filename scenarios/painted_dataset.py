@@ -16,7 +16,8 @@ noise. This one paints 2-D images with OpenCV and shares none of that code or it
 - camera: a random gamma and contrast, Gaussian blur, strong colour noise and JPEG artefacts.
 
 In ``no_drill_fraction`` of the images there is no drill (``drill_tip`` v = 0); the burr
-drawn partly outside the image counts as visible when its centre is inside. Sizes scale with
+drawn partly outside the image counts as visible when its centre is inside. Bregma and lambda
+are labelled visible in every image, even where the drill's shaft covers one (not tested). Sizes scale with
 the image width (tuned at 320 px: burr radius 4-6 px). Deterministic for a seed.
 
 With ``window``, an image instead holds a circular groove around a point of the bone whose
