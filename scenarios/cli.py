@@ -11,10 +11,10 @@
     micromill backends
     micromill sas-twin --prefix /arm1 [--scene FILE] [--overrides JSON] [--seed N] [--domain N] [--image-rate-hz R]
     micromill train keypoints --target drill_tip|cranial [--out DIR] [--seed N] [--workers N] [--budget-min M]
+    micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M] [--grooves rate_limited|carve]
     micromill train keypoints|completion [--target drill_tip|cranial] --data DIR [--base WEIGHTS] [--held-out F]
                               [--out DIR] [--seed N] [--epochs N] [--learning-rate LR] [--batch-size N] [--budget-min M]
     micromill export-frames RUN.mcap --out DIR [--every N] [--max N]
-    micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M] [--grooves rate_limited|carve]
 
 Exit codes: 0 success; 1 a suite threshold failed or a case errored (replay: the controllers
 decided differently from the recording; report: the run failed or has cases missing; demo: the
