@@ -12,6 +12,9 @@
     micromill sas-twin --prefix /arm1 [--scene FILE] [--overrides JSON] [--seed N] [--domain N] [--image-rate-hz R]
     micromill train keypoints --target drill_tip|cranial [--out DIR] [--seed N] [--workers N] [--budget-min M]
     micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M] [--grooves rate_limited|carve]
+    micromill train keypoints|completion [--target drill_tip|cranial] --data DIR [--base WEIGHTS] [--held-out F]
+                              [--out DIR] [--seed N] [--epochs N] [--learning-rate LR] [--batch-size N] [--budget-min M]
+    micromill export-frames RUN.mcap --out DIR [--every N] [--max N]
 
 Exit codes: 0 success; 1 a suite threshold failed or a case errored (replay: the controllers
 decided differently from the recording; report: the run failed or has cases missing; demo: the
@@ -40,7 +43,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from scenarios.limits import MAX_CASES, MAX_EPOCHS, MAX_TRAIN_SCENES, MAX_WORKERS
+from scenarios.limits import (MAX_BATCH_SIZE, MAX_CASES, MAX_EPOCHS, MAX_EXPORT_EVERY, MAX_EXPORT_FRAMES,
+                              MAX_TRAIN_SCENES, MAX_WORKERS)
 
 
 def _recorder(path: str | None, image_scale: float, program: str, arguments: dict, backend: str, seed: int,
@@ -177,6 +181,8 @@ def _cmd_sensitivity(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    if args.data is not None:
+        return _finetune(args)
     if args.what == "completion":
         from scenarios.train_completion import summary_lines, train_completion_model
 
@@ -196,6 +202,87 @@ def _cmd_train(args) -> int:
     print(f"wall {card['wall_s']:.0f} s; weights {card['weights_bytes'] / 1e6:.2f} MB; "
           f"stopped by time budget: {card['train_log']['stopped_by_budget']}")
     return 0
+
+
+def _finetune(args) -> int:
+    """``micromill train keypoints|completion --data DIR``: fine-tune on labelled images (exit 2: bad
+    labels or weights)."""
+    from controllers.perception.weights_io import DetectorLoadError
+    from scenarios.coco_labels import LabelError
+
+    if args.scenes is not None:
+        print("micromill: --scenes renders twin data; with --data the images are the labelled ones", file=sys.stderr)
+        return 2
+    name = args.target if args.what == "keypoints" else "completion"
+    out = Path(args.out) if args.out else Path("runs") / f"finetune_{name}"
+    given = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.learning_rate),
+                               ("batch_size", args.batch_size)) if v is not None}
+    common = dict(base=args.base, held_out_fraction=args.held_out, seed=args.seed, budget_min=args.budget_min,
+                  progress=not args.no_progress, **given)
+    try:
+        if args.what == "keypoints":
+            from scenarios.finetune_keypoints import finetune_keypoints
+
+            card = finetune_keypoints(args.target, Path(args.data), out, **common)
+        else:
+            from scenarios.finetune_completion import finetune_completion
+
+            card = finetune_completion(Path(args.data), out, **common)
+    except (LabelError, DetectorLoadError) as exc:
+        print(f"micromill: {exc}", file=sys.stderr)
+        return 2
+    print(f"held-out: {card['n_val']} of {card['n_val'] + card['n_train']} images")
+    for label, metrics in (("fine-tuned", card["validation"]), ("base", card["base_validation"])):
+        if args.what == "keypoints":
+            for m in metrics:
+                print(f"{label:>10} {m['name']}: RMSE {m['rmse_px']:.3f} px, found {m['n_found']}/{m['n_visible']} "
+                      f"visible, false positives {m['n_false_positive']}/{m['n_invisible']}")
+        else:
+            print(f"{label:>10}: MAE {metrics['mae_pct']:.2f} pct. points at {metrics['n_points']} labelled points "
+                  f"(untouched {metrics['mae_untouched_pct']:.2f}, through {metrics['mae_through_pct']:.2f}); "
+                  f"through decision precision {metrics['through_precision']:.3f}, recall "
+                  f"{metrics['through_recall']:.3f}")
+    if args.what == "keypoints":
+        from scenarios.finetune_keypoints import REQUIRED_RMSE_PX
+
+        print(f"requirement RMSE <= {REQUIRED_RMSE_PX:g} px: {'met' if card['meets_requirement'] else 'NOT met'}")
+    print(f"wall {card['wall_s']:.0f} s; stopped by time budget: {card['train_log']['stopped_by_budget']}")
+    print(f"{name}.pt and {name}.md in {out}")
+    return 0
+
+
+def _cmd_export_frames(args) -> int:
+    from scenarios.export_frames import export_frames
+
+    doc = export_frames(Path(args.file), Path(args.out), every=args.every, max_frames=args.max,
+                        progress=not args.no_progress)
+    print(f"{len(doc['images'])} images ({doc['info']['frames']} of {doc['info']['frames_in_recording']} frames) "
+          f"and annotations.json in {args.out}; label drill_tip, bregma and lambda (docs/training_on_your_images.md)"
+          + ("; WARNING: the recording stored downscaled images, exported upsampled" if doc['info']['upsampled']
+             else ""))
+    return 0
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a held-out fraction in [0.05, 0.9]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0.05, 0.9], got {text[:40]!r}") from None
+    if not 0.05 <= value <= 0.9:
+        raise argparse.ArgumentTypeError(f"must be in [0.05, 0.9], got {value}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    """An argparse type: a learning rate in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text[:40]!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
 
 
 def _cmd_sas_twin(args) -> int:
@@ -323,7 +410,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rebuild sensitivity.json/.png/.md from the run folders in the output folder; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_sensitivity)
-    p = sub.add_parser("train", help="train a network from twin renders")
+    p = sub.add_parser("export-frames", help="write a recording's stereo frames as PNGs + a COCO keypoints skeleton "
+                       "for labelling (CVAT, Label Studio)")
+    p.add_argument("file", help="an MCAP file written with --record")
+    p.add_argument("--out", required=True, help="output folder (new or empty): images/ and annotations.json")
+    p.add_argument("--every", type=_int_in(1, MAX_EXPORT_EVERY), default=1,
+                   help=f"keep every N-th recorded frame, 1..{MAX_EXPORT_EVERY} (default 1)")
+    p.add_argument("--max", type=_int_in(1, MAX_EXPORT_FRAMES), default=500,
+                   help=f"at most N frames (2 images each), 1..{MAX_EXPORT_FRAMES} (default 500)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_export_frames)
+    p = sub.add_parser("train", help="train a network from twin renders, or fine-tune one on labelled images")
     train_sub = p.add_subparsers(dest="what", required=True, metavar="{keypoints,completion}")
     for what, text in (("keypoints", "drill-tip or cranial keypoint detector"),
                        ("completion", "completion-level estimator")):
@@ -334,7 +431,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--grooves", choices=["rate_limited", "carve"], default="rate_limited",
                            help="how the training grooves are cut: rate_limited (the bone model the milling loop "
                                 "meets, default) or carve (instant sphere imprints, the data before issue 13)")
-        p.add_argument("--out", default=None, help="folder for <name>.pt/.md (default: the shipped weights folder)")
+        p.add_argument("--data", default=None, metavar="DIR",
+                       help="fine-tune on labelled images instead of training on twin renders: a folder with "
+                            + ("annotations.json (COCO keypoints)" if what == "keypoints" else "completion.json")
+                            + " and its images, see docs/training_on_your_images.md")
+        p.add_argument("--base", default=None, metavar="WEIGHTS",
+                       help="--data: the weights to start from, a name or a .pt path (default: the shipped ones)")
+        p.add_argument("--held-out", type=_fraction, default=0.2, metavar="F",
+                       help="--data: fraction of the frames held out for evaluation, 0.05..0.9 (default 0.2)")
+        p.add_argument("--learning-rate", type=_learning_rate, default=None, metavar="LR",
+                       help="--data: Adam learning rate, (0, 1] (default "
+                            + ("1e-3)" if what == "keypoints" else "2e-3)"))
+        p.add_argument("--batch-size", type=_int_in(1, MAX_BATCH_SIZE), default=None,
+                       help=f"--data: images per batch, 1..{MAX_BATCH_SIZE} (default "
+                            + ("8)" if what == "keypoints" else "16)"))
+        p.add_argument("--out", default=None, help="folder for <name>.pt/.md (default: the shipped weights folder; "
+                       "with --data: runs/finetune_<name>)")
         p.add_argument("--seed", type=_seed, default=0)
         p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2,
                        help=f"data-generation processes, 1..{MAX_WORKERS} (default 2)")
@@ -342,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scenes", type=_int_in(1, MAX_TRAIN_SCENES), default=None,
                        help=f"override the number of rendered scenes, 1..{MAX_TRAIN_SCENES}")
         p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=None,
-                       help=f"override the (planned) epochs per network, 1..{MAX_EPOCHS}")
+                       help=f"override the (planned) epochs per network, 1..{MAX_EPOCHS} (--data: default "
+                            + ("25)" if what == "keypoints" else "30)"))
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=_cmd_train)
     p = sub.add_parser("sas-twin", help="a SmartArmStack robot driver over ROS 2, backed by the twin (runs until "

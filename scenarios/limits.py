@@ -10,3 +10,12 @@ MAX_WORKERS = 64
 MAX_TRAIN_SCENES = 2000
 #: planned epochs per network (``micromill train --epochs``)
 MAX_EPOCHS = 1000
+#: frames one ``micromill export-frames`` writes (two PNGs each; the paper labelled 3,294 images)
+MAX_EXPORT_FRAMES = 20000
+#: ``micromill export-frames --every``: keep every N-th recorded frame
+MAX_EXPORT_EVERY = 1_000_000
+#: labelled images one ``micromill train keypoints --data`` loads (held in memory: 20,000 images of
+#: 960 x 540 px are 31 GB)
+MAX_LABELLED_IMAGES = 20000
+#: images per training batch (``micromill train keypoints --batch-size``)
+MAX_BATCH_SIZE = 256

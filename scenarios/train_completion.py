@@ -30,6 +30,18 @@ EVAL_RESERVE_S = 60.0
 MIN_TRAIN_S = 60.0
 
 
+#: the rows of a model card's table of ``CompletionMetrics`` (as dicts): name, formatter
+METRIC_ROWS = [
+    ("points (untouched / through)", lambda m: f"{m['n_points']} ({m['n_untouched']} / {m['n_through']})"),
+    ("MAE (pct. points)", lambda m: f"{m['mae_pct']:.2f}"),
+    ("MAE, untouched points", lambda m: f"{m['mae_untouched_pct']:.2f}"),
+    ("MAE, through points", lambda m: f"{m['mae_through_pct']:.2f}"),
+    ("95th percentile of the error", lambda m: f"{m['p95_abs_error_pct']:.2f}"),
+    ("through decision: precision / recall", lambda m: f"{m['through_precision']:.3f} / {m['through_recall']:.3f}"),
+    ("largest estimate on an untouched point / smallest on a through point (%)",
+     lambda m: f"{m['untouched_max_pct']:.1f} / {m['through_min_pct']:.1f}")]
+
+
 def _card_markdown(card: dict) -> str:
     log = card["train_log"]
     load = " / ".join(f"{v:.1f}" for v in card["load_average_1min"])
@@ -63,16 +75,7 @@ def _card_markdown(card: dict) -> str:
              "Points showing bone are the ones the controller uses (it drops points hidden by the drill); "
              "\"all points\" includes the hidden ones, where the map is extrapolated from the surroundings.", "",
              "| metric | " + " | ".join(card["validation"]) + " |", "| --- |" + " --- |" * len(card["validation"])]
-    rows = [("points (untouched / through)", lambda m: f"{m['n_points']} ({m['n_untouched']} / {m['n_through']})"),
-            ("MAE (pct. points)", lambda m: f"{m['mae_pct']:.2f}"),
-            ("MAE, untouched points", lambda m: f"{m['mae_untouched_pct']:.2f}"),
-            ("MAE, through points", lambda m: f"{m['mae_through_pct']:.2f}"),
-            ("95th percentile of the error", lambda m: f"{m['p95_abs_error_pct']:.2f}"),
-            ("through decision: precision / recall", lambda m: f"{m['through_precision']:.3f} / "
-                                                               f"{m['through_recall']:.3f}"),
-            ("largest estimate on an untouched point / smallest on a through point (%)",
-             lambda m: f"{m['untouched_max_pct']:.1f} / {m['through_min_pct']:.1f}")]
-    for name, fmt in rows:
+    for name, fmt in METRIC_ROWS:
         lines.append(f"| {name} | " + " | ".join(fmt(m) for m in card["validation"].values()) + " |")
     lines += ["", "## Readings at the high end (points showing bone, one frame each)", "",
               "Fraction of estimates at or above a through threshold, by true completion: a planner that "

@@ -51,8 +51,8 @@ VALIDATION_SCENE_FRACTION = 0.12
 def _card_markdown(card: dict) -> str:
     lines = [f"# Keypoint detector: {card['target']}", "",
              "Two-pass U-Net keypoint detector (controllers/perception). Trained only on twin renders; "
-             "NOT validated on real MSCS images: retrain or fine-tune on annotated real frames before "
-             "trusting it on the rig.", "",
+             "NOT validated on real MSCS images: retrain or fine-tune on annotated real frames (`micromill "
+             "train keypoints --data`, docs/training_on_your_images.md) before trusting it on the rig.", "",
              f"- trained: {card['trained_at']} in {card['wall_s']:.0f} s wall "
              f"(data {card['data_wall_s']:.0f} s, training {card['train_log']['wall_s']:.0f} s), "
              f"torch {card['torch']}, {card['threads']} CPU threads",

@@ -31,6 +31,7 @@ and through (c >= 0.95) points, and precision/recall of the decision "through" (
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -106,10 +107,18 @@ def masked_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
 
 def train_completion(crops: np.ndarray, target: np.ndarray, valid: np.ndarray, crop_config: CropConfig,
                      settings: CompletionTrainSettings, hidden: np.ndarray | None = None,
-                     progress: bool = True) -> tuple[CompletionEstimator, CompletionTrainLog]:
+                     progress: bool = True,
+                     initial: CompletionEstimator | None = None) -> tuple[CompletionEstimator, CompletionTrainLog]:
     """Train on (N, S, S, 3) uint8 BGR crops, (N, S, S) target completion maps, (N, S, S)
-    validity masks and optional (N, S, S) hidden-bone masks (S = ``crop_config.input_px``)."""
+    validity masks and optional (N, S, S) hidden-bone masks (S = ``crop_config.input_px``).
+
+    ``initial``: fine-tune, i.e. start from a copy of this estimator's network (it is not
+    modified; ``settings.base_channels`` and ``depth`` are then unused); its crop settings must
+    be ``crop_config``. Without it the network starts from a seeded random initialisation."""
     from tqdm import tqdm
+
+    if initial is not None and initial.config != crop_config:
+        raise ValueError(f"initial estimator crops {initial.config}, the crops given are {crop_config}")
 
     n, s = len(crops), crop_config.input_px
     hidden = np.zeros_like(valid) if hidden is None else hidden
@@ -122,7 +131,8 @@ def train_completion(crops: np.ndarray, target: np.ndarray, valid: np.ndarray, c
     gen = torch.Generator().manual_seed(settings.seed)
     t0 = time.perf_counter()
     deadline = t0 + settings.time_budget_s
-    net = CompletionNet(CompletionNetConfig(3, settings.base_channels, settings.depth))
+    net = (copy.deepcopy(initial.net) if initial is not None
+           else CompletionNet(CompletionNetConfig(3, settings.base_channels, settings.depth)))
     opt = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
     x_all = torch.from_numpy(crops)
     y_all = torch.from_numpy(target)

@@ -18,6 +18,7 @@ third and two thirds of the epochs. Differences, each for a reason:
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -138,8 +139,17 @@ def _fit(net: KeypointUNet, batches, epochs: int, settings: TrainSettings, deadl
 
 
 def train_detector(images: np.ndarray, keypoints_px: np.ndarray, visible: np.ndarray, config: DetectorConfig,
-                   settings: TrainSettings, progress: bool = True) -> tuple[KeypointDetector, TrainLog]:
-    """Train the coarse and the fine network on (N, H, W, 3) BGR images with (N, K, 2) keypoints."""
+                   settings: TrainSettings, progress: bool = True,
+                   initial: KeypointDetector | None = None) -> tuple[KeypointDetector, TrainLog]:
+    """Train the coarse and the fine network on (N, H, W, 3) BGR images with (N, K, 2) keypoints (px).
+
+    ``initial``: fine-tune, i.e. start both networks from copies of this detector's (it is not
+    modified); its network sizes are kept (``settings.base_channels`` and ``depth`` are then
+    unused) and its output channels must be ``config``'s. Without it the networks start from a
+    seeded random initialisation."""
+    if initial is not None and initial.config.n_channels != config.n_channels:
+        raise ValueError(f"initial detector has {initial.config.n_channels} output channels "
+                         f"({initial.config.names}), config {config.target!r} needs {config.n_channels}")
     torch.manual_seed(settings.seed)
     torch.set_num_threads(settings.threads)
     rng = np.random.default_rng(settings.seed)
@@ -164,7 +174,8 @@ def train_detector(images: np.ndarray, keypoints_px: np.ndarray, visible: np.nda
             idx = order[i:i + settings.batch_size]
             yield photometric_augment(x_small[idx], gen), y_small[idx]
 
-    coarse = KeypointUNet(NetConfig(3, config.n_channels, settings.base_channels, settings.depth))
+    coarse = (copy.deepcopy(initial.coarse) if initial is not None
+              else KeypointUNet(NetConfig(3, config.n_channels, settings.base_channels, settings.depth)))
     log.coarse_epochs_done, log.coarse_loss, stop = _fit(
         coarse, coarse_batches, settings.coarse_epochs, settings,
         t0 + settings.time_budget_s * settings.coarse_epochs / (settings.coarse_epochs + settings.fine_epochs),
@@ -202,7 +213,8 @@ def train_detector(images: np.ndarray, keypoints_px: np.ndarray, visible: np.nda
                 ys.append(_targets((roi, roi), local, vis, config.sigma_fine_px, config.channels))
             yield photometric_augment(to_tensor(np.stack(xs)), gen), torch.from_numpy(np.stack(ys))
 
-    fine = KeypointUNet(NetConfig(3, config.n_channels, settings.base_channels, settings.depth))
+    fine = (copy.deepcopy(initial.fine) if initial is not None
+            else KeypointUNet(NetConfig(3, config.n_channels, settings.base_channels, settings.depth)))
     log.fine_epochs_done, log.fine_loss, stop = _fit(fine, fine_batches, settings.fine_epochs, settings, deadline,
                                                      f"{config.target} fine", progress)
     log.stopped_by_budget |= stop
