@@ -33,12 +33,12 @@ from controllers.completion_sensing import CameraCompletionSensor, CompletionSen
 from controllers.control_loop import ControlLoop
 from controllers.milling import MillingReport, mill_window
 from controllers.motion.pose_control import PoseController
-from controllers.perception.completion_detector import CompletionEstimator
-from controllers.perception.keypoint_detector import KeypointDetector
+from controllers.perception.completion_detector import CompletionEstimator, load_estimator
+from controllers.perception.keypoint_detector import KeypointDetector, load_detector
 from controllers.premeasurement import (CalibrationOutcome, SurfaceOutcome, calibrate_mscs,
                                         fit_window_trajectory)
 from controllers.reconstruction import OrthoStereoModel
-from controllers.settings import ControllerSettings, PremeasurementSettings
+from controllers.settings import ControllerSettings, PerceptionSettings, PremeasurementSettings
 from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Hardware, Lifecycle
 from scenes.frames import apply
@@ -55,6 +55,15 @@ class Networks:
     tip: KeypointDetector
     cranial: KeypointDetector | None = None
     completion: CompletionEstimator | None = None
+
+
+def load_networks(perception: PerceptionSettings, completion: bool = True) -> Networks:
+    """The networks whose weights ``perception`` names (shipped or fine-tuned), each read with the
+    checked reader (``DetectorLoadError`` names a missing, unreadable or non-finite file); the
+    completion estimator only if ``completion``."""
+    return Networks(load_detector(perception.drill_tip_weights, expected_target="drill_tip"),
+                    load_detector(perception.cranial_weights, expected_target="cranial"),
+                    load_estimator(perception.completion_weights) if completion else None)
 
 
 #: builds the milling stage's completion sensor from the fitted surface and the stereo model to use near it

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from scenes.fields import FROZEN, Bool, FieldProblem, Int, Name, Real, cross_field_error, field_problems
 
@@ -232,6 +232,32 @@ class MillingSettings(_Settings):
                                            for p in problems))
 
 
+class PerceptionSettings(_Settings):
+    """Which weights the CNNs load (``controllers.perception.weights_io.weights_path``): a shipped
+    name, or the path of a ``.pt`` file, e.g. one written by ``micromill train keypoints --data``
+    (fine-tuned on a lab's own images, docs/training_on_your_images.md). A relative path is taken
+    from the current directory. Checked at scene load (the file exists) and fully before any
+    hardware is opened (``read_weights``: format, finite values)."""
+
+    drill_tip_weights: Name = Field("drill_tip", description='drill-tip keypoint detector: "drill_tip" (shipped) '
+                                                             'or a .pt path')
+    cranial_weights: Name = Field("cranial", description='bregma/lambda keypoint detector: "cranial" (shipped) '
+                                                         'or a .pt path')
+    completion_weights: Name = Field("completion", description='completion estimator: "completion" (shipped) or '
+                                                               'a .pt path')
+
+    @field_validator("drill_tip_weights", "cranial_weights", "completion_weights")
+    @classmethod
+    def _exists(cls, value: str) -> str:
+        from controllers.perception.weights_io import weights_path
+
+        path = weights_path(value)
+        if not path.is_file():
+            raise ValueError(f"no weights file at {path} (a shipped name: drill_tip, cranial, completion; or the "
+                             f"path of a .pt file)")
+        return value
+
+
 class ControllerSettings(_Settings):
     """The ``[controllers]`` table of a scene: every controller setting, defaults as above."""
 
@@ -239,7 +265,9 @@ class ControllerSettings(_Settings):
                                                    description="calibration and surface fit")
     milling: MillingSettings = Field(default_factory=MillingSettings,
                                      description="the milling loop (with .damper and .control)")
+    perception: PerceptionSettings = Field(default_factory=PerceptionSettings,
+                                           description="the CNNs' weights (shipped or fine-tuned)")
 
 
 __all__ = ["ControllerSettings", "DamperParams", "MillingControlParams", "MillingSettings",
-           "MillingSetupError", "PremeasurementSettings", "SettingsError"]
+           "MillingSetupError", "PerceptionSettings", "PremeasurementSettings", "SettingsError"]

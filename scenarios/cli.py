@@ -73,7 +73,7 @@ def _cmd_demo(args) -> int:
     # that cannot be written) fails here, before anything is built, connected or recorded.
     backend_armed(args.backend, args.arm, scene)
     try:
-        networks = prepare_demo(Path(args.out))
+        networks = prepare_demo(Path(args.out), scene.controllers.perception)
     except (DemoInputError, DetectorLoadError) as exc:
         return _input_error(exc)
     recorder = _recorder(args.record, args.record_image_scale, "demo", {"until": args.until}, args.backend,

@@ -55,10 +55,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from controllers.perception.completion_detector import load_estimator
-from controllers.perception.keypoint_detector import load_detector
-from controllers.pipeline import STAGES, Networks, WindowResult, camera_sensor, open_session, run_window
+from controllers.pipeline import STAGES, Networks, WindowResult, camera_sensor, load_networks, open_session, run_window
 from controllers.reconstruction import save_camera_model
+from controllers.settings import PerceptionSettings
 from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Hardware, Lifecycle
 from hw_bridge.registry import make_hardware
@@ -155,13 +154,12 @@ def demo_scene(scene_path: str | None = None) -> tuple[SceneSpec, dict]:
     return load_scene(scene_path, overrides), overrides
 
 
-def prepare_demo(out_dir: Path) -> Networks:
+def prepare_demo(out_dir: Path, perception: PerceptionSettings) -> Networks:
     """Check the demo's input before any hardware is opened and return the loaded networks: the
     three networks must load (``weights_io.read_weights``: ``DetectorLoadError`` for weights
     missing, unreadable, of another format or holding NaN/inf), then ``out_dir`` is created if
     missing and must take a file (``DemoInputError`` otherwise)."""
-    networks = Networks(load_detector("drill_tip", expected_target="drill_tip"),
-                        load_detector("cranial", expected_target="cranial"), load_estimator())
+    networks = load_networks(perception)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +194,7 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
     out_dir = Path(out_dir)
     if networks is None:
         try:
-            networks = prepare_demo(out_dir)
+            networks = prepare_demo(out_dir, scene.controllers.perception)
         except BaseException:
             if hw is not None:
                 hw.close()

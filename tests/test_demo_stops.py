@@ -267,3 +267,23 @@ def test_a_failed_shutdown_is_reported_not_raised(tmp_path, monkeypatch):
     assert summary["exit_code"] == 3
     assert json.loads((tmp_path / "summary.json").read_text())["shutdown_error"] == summary["shutdown_error"]
     assert "SHUTDOWN FAILED" in demo.format_summary(summary)
+
+
+def test_the_scene_chooses_the_weights(tmp_path, capsys):
+    """``[controllers.perception]`` names the weights the demo loads (a lab's fine-tuned file):
+    a missing file is refused at scene load naming the field; a file that holds NaN is refused
+    before anything connects, naming that file (not the shipped one)."""
+    from controllers.perception import weights_io
+    from scenes.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=r"controllers\.perception\.cranial_weights=.*no weights file"):
+        load_scene(None, {"controllers.perception.cranial_weights": str(tmp_path / "missing.pt")})
+    mine = tmp_path / "lab_cranial.pt"
+    mine.write_bytes((weights_io.WEIGHTS_DIR / "cranial.pt").read_bytes())
+    _nan_weights(mine)
+    scene_file = tmp_path / "lab.toml"
+    default = (weights_io.WEIGHTS_DIR.parents[2] / "scenes" / "default.toml").read_text()
+    scene_file.write_text(default + f'\n[controllers.perception]\ncranial_weights = "{mine}"\n')
+    assert main(["demo", "--scene", str(scene_file), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "lab_cranial.pt: tensor" in err and "NaN or inf" in err

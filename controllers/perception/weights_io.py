@@ -10,8 +10,7 @@ find nothing), and every failure is a ``DetectorLoadError`` that names the file,
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import Any
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -29,9 +28,10 @@ def weights_path(name_or_path: str | Path) -> Path:
     return p
 
 
-def _non_finite_tensor(value, key: str) -> str | None:
+def _non_finite_tensor(value: Any, key: str) -> str | None:
     """The key path (``"coarse.state.enc.0.weight"``) of the first floating-point tensor in
     ``value`` (nested dicts, lists, tuples) holding NaN or inf, or None when all are finite."""
+    import torch
     if isinstance(value, torch.Tensor):
         return key if value.is_floating_point() and not bool(torch.isfinite(value).all()) else None
     if isinstance(value, dict):
@@ -53,6 +53,8 @@ def read_weights(name_or_path: str | Path, fmt: str, what: str, train_command: s
 
     ``what`` names the kind of weights in messages (``"keypoint"``); ``train_command`` is the
     command that produces them, quoted in the not-found message."""
+    import torch          # here, not at module level: scene validation resolves weights paths without torch
+
     path = weights_path(name_or_path)
     if not path.is_file():
         raise DetectorLoadError(f"{what} weights not found: {path} (train them with `{train_command}`)")

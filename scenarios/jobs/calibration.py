@@ -80,7 +80,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     p = ctx.job_parameters
     rng = np.random.default_rng(ctx.seed)
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
-    detector = NoisyKeypoints(load_detector("drill_tip", expected_target="drill_tip"), float(p["keypoint_noise_px"]),
+    detector = NoisyKeypoints(load_detector(scene.controllers.perception.drill_tip_weights, expected_target="drill_tip"), float(p["keypoint_noise_px"]),
                               np.random.default_rng([ctx.seed, 1]))
     settings = scene.controllers
     with case_session(ctx, scene) as hw:

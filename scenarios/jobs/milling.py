@@ -47,10 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from controllers.milling import MillingReport
-from controllers.perception.completion_detector import load_estimator
-from controllers.perception.keypoint_detector import load_detector
-from controllers.pipeline import Networks, camera_sensor, open_session, run_window
+from controllers.pipeline import Networks, camera_sensor, load_networks, open_session, run_window
 from controllers.premeasurement import CalibrationOutcome
+from controllers.settings import PerceptionSettings
 from scenes.frames import apply, invert
 from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import new_figure, save_figure
@@ -98,15 +97,16 @@ def milling_figure(path: Path, world, report: MillingReport, title: str) -> None
     save_figure(fig, path, title)
 
 
-_RIG_KEYS = ("mscs.", "robot.", "calibration.", "sensors.", "lighting.", "control.", "controllers.premeasurement.")
+_RIG_KEYS = ("mscs.", "robot.", "calibration.", "sensors.", "lighting.", "control.", "controllers.premeasurement.",
+             "controllers.perception.")
 _calibrations: dict[tuple, CalibrationOutcome] = {}
 
 
 def _rig_calibration(ctx: CaseContext, networks: Networks) -> CalibrationOutcome:
     """The rig's calibration (the pipeline's calibration stage), computed once per rig in this process.
 
-    The key is the scene file, every override that can change the rig, its images or the
-    pre-measurement settings, and ``calibration_seed``; skull overrides are not part of it (the
+    The key is the scene file, every override that can change the rig, its images, the
+    pre-measurement settings or the networks' weights, and ``calibration_seed``; skull overrides are not part of it (the
     calibration session's skull is the scene's own, seeded by ``calibration_seed``)."""
     rig = {k: v for k, v in ctx.scene_overrides.items() if k.startswith(_RIG_KEYS)}
     seed = int(ctx.job_parameters["calibration_seed"])
@@ -122,11 +122,10 @@ def _rig_calibration(ctx: CaseContext, networks: Networks) -> CalibrationOutcome
 
 
 @functools.cache
-def _networks(completion: bool) -> Networks:
-    """The trained networks (with the completion CNN if ``completion``), loaded once per process:
-    they keep no state from one image to the next."""
-    return Networks(load_detector("drill_tip", expected_target="drill_tip"),
-                    load_detector("cranial", expected_target="cranial"), load_estimator() if completion else None)
+def _networks(perception: PerceptionSettings, completion: bool) -> Networks:
+    """The networks the scene names (with the completion CNN if ``completion``), loaded once per
+    process and weights choice: they keep no state from one image to the next."""
+    return load_networks(perception, completion)
 
 
 def run_case(ctx: CaseContext) -> CaseOutput:
@@ -136,7 +135,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     p = ctx.job_parameters
     perception = str(p["perception"])          # "cnn" | "oracle", checked when the suite loaded
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
-    networks = _networks(perception == "cnn")
+    networks = _networks(scene.controllers.perception, perception == "cnn")
     wall0 = time.perf_counter()
     cal = _rig_calibration(ctx, networks)
     wall_cal = time.perf_counter() - wall0

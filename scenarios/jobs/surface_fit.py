@@ -70,9 +70,9 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     p = ctx.job_parameters
     scene = load_scene(ctx.scene_path, ctx.scene_overrides)
     noise = float(p["keypoint_noise_px"])
-    networks = Networks(NoisyKeypoints(load_detector("drill_tip", expected_target="drill_tip"), noise,
+    networks = Networks(NoisyKeypoints(load_detector(scene.controllers.perception.drill_tip_weights, expected_target="drill_tip"), noise,
                                        np.random.default_rng([ctx.seed, 1])),
-                        NoisyKeypoints(load_detector("cranial", expected_target="cranial"), noise,
+                        NoisyKeypoints(load_detector(scene.controllers.perception.cranial_weights, expected_target="cranial"), noise,
                                        np.random.default_rng([ctx.seed, 2])))
     with case_session(ctx, scene) as hw:
         result = run_window(open_session(hw), networks, scene.controllers, until="fit")
