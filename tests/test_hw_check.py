@@ -62,6 +62,8 @@ def test_any_exception_is_the_checks_failure_and_the_others_still_run(tmp_path, 
     assert failed["lifecycle"].startswith("ConnectionLost: ")
     assert failed["stereo"].startswith("SafetyStop: ") and "non-finite" in failed["stereo"]
     assert res.metrics["contract_checks_passed"] == pytest.approx(1 - 2 / len(CHECKS))
-    # the robot stood still during the move: the pose controller wound up until the workspace box stopped it
-    assert res.notes["move"].startswith("stopped: CommandRejected: ") and "workspace box" in res.notes["move"]
+    # the robot stood still during the move: the safety layer's tracking rule stops it (before the
+    # pose controller winds up to the workspace box)
+    assert res.notes["move"].startswith("stopped: SafetyStop: ") and "does not follow its commands" in res.notes["move"]
+    assert "workspace" not in res.notes["move"]
     assert all(math.isnan(res.metrics[m]) for m in hw_check.MOVE_METRICS)
