@@ -128,7 +128,7 @@ def _run_exit_code(summary: dict) -> int:
 
 def _cmd_run(args) -> int:
     from scenarios.report import summary_table
-    from scenarios.runner import RunFolderError, RunPlan, run_suite
+    from scenarios.runner import RunFolderError, RunPlan, check_out_dir, run_suite
     from scenarios.suite import load_suite
 
     if args.resume and args.out and Path(args.out) != Path(args.resume):
@@ -136,6 +136,7 @@ def _cmd_run(args) -> int:
                              f"it resumes; give one of them")
     scene = args.scene
     if args.resume and scene is None:
+        check_out_dir(Path(args.resume), resume=True, force=False)     # "nothing to resume" before the plan
         scene = RunPlan.read(Path(args.resume)).scene       # a resumed run keeps the --scene it started with
     suite = load_suite(args.suite, scene)
     out = Path(args.resume or args.out or Path("runs") / suite.name)
