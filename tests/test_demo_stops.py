@@ -287,3 +287,22 @@ def test_the_scene_chooses_the_weights(tmp_path, capsys):
     assert main(["demo", "--scene", str(scene_file), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "lab_cranial.pt: tensor" in err and "NaN or inf" in err
+
+
+def test_cameras_the_cnn_cannot_read_end_in_a_clean_stop_with_a_summary(tmp_path, capsys):
+    """The first real run (issue 16): a robot whose images the keypoint CNN cannot read. Here the
+    real calibration runs on a mock whose cameras show a flat grey image, so the CNN finds no tip
+    and the rig characterisation raises CameraModelError for real (nothing monkeypatched; the
+    issue's SAS run): the demo ends with the drill off, a STOPPED line naming the error,
+    summary.json and exit 5. Fails before the fix: a raw CameraModelError traceback, no summary."""
+    scene = load_scene(None, {"control.period_s": 0.02})
+    grey = np.full((scene.mscs.height_px, scene.mscs.width_px, 3), 128, np.uint8)
+    hw = MockHardware(scene, 0, images=(grey, grey.copy()))
+    summary = demo.run_demo(tmp_path, scene, until="calibration", hw=hw)
+    assert summary["exit_code"] == 5 and summary["error"]["type"] == "CameraModelError"
+    assert summary["stopped_by"] == "CameraModelError: need at least 6 keypoint pairs, got 0"
+    assert summary["calibration"] is None
+    assert not hw.drill_state().on and hw.state is Lifecycle.FINALIZED
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["stopped_by"] == summary["stopped_by"]
+    assert demo.format_summary(summary).startswith("STOPPED: CameraModelError: ")
