@@ -272,8 +272,14 @@ class Hardware(ABC):
     def __enter__(self) -> "Hardware":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Leaving a ``with`` block: an exception stops the run safely with its cause first
+        (``stop``), then everything is released (``close``)."""
+        try:
+            if exc is not None:
+                self.stop(f"{exc_type.__name__}: {exc}")
+        finally:
+            self.close()
 
     # ---- the safety layer ----------------------------------------------------------------
     def _guarded(self, fn, *args):

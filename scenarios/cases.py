@@ -82,14 +82,8 @@ def case_session(ctx: CaseContext, scene, seed: int | None = None, tag: str = ""
     check, Ctrl-C), the interface is stopped safely with the cause before the exception goes on
     (``Hardware.stop``: drill off, holding, deactivated; the cause in ``hw.fault`` and the
     recording); it is closed in every case."""
-    hw = case_hardware(ctx, scene, seed, tag)
-    try:
+    with case_hardware(ctx, scene, seed, tag) as hw:        # Hardware.__exit__: stop with the cause, close
         yield hw
-    except BaseException as exc:
-        hw.stop(stop_cause(exc))
-        raise
-    finally:
-        hw.close()
 
 
 def _release_opened(cause: str | None) -> None:

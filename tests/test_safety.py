@@ -520,3 +520,25 @@ def test_sas_close_releases_everything_even_when_a_step_fails():
     with pytest.raises(HardwareError, match="closing the backend: sas: stopping the ROS executor: executor thread"):
         hw.close()
     assert closed == ["cameras", "ros"] and hw.state is Lifecycle.FINALIZED
+
+
+def test_leaving_a_with_block_by_an_exception_stops_with_its_cause():
+    """``with hw:``: an exception stops the run safely naming it (drill off, recorded in
+    ``fault``) before closing; a normal exit just closes."""
+    from hw_bridge.backends.mock import MockHardware
+    from scenes.spec import load_scene
+
+    hw = MockHardware(load_scene(None), 0)
+    with pytest.raises(ZeroDivisionError):
+        with hw:
+            hw.configure()
+            hw.activate()
+            hw.set_drill(True, 1000.0)
+            1 / 0
+    assert hw.fault == "ZeroDivisionError: division by zero"
+    assert not hw.drill_state().on and hw.state is Lifecycle.FINALIZED
+    ok = MockHardware(load_scene(None), 0)
+    with ok:
+        ok.configure()
+        ok.activate()
+    assert ok.fault is None and ok.state is Lifecycle.FINALIZED
