@@ -15,6 +15,11 @@ the skull frame and milled with the drill's state; ``last_contact`` holds the re
 ``mill_trace`` (``twin.milling.MillTrace``, ground truth, bounded) keeps every period's time,
 burr centre, force, deflection and breach depth for explaining failures.
 
+Fault injection (SIM-ONLY, ``twin.faults``): ``faults`` (``SensorFaults``) switches a fault on
+or off at once (the safety tests); a ``FaultSchedule`` (``set_fault_schedule``) times them over a
+run from the cut's start (the first period with the drill on), and adds dropped frames and extra
+image latency; ``faults_fired`` records which of its kinds took effect.
+
 Everything random is drawn from generators spawned from one seed: same seed, same commands,
 same outputs.
 """
@@ -32,7 +37,7 @@ from scenes.robot_description import RobotDescription
 from scenes.spec import SceneSpec
 from twin.arm import SimArm
 from twin.cameras import CameraModel, cameras_from_spec
-from twin.faults import SensorFaults
+from twin.faults import FaultSchedule, SensorFaults
 from twin.milling import NO_CONTACT, BoneMill, MillContact, MillTrace
 from twin.render import DrillGeometry, Lighting, SensorNoise, StereoImages, StereoRenderer
 from twin.skull import Skull, SkullParams
@@ -75,6 +80,11 @@ def make_stereo_renderer(scene: SceneSpec, skull: Skull, seed: int) -> StereoRen
         SensorNoise(cs.read_noise_dn, cs.shot_noise_gain), seed)
 
 
+#: at most this many consecutive camera exposures are lost to ``FaultSchedule.dropped_frame_fraction``
+#: (the next one is delivered), so a frame's exposure stays within the kept joint history
+MAX_DROPPED_RUN = 30
+
+
 class TwinWorld:
     def __init__(self, scene: SceneSpec, seed: int = 0):
         self.scene = scene
@@ -93,6 +103,10 @@ class TwinWorld:
         self.drill_speed_rpm = 0.0
         self.faults = SensorFaults()          # injected sensor faults (safety tests; twin.faults)
         self._frozen_sample: JointSample | None = None
+        #: SIM-ONLY: the timed faults of this session (None: none), its cut start (s) and the kinds that took effect
+        self.fault_schedule: FaultSchedule | None = None
+        self.cut_start_s: float | None = None
+        self.faults_fired: set[str] = set()
         self.mill = BoneMill(self.skull, scene.milling)
         self.last_contact: MillContact = NO_CONTACT
         #: SIM-ONLY ground truth: the milling physics of every period (scoring only)
@@ -124,9 +138,34 @@ class TwinWorld:
             noise = self._joint_rng.normal(0.0, js.noise_std, q.shape) if js.noise_std > 0 else 0.0
             self._joint_samples.append(JointSample(t, q + noise, qd))
             self._next_joint_sample_s += 1.0 / js.rate_hz
-            keep = js.delay_s + self.faults.joint_state_extra_delay_s + 2.0 / js.rate_hz
+            extra = self.faults.joint_state_extra_delay_s
+            if self.fault_schedule is not None:      # keep what a delay window will deliver when it starts
+                extra = max(extra, self.fault_schedule.joint_state_delay_s)
+            keep = js.delay_s + extra + 2.0 / js.rate_hz
             while len(self._joint_samples) > 2 and self._joint_samples[1].stamp_s < t - keep:
                 self._joint_samples.popleft()
+
+    def set_fault_schedule(self, schedule: FaultSchedule | None) -> None:
+        """SIM-ONLY: apply ``schedule`` from now on; it owns the timed fields of ``faults``
+        (joint-state delay and freeze, disconnection) while set. None: no schedule, and those
+        fields cleared (the robot answers again)."""
+        if schedule is None and self.fault_schedule is not None:
+            FaultSchedule().apply(self.faults, None)
+        self.fault_schedule, self.cut_start_s = schedule, None
+        latency = 0.0 if schedule is None else schedule.image_latency_s
+        cs = self.scene.sensors.cameras
+        horizon = cs.delay_s + latency + (MAX_DROPPED_RUN + 2.0) / cs.rate_hz
+        self._history = deque(self._history, maxlen=int(horizon / self.period_s) + 3)
+        self._apply_schedule()
+
+    def _apply_schedule(self) -> None:
+        sched = self.fault_schedule
+        if sched is None:
+            return
+        if self.cut_start_s is None and self.drill_on:
+            self.cut_start_s = self.time_s
+        t_cut = None if self.cut_start_s is None else self.time_s - self.cut_start_s
+        self.faults_fired |= sched.apply(self.faults, t_cut)
 
     def burr_centre_s(self, q: np.ndarray) -> np.ndarray:
         """Burr centre (m) in the skull frame {S} at joints ``q``."""
@@ -165,6 +204,7 @@ class TwinWorld:
         self._last_burr = (q1, b_s)
         self.last_contact = self.mill.step(self.time_s, a_s, b_s, self.drill_on, self.drill_speed_rpm, self.period_s)
         self.mill_trace.append(self.time_s, b_s, self.last_contact)
+        self._apply_schedule()
         self._record()
 
     def latest_joint_sample(self) -> JointSample:
@@ -197,11 +237,22 @@ class TwinWorld:
 
     def latest_frame(self) -> CameraFrame | None:
         """The newest camera frame available by now, or None before the first one arrives
-        (the last one again while ``faults.freeze_frames``)."""
+        (the last one again while ``faults.freeze_frames``). A ``fault_schedule`` adds its image
+        latency to the delay and skips the exposures it drops."""
         if self.faults.freeze_frames:
             return self._last_frame
         cs = self.scene.sensors.cameras
-        k = int(np.floor((self.time_s - cs.delay_s) * cs.rate_hz + 1e-9))
+        sched = self.fault_schedule
+        latency = 0.0 if sched is None else sched.image_latency_s
+        k = int(np.floor((self.time_s - cs.delay_s - latency) * cs.rate_hz + 1e-9))
+        if sched is not None:
+            newest = k
+            while k >= 0 and newest - k < MAX_DROPPED_RUN and sched.frame_dropped(k):
+                k -= 1
+            if k >= 0 and k != newest:
+                self.faults_fired.add("dropped_frames")
+            if k >= 0 and latency > 0.0:
+                self.faults_fired.add("image_latency")
         if k < 0:
             return None
         if self._last_frame is not None and self._last_frame.index == k:

@@ -79,6 +79,31 @@ class MillingJobParams(_Params):
     oracle_rho: Real = Field(0.0, ge=0.0, le=0.999,
                              description="correlation of a point's error from one reading to the next (AR(1))")
     calibration_seed: Seed = Field(0, description="seeds the rig calibration's random choices")
+    # Faults as properties (issue 14; scenarios/fault_injection.py, docs/faults.md). All zero: no fault.
+    # Timed faults start at a time from the cut's start (the first period with the drill on).
+    fault_dropped_frames: Real = Field(0.0, ge=0.0, le=0.2,
+                                       description="fraction of camera exposures lost (whole session)")
+    fault_image_latency_s: Real = Field(0.0, ge=0.0, le=0.1,
+                                        description="extra latency of every camera frame, s (whole session)")
+    fault_keypoint_outliers: Real = Field(0.0, ge=0.0, le=0.1,
+                                          description="fraction of keypoint detections (fit stage) moved 20-60 px")
+    fault_completion_outliers: Real = Field(0.0, ge=0.0, le=0.1,
+                                            description="fraction of completion readings replaced by 0 or 1")
+    fault_joint_delay_s: Real = Field(0.0, ge=0.0, le=0.5,
+                                      description="extra joint-state delay during its window, s")
+    fault_joint_delay_start_s: Real = Field(0.0, ge=0.0, le=300.0,
+                                            description="start of the joint-state delay, s from the cut's start")
+    fault_joint_delay_duration_s: Real = Field(0.0, ge=0.0, le=60.0,
+                                               description="duration of the joint-state delay, s (0: none)")
+    fault_joint_freeze_start_s: Real = Field(0.0, ge=0.0, le=300.0,
+                                             description="start of a joint-state freeze, s from the cut's start")
+    fault_joint_freeze_duration_s: Real = Field(0.0, ge=0.0, le=60.0,
+                                                description="duration of the joint-state freeze, s (0: none)")
+    fault_disconnect_start_s: Real = Field(0.0, ge=0.0, le=300.0,
+                                           description="start of a lost connection, s from the cut's start")
+    fault_disconnect_duration_s: Real = Field(0.0, ge=0.0, le=60.0,
+                                              description="duration of the lost connection, s (0: none)")
+    fault_disconnect_permanent: Annotated[bool, Strict()] = Field(False, description="the connection is lost for good at its start")
 
 
 #: types of parameters registered by default value (bounded, so that sampling cannot overflow)
@@ -148,7 +173,8 @@ JOBS: dict[str, JobEntry] = {
         {"success": _B, "detachable": _B, "breached": _B, "breaches": _N, "complete": _B, "milling_time_min": _C,
          "idle_time_s": _C, "contact_time_sd_s": _C, "max_bridge_um": _C, "peak_force_n": _C,
          "max_deflection_um": _C, "perception_mae": _C, "realtime_factor": _C, "floor_clamps": _N,
-         "fit_height_error_rms_mm": _C}),
+         "fit_height_error_rms_mm": _C, "fault_stops": _N, "unsafe_stop": _B, "drill_on_after_stop_s": _C,
+         "stopped": _B, "resumed": _B, "resume_failed": _B}),
     "hw_check": JobEntry(
         "scenarios.jobs.hw_check:run_case", HwCheckParams,
         {"contract_checks_passed": _C, "reach_error_m": _C, "move_duration_s": _C, "joint_state_age_max_s": _C,

@@ -28,6 +28,21 @@ Metrics (ground truth from the twin's bone model, ``world.mill``):
 - ``realtime_factor``: simulated milling time / wall time of the milling phase;
 - ``fit_height_error_rms_mm``: the fitted trajectory's surface points vs the true skull.
 
+Faults (issue 14; the ``fault_*`` parameters, ``scenarios.fault_injection``, docs/faults.md): the
+case's twin session runs under its ``FaultSchedule`` and its perception under outliers. Then:
+- ``stopped``: 1 when the run did not end with every point through (a safety stop, perception
+  lost, a timeout, a hardware stop before the cut); ``fault_stops``: the safety stops of the case
+  (milling and resume) plus a perception-lost stop (a count);
+- ``unsafe_stop``: 1 when, after a stop, the twin's ground truth shows the drill still on, or a
+  joint moving faster than ``HOLD_SPEED``, or the interface still active after a safety stop,
+  judged ``SETTLE_S`` after the stop or after the timed faults end (``check_stop``);
+  ``drill_on_after_stop_s``: how long the drill really kept spinning after the stop decision;
+- ``resumed``: 1 when a stopped run was resumed (re-activated, drill off, retracted above the
+  bone without a new breach; ``resume_after_stop``); ``resume_failed``: 1 when that was tried
+  (every fault had ended) and failed. Runs not stopped: both 0.
+``notes["faults_fired"]`` lists the kinds that took effect, ``notes["stop"]`` the stop's reason,
+``notes["resume"]`` what the resume did.
+
 A failed case (breach, flap not detachable, or a stop other than every point through) says why
 (``scenarios.failure.explain_failure``): ``notes["why"]`` in words, ``notes["failure"]`` its
 fields (point, time, sizes), and its figure ``artifacts/caseNNN_failure.png`` (every failed
@@ -47,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from controllers.milling import MillingReport
+from controllers.planning import StopReason
 from controllers.pipeline import Networks, camera_sensor, load_networks, open_session, run_window
 from controllers.premeasurement import CalibrationOutcome
 from controllers.settings import PerceptionSettings
@@ -55,6 +71,8 @@ from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import new_figure, save_figure
 from scenarios.cases import CaseContext, CaseOutput, case_session
 from scenarios.failure import explain_run
+from scenarios.fault_injection import (CompletionOutliers, KeypointOutliers, check_stop, fault_schedule,
+                                       resume_after_stop)
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
 from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
 
@@ -141,9 +159,15 @@ def run_case(ctx: CaseContext) -> CaseOutput:
     wall_cal = time.perf_counter() - wall0
     wall0 = time.perf_counter()
     with case_session(ctx, scene) as hw:
+        hw.configure()                            # the world exists from here: its fault schedule before activation
+        gt = hw.ground_truth
+        gt.set_fault_schedule(fault_schedule(p, ctx.seed))
+        kp_fraction = float(p["fault_keypoint_outliers"])
+        case_networks = Networks(KeypointOutliers(networks.tip, kp_fraction, np.random.default_rng([ctx.seed, 11])),
+                                 KeypointOutliers(networks.cranial, kp_fraction,
+                                                  np.random.default_rng([ctx.seed, 12])), networks.completion)
         session = open_session(hw)
         wall_world, wall0 = time.perf_counter() - wall0, time.perf_counter()
-        gt = hw.ground_truth
         fit_scores: dict[str, float] = {}
         wall_fit = t_pre = None
         scored = None
@@ -162,10 +186,12 @@ def run_case(ctx: CaseContext) -> CaseOutput:
                 error = OracleErrorModel(mae=float(p["oracle_mae"]), kind=str(p["oracle_error"]),
                                          end_exponent=float(p["oracle_end_exponent"]), rho=float(p["oracle_rho"]))
                 sensor = OracleCompletionSensor(gt, error, np.random.default_rng([ctx.seed, 7]))
+            sensor = CompletionOutliers(sensor, float(p["fault_completion_outliers"]),
+                                        np.random.default_rng([ctx.seed, 13]))
             scored = ScoredSensor(sensor, gt)
             return scored
 
-        result = run_window(session, networks, scene.controllers, calibration=cal, make_sensor=make_sensor,
+        result = run_window(session, case_networks, scene.controllers, calibration=cal, make_sensor=make_sensor,
                             on_stage=on_stage)
         if result.trajectory is None:
             why = result.surface.failure if result.surface is not None else result.stopped_by
@@ -174,11 +200,24 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             raise RuntimeError(f"milling stopped without a report: {result.stopped_by}")
         report = result.milling
         wall = time.perf_counter() - wall0
+        safety_stop = report.stop_reason is StopReason.SAFETY_FAULT
+        stopped = report.stop_reason is not StopReason.COMPLETE
+        fault_stops = int(safety_stop or report.stop_reason is StopReason.PERCEPTION_LOST)
+        stop_check = check_stop(hw, safety_stop) if stopped else None
+        resume = resume_after_stop(hw, report.frame.axis_r, scene.controllers.milling.retract_m) if stopped else None
+        if resume is not None and resume.possible and not resume.ok and hw.fault is not None:
+            fault_stops += 1                      # the resume itself was stopped by the safety layer
+        gt.set_fault_schedule(None)               # the connection back, so that the session closes cleanly
         m = score_milling(gt, report)
         m["perception_mae"] = scored.mae()
         m["fit_height_error_rms_mm"] = fit_scores["height_error_rms_mm"]
         m["realtime_factor"] = (hw.now() - t_pre) / wall
         m["floor_clamps"] = float(report.floor_clamps)
+        m.update({"stopped": float(stopped), "fault_stops": float(fault_stops),
+                  "unsafe_stop": float(stop_check is not None and stop_check.unsafe),
+                  "drill_on_after_stop_s": 0.0 if stop_check is None else stop_check.drill_on_after_stop_s,
+                  "resumed": float(resume is not None and resume.ok),
+                  "resume_failed": float(resume is not None and resume.possible and not resume.ok)})
         artifacts = []
         if ctx.save_artifacts:
             path = Path(ctx.artifacts_dir) / f"case{ctx.index:03d}_milling.png"
@@ -192,7 +231,15 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         if cause is not None:
             artifacts.append(f"artifacts/{path.name}")
         first = gt.mill.breaches[0] if gt.mill.breaches else None    # what MillOutcome.first_breach holds
-        notes = {"stop": report.message, "first_breach": repr(first)}
+        notes = {"stop": report.message, "first_breach": repr(first), "faults_fired": sorted(gt.faults_fired),
+                 "keypoint_outliers": sum(n.outliers for n in (case_networks.tip, case_networks.cranial)),
+                 "completion_outliers": scored.sensor.outliers}
+        if stop_check is not None:
+            notes["stop_check"] = (f"{stop_check.waited_s:.2f} s after the stop: drill {'ON' if stop_check.drill_on else 'off'}"
+                                   f", max joint speed {stop_check.max_joint_speed:.2e}, interface "
+                                   f"{'ACTIVE' if stop_check.active else 'ok'}")
+        if resume is not None:
+            notes["resume"] = resume.message
         if cause is not None:
             notes.update({"why": cause.text, "failure": cause.as_notes(report.start_s)})
         notes.update({"simulated_time_s": hw.now(), "calibration_wall_s": wall_cal, "world_wall_s": wall_world,
