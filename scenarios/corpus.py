@@ -128,10 +128,11 @@ class Replay:
 
 
 def _load_recording_entry(path: Path) -> RecordingEntry:
-    """A recording and its optional sidecar, checked (RecordingError, ConfigError)."""
-    from hw_bridge.recording_reader import load_recording
+    """A recording's metadata and its optional sidecar, checked (RecordingError, ConfigError); the
+    messages are read when it is replayed."""
+    from hw_bridge.recording_reader import load_metadata
 
-    meta = load_recording(path).metadata
+    meta = load_metadata(path)
     if meta.program != "demo":
         raise ConfigError(str(path), [f"recorded by {meta.program!r}: only `micromill demo` recordings are re-run "
                                       f"offline (`micromill replay`), so only they can join a corpus"])
@@ -223,27 +224,30 @@ def replay_recording(rec: Recording, out_dir: Path) -> tuple[dict[str, Any], Rep
     return summary, hw.report(), hw.replayed_decisions
 
 
-def replay_recording_entry(entry: RecordingEntry, run_dir: Path) -> Replay:
-    """Replay a recorded run into ``run_dir``: ``same`` when the controllers decide as recorded."""
+def replay_recording_entry(entry: RecordingEntry, run_dir: Path) -> tuple[Replay, str | None]:
+    """Replay a recorded run into ``run_dir``: ``same`` when the controllers decide as recorded,
+    ``error`` when it cannot be replayed (its messages are unreadable, its scene no longer loads)
+    or a controller raised; with ``"SIGINT"`` when Ctrl-C stopped the replay (else None)."""
     from controllers.perception.weights_io import DetectorLoadError
-    from scenarios.demo import DemoInputError
-
+    from hw_bridge.recording import RecordingError
     from hw_bridge.recording_reader import load_recording
+    from scenarios.demo import EXIT_INTERRUPTED, DemoInputError
 
     try:
         summary, report, _ = replay_recording(load_recording(entry.path), run_dir)
-    except (DemoInputError, DetectorLoadError) as exc:
-        now, detail = "error", str(exc)
+    except (DemoInputError, DetectorLoadError, RecordingError, ConfigError) as exc:
+        now, detail, summary = "error", str(exc), None   # cut short, a scene that no longer loads, no networks
     else:
         if summary["error"] is not None:
-            now, detail = "error", str(summary["error"])
+            now, detail = "error", str(summary["stopped_by"])
         elif report.diverged:
             different = sorted(t for t, c in report.decisions.items() if not c.equal)
             now, detail = "differs", ("decisions differ: " + ", ".join(different)) if different else "commands differ"
         else:
             now, detail = SAME, ""
+    interrupted = "SIGINT" if summary is not None and summary["exit_code"] == EXIT_INTERRUPTED else None
     return Replay(entry.path.name, "controllers decide the same", entry.found, entry.controller_version, SAME, now,
-                  None, None, run_dir, detail)
+                  None, None, run_dir, detail), interrupted
 
 
 def _margin_text(m: float | None) -> str:
@@ -282,7 +286,14 @@ def replay_corpus(entries: list[Entry], out_dir: Path, workers: int | None = 1, 
                   force: bool = False) -> tuple[list[Replay], str | None]:
     """Replay ``entries`` one after another, each into ``out_dir/<file stem>``; returns the replays
     and why the replay stopped early (``"SIGINT"``/``"SIGTERM"``, or None). A line per entry on
-    stderr as it finishes."""
+    stderr as it finishes. Every suite entry's run folder is checked first (``check_out_dir``: new or
+    empty, or an earlier run's with ``force``), so a folder that cannot be used is refused
+    (RunFolderError) before anything is replayed."""
+    from scenarios.runner import check_out_dir
+
+    for entry in entries:
+        if isinstance(entry, SuiteEntry):
+            check_out_dir(Path(out_dir) / entry.path.stem, resume=False, force=force)
     replays: list[Replay] = []
     for entry in entries:
         run_dir = Path(out_dir) / entry.path.stem
@@ -291,7 +302,9 @@ def replay_corpus(entries: list[Entry], out_dir: Path, workers: int | None = 1, 
             if summary["interrupted"]:
                 return replays, summary["interrupted"]
         else:
-            replay = replay_recording_entry(entry, run_dir)
+            replay, interrupted = replay_recording_entry(entry, run_dir)
+            if interrupted:
+                return replays, interrupted
         print(f"{replay.file}: {replay.verdict}", file=sys.stderr, flush=True)
         replays.append(replay)
     return replays, None
