@@ -27,19 +27,20 @@ run's link check failed; 4 (demo) the controller stopped without finishing (no t
 milling timeout or perception lost); 5 (demo, replay) a controller raised an error (e.g.
 ``CalibrationError``: a ``STOPPED:`` line names it, the traceback is in OUT/error.txt); 130 / 143
 a run stopped by Ctrl-C / SIGTERM (a suite writes what finished, and ``--resume`` continues it;
-the demo stops the robot and saves what it computed).
+the demo stops the robot and saves what it computed). Every stop of the demo or of a suite case,
+whatever raised it, ends with the drill off and the arm holding (``Hardware.stop``) and the cause
+in ``summary.json`` (demo) or the case's ``error`` and ``report.md`` (suite). The demo's codes:
+``scenarios.demo.demo_exit_code``; without a twin there is no verdict and the code follows the
+controller's stop only.
 
 ``run`` of a regression (a suite file with a ``[regression]`` table) or of a folder of them
 (``scenarios/regressions/``, ``scenarios.corpus``) prints a table (file, property, found, by which
 controller version, the verdict now, the margin then and now) and exits 0 when every entry is as
 its file expects (a counterexample still fails; one marked ``expect = "passes"`` still passes; a
 recording ``.mcap`` decides the same), 1 when one is not or a replay errored, 2 when a file of the
-folder is refused (nothing is run), 130 / 143 when interrupted. Each replay's run folder is
-``OUT/<file name>`` (default OUT: runs/regressions). Every stop of the demo or of a suite case,
-whatever raised it, ends with the drill off and the arm holding (``Hardware.stop``) and the cause
-in ``summary.json`` (demo) or the case's ``error`` and ``report.md`` (suite). The demo's codes:
-``scenarios.demo.demo_exit_code``; without a twin there is no verdict and the code follows the
-controller's stop only.
+folder is refused or a run folder under OUT already holds a run without ``--force`` (nothing is
+run), 130 / 143 when interrupted. Each replay's run folder is
+``OUT/<file name>`` (default OUT: runs/regressions).
 
 ``--arm`` is one half of arming a robot that really moves (CoppeliaSim, SmartArmStack); the
 other is ``safety.armed = true`` in the scene. Without both, such a run is a dry run: commands

@@ -155,6 +155,8 @@ def test_a_folder_replays_each_entry_into_its_run_folder_and_says_which_still_fa
     assert "micromill 0.1.0 (git a9c2f39)" in still and "-1 " in still
     assert "2 replayed: 2 as expected, 0 not (1 fail, 1 pass" in table
     assert (out / "open_bug" / "cases.jsonl").is_file() and (out / "fixed_bug" / "report.md").is_file()
+    assert main(["run", str(corpus), "--out", str(out), "--no-progress"]) == 2      # used folders: --force
+    assert f"--out {out / 'fixed_bug'} is not empty" in capsys.readouterr().err
 
     # The same entry alone replays to the same margin (deterministic); an open bug that now passes
     # is not as expected: exit 1.
@@ -205,9 +207,12 @@ def test_a_recording_joins_the_corpus_and_the_controllers_decide_the_same(record
     assert (tmp_path / "cal" / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_changed_controller_decides_differently_from_the_recording(recorded_corpus, tmp_path, capsys,
                                                                      monkeypatch):
-    """A developer's change (here: the pose controller's gain, 8 -> 6) shows as DECIDE DIFFERENTLY."""
+    """A developer's change (here: the pose controller's gain, 8 -> 6) shows as DECIDE DIFFERENTLY.
+    Slow (a second full replay, ~30-50 s); the replay backend's own divergence detection is tested
+    by default in tests/test_recording.py."""
     import controllers.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "PoseController", functools.partial(pipeline.PoseController, gain=6.0))
@@ -232,3 +237,18 @@ def test_a_sidecar_is_checked_like_a_regression(recorded_corpus, tmp_path):
     text = "\n".join(exc.value.errors)
     assert "regression.found='2026-11-31': is not a calendar date" in text and "regression.found_by=''" in text
 
+
+
+def test_a_recording_cut_short_is_an_error_of_its_replay_not_of_the_folder(recorded_corpus, tmp_path, capsys):
+    """Its metadata (at the start) loads, so the folder is accepted; the replay cannot read the
+    messages: ERROR, exit 1, and the other entries still replay."""
+    folder = tmp_path / "c"
+    folder.mkdir()
+    data = (recorded_corpus / "cal.mcap").read_bytes()
+    (folder / "cut.mcap").write_bytes(data[:len(data) // 2])
+    _entry(folder, "open_bug", "reach_error_m <= 0", "fails")
+    assert main(["run", str(folder), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    row = next(x for x in out.splitlines() if x.startswith("cut.mcap "))
+    assert "ERROR" in row and "cut.mcap: " in out and "truncated or corrupt MCAP file" in out
+    assert "still fails" in next(x for x in out.splitlines() if x.startswith("open_bug.toml"))
