@@ -195,13 +195,26 @@ def load_recording(path: Path | str) -> Recording:
     corrupt, not a micromill recording, a message that is not what McapRecorder writes).
     """
     path = Path(path)
+    return _checked_read(path, lambda: _read_messages(path, _read_metadata(path)))
+
+
+def load_metadata(path: Path | str) -> RunMetadata:
+    """Only the run metadata of a recording (what was run, when, by which version), without reading
+    its messages: fast for a large file. RecordingError as for ``load_recording``; the messages are
+    not checked."""
+    path = Path(path)
+    return _checked_read(path, lambda: _read_metadata(path))
+
+
+def _checked_read(path: Path, read):
+    """``read()`` of the recording at ``path``, its failures as RecordingError naming the file."""
     if not path.is_file():
         raise RecordingError(f"{path}: recording not found" + (" (it is a folder)" if path.is_dir() else ""))
     with open(path, "rb") as f:
         if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
             raise RecordingError(f"{path}: not an MCAP file (it does not start with the MCAP magic bytes)")
     try:
-        return _read_messages(path, _read_metadata(path))
+        return read()
     except (McapError, CRCValidationError, struct.error, ZstdError) as exc:   # a record cut short, bad CRC/chunk
         raise RecordingError(f"{path}: truncated or corrupt MCAP file ({type(exc).__name__}: {exc}); a run that "
                              f"did not close its hardware (hw.close()) leaves it truncated") from None

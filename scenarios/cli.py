@@ -5,6 +5,7 @@
     micromill run SUITE.toml [--scene FILE] [--backend B] [--arm] [--workers N] [--out DIR] [--cases N] [--seed S]
                   [--engine local|ray] [--address auto|HOST:PORT] [--resume DIR | --force]
                   [--record] [--record-image-scale S] [--no-progress]
+    micromill run REGRESSIONS_DIR [--quick] [--workers N] [--out DIR] [--force] [--no-progress]
     micromill report DIR
     micromill sensitivity SPEC.toml [--cases N] [--workers N] [--out DIR] [--resume | --report-only] [--no-progress]
     micromill replay FILE.mcap [--out DIR]
@@ -31,6 +32,15 @@ whatever raised it, ends with the drill off and the arm holding (``Hardware.stop
 in ``summary.json`` (demo) or the case's ``error`` and ``report.md`` (suite). The demo's codes:
 ``scenarios.demo.demo_exit_code``; without a twin there is no verdict and the code follows the
 controller's stop only.
+
+``run`` of a regression (a suite file with a ``[regression]`` table) or of a folder of them
+(``scenarios/regressions/``, ``scenarios.corpus``) prints a table (file, property, found, by which
+controller version, the verdict now, the margin then and now) and exits 0 when every entry is as
+its file expects (a counterexample still fails; one marked ``expect = "passes"`` still passes; a
+recording ``.mcap`` decides the same), 1 when one is not or a replay errored, 2 when a file of the
+folder is refused or a run folder under OUT already holds a run without ``--force`` (nothing is
+run), 130 / 143 when interrupted. Each replay's run folder is
+``OUT/<file name>`` (default OUT: runs/regressions).
 
 ``--arm`` is one half of arming a robot that really moves (CoppeliaSim, SmartArmStack); the
 other is ``safety.armed = true`` in the scene. Without both, such a run is a dry run: commands
@@ -87,31 +97,26 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_replay(args) -> int:
-    from hw_bridge.recording_reader import load_recording, scene_from_recording
-    from hw_bridge.registry import make_hardware
+    from controllers.perception.weights_io import DetectorLoadError
+    from hw_bridge.recording_reader import load_recording
+    from scenarios.corpus import replay_recording
+    from scenarios.demo import DemoInputError, format_summary
     from scenarios.replay_view import describe_recording, describe_replay
 
     rec = load_recording(args.file)
     print(describe_recording(rec))
-    meta = rec.metadata
-    if meta.program != "demo":
-        print(f"program {meta.program!r} is not re-run offline (only `micromill demo` recordings are: suite jobs "
-              f"build several sessions and most are scored with the twin's ground truth); the recording is "
+    if rec.metadata.program != "demo":
+        print(f"program {rec.metadata.program!r} is not re-run offline (only `micromill demo` recordings are: suite "
+              f"jobs build several sessions and most are scored with the twin's ground truth); the recording is "
               f"shown above")
         return 0
-    scene = scene_from_recording(rec, replay=True)
-    hw = make_hardware("replay", scene, meta.seed)
-    from controllers.perception.weights_io import DetectorLoadError
-    from scenarios.demo import DemoInputError, format_summary, run_demo
-
     out = Path(args.out) if args.out else Path("runs") / f"replay_{Path(args.file).stem}"
     try:
-        summary = run_demo(out, scene, meta.seed, until=meta.arguments.get("until", "mill"), hw=hw)
+        summary, report, replayed = replay_recording(rec, out)
     except (DemoInputError, DetectorLoadError) as exc:      # raised before the replay started
         return _input_error(exc)
     print(format_summary(summary))
-    report = hw.report()
-    print(describe_replay(report, rec, hw.replayed_decisions))
+    print(describe_replay(report, rec, replayed))
     if summary["error"] is not None:      # the replayed controllers raised (or Ctrl-C): the demo's code
         return summary["exit_code"]
     return 1 if report.diverged else 0
@@ -126,11 +131,45 @@ def _run_exit_code(summary: dict) -> int:
     return 0 if summary["passed"] else 1
 
 
+#: ``micromill run`` options a corpus replay refuses: a regression replays as it was kept
+_CORPUS_REFUSED = (("scene", "--scene"), ("resume", "--resume"), ("cases", "--cases"), ("seed", "--seed"),
+                   ("backend", "--backend"), ("arm", "--arm"), ("address", "--address"), ("record", "--record"))
+
+
+def _cmd_run_corpus(args) -> int:
+    """``micromill run DIR``: replay every regression in DIR (``scenarios.corpus``)."""
+    from scenarios.corpus import corpus_exit_code, corpus_table, load_corpus, replay_corpus
+    from scenes.schema import ConfigError
+
+    given = [flag for name, flag in _CORPUS_REFUSED if getattr(args, name)] + (
+        ["--engine ray"] if args.engine != "local" else [])
+    if given:
+        raise ConfigError(args.suite, [f"{', '.join(given)}: not with a folder of regressions (each replays as it "
+                                       f"was kept; run one file to vary it)"])
+    entries = load_corpus(args.suite)
+    if args.quick:
+        entries = [e for e in entries if e.quick]
+        if not entries:
+            print(f"no quick regressions in {args.suite}")
+            return 0
+    out = Path(args.out or Path("runs") / "regressions")
+    replays, interrupted = replay_corpus(entries, out, workers=args.workers, progress=not args.no_progress,
+                                         force=args.force)
+    print(corpus_table(replays))
+    print(f"each replay's run folder is in {out}/<file name>"
+          + (f"; interrupted after {len(replays)} of {len(entries)}" if interrupted else ""))
+    return corpus_exit_code(replays, interrupted)
+
+
 def _cmd_run(args) -> int:
     from scenarios.report import summary_table
     from scenarios.runner import RunFolderError, RunPlan, check_out_dir, run_suite
     from scenarios.suite import load_suite
 
+    if Path(args.suite).is_dir():
+        return _cmd_run_corpus(args)
+    if args.quick:
+        raise RunFolderError(f"--quick {args.suite}: --quick chooses among the regressions of a folder")
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise RunFolderError(f"--out {args.out} and --resume {args.resume}: a resumed run writes into the folder "
                              f"it resumes; give one of them")
@@ -147,7 +186,16 @@ def _cmd_run(args) -> int:
     print(summary_table(summary))
     print(f"results.json and report.md in {out}"
           + (f"; continue with: micromill run {args.suite} --resume {out}" if summary["interrupted"] else ""))
-    return _run_exit_code(summary)
+    if suite.regression is None or summary["interrupted"]:
+        return _run_exit_code(summary)
+    from scenarios.corpus import Replay, corpus_exit_code, corpus_table, property_verdict
+
+    reg = suite.regression
+    now, margin, detail = property_verdict(suite, out)
+    replay = Replay(Path(args.suite).name, reg.property.text, reg.found, reg.controller_version, reg.expect, now,
+                    reg.margin, margin, out, detail)
+    print(corpus_table([replay]))
+    return corpus_exit_code([replay])
 
 
 def _cmd_report(args) -> int:
@@ -373,7 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder of the replayed run (default runs/replay_<name>)")
     p.set_defaults(func=_cmd_replay)
     p = sub.add_parser("run", help="run a scenario suite")
-    p.add_argument("suite", help="suite TOML file, e.g. scenarios/twin_smoke.toml")
+    p.add_argument("suite", help="suite TOML file, e.g. scenarios/twin_smoke.toml, or a folder of regressions "
+                   "(scenarios/regressions/) to replay them all")
+    p.add_argument("--quick", action="store_true",
+                   help="with a folder of regressions: replay only those marked quick = true")
     p.add_argument("--scene", default=None, metavar="FILE",
                    help="scene TOML (or a name in scenes/) replacing the suite's scene")
     p.add_argument("--workers", type=_int_in(1, 10**9), default=None,

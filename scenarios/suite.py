@@ -25,6 +25,13 @@ Example (see ``scenarios/twin_smoke.toml``)::
 
     [thresholds]
     tip_reprojection_error_px = { max = 0.5 }
+
+    [regression]               # optional: a kept counterexample (scenarios.regression, scenarios/regressions/)
+    property = "tip_reprojection_error_px <= 0.5"
+    found = "2026-11-30"
+    controller_version = "micromill 0.1.0 (git a9c2f39)"
+    found_by = "micromill falsify ..."
+    margin = -0.25
 """
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ from scenes.schema import ConfigError, load_toml, problems_of
 from scenes.spec import SCENES_DIR, SceneFile, scene_from_dict
 from scenarios.jobs import JOBS, job_backend_problem
 from scenarios.limits import MAX_CASES
+from scenarios.regression import Regression, RegressionTable, build_regression, regression_problems
 
 AGGREGATES = ("mean", "median", "max", "min", "p95", "proportion")
 #: aggregates each metric kind allows (a proportion of 0/1 values only for binary metrics)
@@ -104,6 +112,8 @@ class Suite:
     job_parameters: dict[str, Distribution]
     metrics: dict[str, MetricSpec]
     thresholds: list[Threshold] = field(default_factory=list)
+    #: the kept counterexample's ``[regression]`` table (scenarios.regression); None for a plain suite
+    regression: Regression | None = None
 
 
 def _distribution(value: Any) -> Distribution:
@@ -246,6 +256,8 @@ class SuiteFile(BaseModel):
                                             description="the metrics the report aggregates")
     thresholds: dict[Key, ThresholdTable] = Field(default_factory=dict, max_length=MAX_PARAMETERS,
                                                   description="pass limits on aggregated metrics")
+    regression: RegressionTable | None = Field(None, description="a kept counterexample: the property it "
+                                               "violated and where it came from (scenarios.regression)")
 
 
 # ----- what a sampled range can produce ----------------------------------------------------
@@ -421,6 +433,9 @@ def suite_from_dict(raw: Any, source: str = "<dict>") -> Suite:
                 kind = entry.metrics[key]
                 errors.append(f"metrics.{key}.aggregate={agg!r}: {key} is a {kind} metric; allowed: "
                               f"{', '.join(AGGREGATES_BY_KIND[kind])} (proportion needs 0/1 values)")
+    errors.extend(regression_problems(raw, sorted(JOBS[job].metrics) if job is not None else None))
+    if isinstance(raw, dict) and isinstance(raw.get("regression"), dict) and st.get("cases", 1) != 1:
+        errors.append(f"suite.cases={fmt_value(st.get('cases'))}: a regression is one case; allowed: 1")
     metric_names = set(_table(raw, "metrics"))
     for key in _table(raw, "thresholds"):
         if key not in metric_names:
@@ -431,8 +446,9 @@ def suite_from_dict(raw: Any, source: str = "<dict>") -> Suite:
     s = f.suite
     metrics = {k: MetricSpec(k, m.aggregate, m.description, m.paper) for k, m in f.metrics.items()}
     thresholds = [Threshold(k, t.max, t.min) for k, t in f.thresholds.items()]
+    regression = None if f.regression is None else build_regression(f.regression, sorted(JOBS[s.job].metrics))
     return Suite(source, s.name, s.description, s.job, scene_file_path(s.scene), s.backend, s.seed, s.cases,
-                 dict(f.parameters.scene), dict(f.parameters.job), metrics, thresholds)
+                 dict(f.parameters.scene), dict(f.parameters.job), metrics, thresholds, regression)
 
 
 def with_scene(raw: Any, scene: str | None, source: str) -> Any:
