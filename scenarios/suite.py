@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, Field, PlainValidator, Strict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from scenes.fields import FROZEN, Int, Real, fmt_value, order_validator, resolve
+from scenes.fields import FROZEN, Bool, Int, Real, fmt_value, order_validator, resolve
 from hw_bridge.registry import backend_names
 from scenes.schema import ConfigError, load_toml, problems_of
 from scenes.spec import SCENES_DIR, SceneFile, scene_from_dict
@@ -104,6 +104,8 @@ class Suite:
     job_parameters: dict[str, Distribution]
     metrics: dict[str, MetricSpec]
     thresholds: list[Threshold] = field(default_factory=list)
+    #: ``[regression]``: the property this scenario violated and where it came from (None: not a regression)
+    regression: "RegressionTable | None" = None
 
 
 def _distribution(value: Any) -> Distribution:
@@ -235,6 +237,33 @@ class ThresholdTable(BaseModel):
         return self
 
 
+def _iso_date(value: str) -> str:
+    import datetime
+
+    try:
+        datetime.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO date, e.g. \"2026-11-30\"") from None
+    return value
+
+
+class RegressionTable(BaseModel):
+    """``[regression]``: a kept counterexample (``micromill falsify`` writes it; ``scenarios/regressions/``
+    replays it): the property it violated, when, by which controller version and command, and how."""
+
+    model_config = FROZEN
+
+    property: Annotated[str, Strict(), Field(min_length=1, max_length=2000)] = Field(
+        description="the property of the job's metrics the case violated (scenarios.properties)")
+    found: Annotated[str, Strict(), AfterValidator(_iso_date)] = Field(description="ISO date it was found")
+    controller_version: Annotated[str, Strict(), Field(max_length=200)] = Field(
+        description="package version and git commit that failed it")
+    found_by: Annotated[str, Strict(), Field(max_length=10000)] = Field("", description="the command that found it")
+    margin: Annotated[float, Strict(), Field(le=0.0)] = Field(
+        description="the property's margin on this case (<= 0: violated; -inf: the case errored)")
+    quick: Bool = Field(False, description="replays in under about 60 s (CI replays the quick ones)")
+
+
 class SuiteFile(BaseModel):
     """A suite file."""
 
@@ -246,6 +275,7 @@ class SuiteFile(BaseModel):
                                             description="the metrics the report aggregates")
     thresholds: dict[Key, ThresholdTable] = Field(default_factory=dict, max_length=MAX_PARAMETERS,
                                                   description="pass limits on aggregated metrics")
+    regression: RegressionTable | None = Field(None, description="a kept counterexample's provenance")
 
 
 # ----- what a sampled range can produce ----------------------------------------------------
@@ -421,6 +451,14 @@ def suite_from_dict(raw: Any, source: str = "<dict>") -> Suite:
                 kind = entry.metrics[key]
                 errors.append(f"metrics.{key}.aggregate={agg!r}: {key} is a {kind} metric; allowed: "
                               f"{', '.join(AGGREGATES_BY_KIND[kind])} (proportion needs 0/1 values)")
+        prop = _table(raw, "regression").get("property")
+        if isinstance(prop, str) and prop.strip():
+            from scenarios.properties import PropertyError, parse_property
+
+            try:
+                parse_property(prop, entry.metrics)
+            except PropertyError as exc:
+                errors.append(f"regression.property: {exc}")
     metric_names = set(_table(raw, "metrics"))
     for key in _table(raw, "thresholds"):
         if key not in metric_names:
@@ -432,7 +470,7 @@ def suite_from_dict(raw: Any, source: str = "<dict>") -> Suite:
     metrics = {k: MetricSpec(k, m.aggregate, m.description, m.paper) for k, m in f.metrics.items()}
     thresholds = [Threshold(k, t.max, t.min) for k, t in f.thresholds.items()]
     return Suite(source, s.name, s.description, s.job, scene_file_path(s.scene), s.backend, s.seed, s.cases,
-                 dict(f.parameters.scene), dict(f.parameters.job), metrics, thresholds)
+                 dict(f.parameters.scene), dict(f.parameters.job), metrics, thresholds, f.regression)
 
 
 def with_scene(raw: Any, scene: str | None, source: str) -> Any:
