@@ -493,7 +493,7 @@ def scenario_text(suite: Suite, prop: Property, ev: Evaluation, fixed_scene: dic
         p = by_name[name]
         (scene_vals if p.group == "scene" else job_vals)[p.key] = v
     lines = [f"# Counterexample to {prop.text!r}, found by micromill falsify in {suite.source}.",
-             f"# Replay: micromill run <this file>", "[suite]",
+             "# Replay: micromill run <this file>", "[suite]",
              f"name = {_toml_value(suite.name + '_counterexample')}",
              f"description = {_toml_value(f'Counterexample to {prop.text} (from {suite.name}): ' + _describe(ev.values))}",
              f"job = {_toml_value(suite.job)}", f"scene = {_toml_value(scene)}",
