@@ -134,3 +134,34 @@ def test_durations():
     for bad in ("0", "1w", "", "m"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def interrupting_job(ctx):
+    """Case 5 sends the falsify process Ctrl-C, as a user would."""
+    import os
+    import signal
+
+    if ctx.index == 5:
+        os.kill(os.getppid(), signal.SIGINT)
+    return CaseOutput({"value": ctx.job_parameters["x"], "other": 0.0})
+
+
+def test_ctrl_c_stops_and_keeps_what_was_found(planted, tmp_path, monkeypatch):
+    monkeypatch.setitem(JOBS, "planted", JobEntry(f"{__name__}:interrupting_job",
+                                                  {"x": 0.0, "y": 0.0, "mode": "a", "fixed": 0}, ("value", "other")))
+    out = tmp_path / "f"
+    code = main(["falsify", str(planted), "--property", "value <= 2", "--budget", "40", "--out", str(out),
+                 "--no-progress", "--workers", "2"])
+    assert code == 130
+    doc = json.loads((out / "falsify.json").read_text())
+    assert doc["stopped_by"] == "SIGINT" and 4 <= doc["searched_cases"] < 40
+    assert len((out / "evaluations.jsonl").read_text().splitlines()) == doc["searched_cases"]
+    assert (out / "search.png").is_file()
+
+
+def test_the_time_budget_stops_the_search(planted, tmp_path):
+    out = tmp_path / "f"
+    assert main(["falsify", str(planted), "--property", "value <= 2", "--budget", "400", "--time-budget", "0.001s",
+                 "--out", str(out), "--no-progress"]) == 0
+    doc = json.loads((out / "falsify.json").read_text())
+    assert doc["stopped_by"] == "time budget" and doc["searched_cases"] < 400
