@@ -20,7 +20,8 @@ milling case costs seconds, so the cases of a round run in parallel): rounds of 
 independent of ``--workers`` so that ``--seed`` alone fixes every case. Round 0 is the default
 scene (every searched parameter at its default: the scene file's value, the job's default) and
 random draws from the suite's distributions; each later round mixes draws with mutations of the
-closest cases so far (lowest margin; Gaussian steps of ``STEP`` of a range, a new draw for
+closest cases so far (lowest margin, ties broken by the sum of the top-level ``and`` terms'
+margins, ``conjuncts``; Gaussian steps of ``STEP`` of a range, a new draw for
 choices and seeds), so the search climbs towards a violation where the margin slopes and still
 explores where it is flat. It stops at the first round holding a violation (the earliest case in
 order is the counterexample), at ``--budget`` cases or at ``--time-budget``.
@@ -109,6 +110,13 @@ class Evaluation:
     metrics: dict[str, float]
     error: str | None
     wall_s: float
+    #: the secondary guide: the sum of the top-level conjuncts' margins (``conjuncts``)
+    slack: float = 0.0
+
+    @property
+    def rank(self) -> tuple[float, float]:
+        """Lower is closer to (or further into) a violation: the margin, then the slack."""
+        return (self.margin, self.slack)
 
 
 @dataclass
@@ -170,6 +178,19 @@ def _mutate(p: Param, value: Any, rng: np.random.Generator) -> Any:
             return d.sample(rng)
         return int(np.clip(round(value + rng.normal(0.0, STEP * (hi - lo))), lo, hi))
     return float(np.clip(value + rng.normal(0.0, STEP * (hi - lo)), lo, hi))
+
+
+def conjuncts(prop: Property, metric_names: Any) -> list[Property]:
+    """The top-level ``and`` terms of ``prop`` as properties of their own (``[prop]`` when it is no
+    ``and``). An ``and`` margin is the minimum of its terms', so a term at its boundary (``breaches
+    == 0`` has margin 0 whenever it holds) hides how close the others come; the sum of the terms'
+    margins breaks such ties and keeps the search guided."""
+    import ast
+
+    body = ast.parse(prop.text.strip(), mode="eval").body
+    if not (isinstance(body, ast.BoolOp) and isinstance(body.op, ast.And)):
+        return [prop]
+    return [parse_property(ast.unparse(v), metric_names) for v in body.values]
 
 
 # ---- running cases ---------------------------------------------------------------------------
@@ -260,6 +281,7 @@ class Falsifier:
         self.budget, self.shrink_budget, self.time_budget_s, self.seed = budget, shrink_budget, time_budget_s, seed
         self.evaluator = evaluator
         self.params, self.fixed_scene, self.fixed_job = space(suite)
+        self.terms = conjuncts(prop, JOBS[suite.job].metrics)
         self.by_name = {p.name: p for p in self.params}
         self.outcome = Outcome()
         self.progress = Progress(f"falsify {suite.name}", budget, enabled=progress)
@@ -304,12 +326,13 @@ class Falsifier:
                 continue
             r = results[ctx.index]
             if r.error is not None:
-                holds, margin = False, -math.inf
+                holds, margin, slack = False, -math.inf, -math.inf
             else:
                 v = self.prop.evaluate(r.metrics)
                 holds, margin = v.holds, v.margin
+                slack = float(sum(t.evaluate(r.metrics).margin for t in self.terms))
             ev = Evaluation(ctx.index, phase, s, dict(values), holds, margin, r.metrics,
-                            r.error.strip().splitlines()[-1] if r.error else None, r.wall_s)
+                            r.error.strip().splitlines()[-1] if r.error else None, r.wall_s, slack)
             self.outcome.evaluations.append(ev)
             self._record(ev)
             out.append(ev)
@@ -322,9 +345,9 @@ class Falsifier:
         self._log.flush()
         if ev.phase == "search":
             self.progress.update(ev.error is not None)
-        if self._best is None or ev.margin < self._best.margin:
+        if self._best is None or ev.rank < self._best.rank:
             self._best = ev
-            text = f"closest so far: margin {ev.margin:.4g} (case {ev.n}{', errored' if ev.error else ''}: " \
+            text = f"closest so far: margin {ev.margin:.4g}, slack {ev.slack:.4g} (case {ev.n}{', errored' if ev.error else ''}: " \
                    f"{_describe(ev.values)})"
             self.progress.status(f"margin {ev.margin:.3g}")
             self.progress.write(text)
@@ -337,7 +360,7 @@ class Falsifier:
         batch = []
         if first:
             batch.append(({}, self.suite.seed))               # the default scene, the suite's seed
-        closest = sorted(self.outcome.evaluations, key=lambda e: e.margin)[:3]
+        closest = sorted(self.outcome.evaluations, key=lambda e: e.rank)[:3]
         while len(batch) < k:
             if closest and rng.random() < MUTATE:
                 parent = closest[int(rng.integers(len(closest)))]
@@ -536,7 +559,7 @@ def search_figure(outcome: Outcome, path: Path, prop: Property) -> None:
     ax.scatter([e.n for e in bad], [shown(e) for e in bad], s=40, facecolors="none", edgecolors="red",
                label="violates")
     ax.axhline(0.0, color="red", linewidth=0.8, linestyle="--")
-    ax.set(xlabel="evaluated case", ylabel="property margin (< 0: violated; errored cases at the bottom)",
+    ax.set(xlabel="evaluated case", ylabel="margin (< 0: violated; errored: bottom)",
            title=f"search: {prop.text}"[:90])
     ax.legend(fontsize=7)
     by_n = {e.n: e for e in evs}
@@ -612,7 +635,7 @@ def falsify(suite: Suite, property_text: str, out_dir: Path, budget: int = 200, 
         "time_budget_s": time_budget_s, "stopped_by": outcome.stopped_by,
         "searched_cases": sum(e.phase == "search" for e in outcome.evaluations),
         "shrink_cases": sum(e.phase == "shrink" for e in outcome.evaluations),
-        "closest": asdict(min(outcome.evaluations, key=lambda e: e.margin)) if outcome.evaluations else None,
+        "closest": asdict(min(outcome.evaluations, key=lambda e: e.rank)) if outcome.evaluations else None,
         "first": asdict(outcome.first) if outcome.first else None,
         "counterexample": asdict(outcome.counterexample) if outcome.counterexample else None,
         "shrink_path": outcome.shrink_path, "scenario": None, "replay": None,
@@ -675,10 +698,12 @@ def summary_text(doc: dict[str, Any]) -> str:
              f"{doc['stopped_by']}"]
     if doc["closest"]:
         c = doc["closest"]
-        lines.append(f"closest case: margin {c['margin'] if c['margin'] is not None else '-inf'} "
-                     f"({_describe(c['values'])})")
+        lines.append(f"closest case: margin {c['margin'] if c['margin'] is not None else '-inf'}, slack "
+                     f"{c['slack'] if c['slack'] is not None else '-inf'} (case {c['n']}: {_describe(c['values'])})")
     ce = doc["counterexample"]
-    if ce is None:
+    if ce is None and doc["stopped_by"] in ("SIGINT", "SIGTERM"):
+        lines.append(f"stopped by {doc['stopped_by']} before a counterexample was found")
+    elif ce is None:
         lines.append("no counterexample found within the budget")
     else:
         lines.append(f"COUNTEREXAMPLE (margin {ce['margin'] if ce['margin'] is not None else '-inf'}"

@@ -165,3 +165,20 @@ def test_the_time_budget_stops_the_search(planted, tmp_path):
                  "--out", str(out), "--no-progress"]) == 0
     doc = json.loads((out / "falsify.json").read_text())
     assert doc["stopped_by"] == "time budget" and doc["searched_cases"] < 400
+
+
+def test_ties_at_a_boundary_are_broken_by_how_close_the_other_terms_come():
+    """``breaches == 0`` has margin 0 whenever it holds, so the ``and`` margin cannot tell a 19 um
+    bridge from a 0 um one; the sum of the terms' margins (the slack) can, and guides the search."""
+    from scenarios.falsify import conjuncts
+    from scenarios.properties import parse_property
+
+    metrics = JOBS["milling"].metrics
+    prop = parse_property("breaches == 0 and max_bridge_um <= 20", metrics)
+    terms = conjuncts(prop, metrics)
+    assert [t.text for t in terms] == ["breaches == 0", "max_bridge_um <= 20"]
+    near, far = {"breaches": 0, "max_bridge_um": 19.0}, {"breaches": 0, "max_bridge_um": 0.0}
+    assert prop.evaluate(near).margin == prop.evaluate(far).margin
+    assert sum(t.evaluate(near).margin for t in terms) < sum(t.evaluate(far).margin for t in terms)
+    assert conjuncts(parse_property("breaches == 0 or max_bridge_um <= 20", metrics), metrics)[0].text == \
+        "breaches == 0 or max_bridge_um <= 20"
