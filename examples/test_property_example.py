@@ -26,3 +26,11 @@ def test_my_planner_never_breaches(twin_window, skull, perception):
     """With perfect completion sensing the shipped controller never breaches the membrane."""
     outcome = twin_window(skull, job=perception)
     assert outcome.holds("breaches == 0"), outcome.notes.get("why")
+
+
+def test_a_twin_session_holds_the_arm_where_asked(twin_session):
+    """The lower-level fixture: an active twin session on a scene of your choosing."""
+    with twin_session({"skull.seed": 3}) as session:
+        home = session.loop.state.position.copy()
+        session.loop.hold(0.1)
+        assert abs(session.loop.state.position - home).max() < 1e-3

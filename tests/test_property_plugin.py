@@ -53,10 +53,10 @@ def test_the_plugin_is_registered_as_a_pytest11_entry_point():
 
 
 def test_the_worked_example_runs():
-    """examples/test_property_example.py through the plugin: 2 fits and 1 oracle window on skulls()."""
+    """examples/test_property_example.py through the plugin: 2 fits and 1 oracle window on skulls(), 1 session."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "scenarios.testing.plugin", "-p",
                            "no:cacheprovider", str(ROOT / "examples" / "test_property_example.py")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 passed" in proc.stdout
+    assert "3 passed" in proc.stdout

@@ -18,7 +18,7 @@ overrides (dotted keys, as the strategies draw them) and built on the pipeline a
 suite runs, not on a second pipeline:
 
 - ``twin_session(overrides=None, seed=0)``: a context manager giving an active twin session
-  (``controllers.pipeline.Session``, its hardware ``session.hw``); a test that raises inside it
+  (``controllers.pipeline.Session``, its hardware ``session.loop.hw``); a test that raises inside it
   leaves the twin stopped with the cause (drill off, holding), as a suite case does;
 - ``calibrated_rig(overrides=None, calibration_seed=0)``: the rig's calibration
   (``CalibrationOutcome``), computed once per rig and seed in the test process (the milling
