@@ -541,7 +541,7 @@ def scenario_text(suite: Suite, prop: Property, ev: Evaluation, fixed_scene: dic
 
 
 def search_figure(outcome: Outcome, path: Path, prop: Property) -> None:
-    """Margin per evaluated case (search), and the shrink path (margin and non-default parameters)."""
+    """Margin (and slack) per evaluated case, and the shrink path (margin and non-default parameters)."""
     from scenarios.report import plt
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4))
@@ -559,6 +559,11 @@ def search_figure(outcome: Outcome, path: Path, prop: Property) -> None:
     ax.scatter([e.n for e in bad], [shown(e) for e in bad], s=40, facecolors="none", edgecolors="red",
                label="violates")
     ax.axhline(0.0, color="red", linewidth=0.8, linestyle="--")
+    if any(e.slack != e.margin for e in evs):      # the tie-breaker, where the margin alone is flat
+        axs = ax.twinx()
+        ok = [e for e in evs if math.isfinite(e.slack)]
+        axs.scatter([e.n for e in ok], [e.slack for e in ok], s=12, marker="x", color="tab:orange")
+        axs.set_ylabel("slack: sum of the and-terms' margins (x)", color="tab:orange")
     ax.set(xlabel="evaluated case", ylabel="margin (< 0: violated; errored: bottom)",
            title=f"search: {prop.text}"[:90])
     ax.legend(fontsize=7)
