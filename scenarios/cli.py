@@ -27,11 +27,12 @@ reported with every offending field; 3 (demo) a hardware or safety stop ended th
 run's link check failed; 4 (demo) the controller stopped without finishing (no trajectory,
 milling timeout or perception lost); 5 (demo, replay) a controller raised an error (e.g.
 ``CalibrationError``: a ``STOPPED:`` line names it, the traceback is in OUT/error.txt); 130 / 143
-a run stopped by Ctrl-C / SIGTERM. ``falsify``: 0 no counterexample within the budget, 1 a
-counterexample found (written as OUT/counterexample.toml and replayed in OUT/replay), 2 bad input
-(a property with bad syntax or an unknown metric, a bad suite, budget or output folder: before any
-case runs), 130 / 143 stopped by Ctrl-C / SIGTERM (what was found so far is written); (a suite writes what finished, and ``--resume`` continues it;
-the demo stops the robot and saves what it computed). Every stop of the demo or of a suite case,
+a run stopped by Ctrl-C / SIGTERM (a suite writes what finished, and ``--resume`` continues it;
+the demo stops the robot and saves what it computed). ``falsify``: 0 no counterexample within the
+budget, 1 a counterexample found (written as OUT/counterexample.toml and replayed in OUT/replay),
+2 bad input (a property with bad syntax or an unknown metric, a bad suite, budget or output
+folder: refused before any case runs), 130 / 143 stopped by Ctrl-C / SIGTERM (what was found so
+far is written). Every stop of the demo or of a suite case,
 whatever raised it, ends with the drill off and the arm holding (``Hardware.stop``) and the cause
 in ``summary.json`` (demo) or the case's ``error`` and ``report.md`` (suite). The demo's codes:
 ``scenarios.demo.demo_exit_code``; without a twin there is no verdict and the code follows the
