@@ -82,12 +82,15 @@ def test_finds_the_planted_violation_and_shrinks_it_to_the_cause(planted, tmp_pa
     assert "COUNTEREXAMPLE" in capsys.readouterr().out
 
 
-def test_same_seed_same_search(planted, tmp_path):
+def test_same_seed_same_search_whatever_the_workers(planted, tmp_path):
     suite = load_suite(planted)
-    a = falsify(suite, "value <= 0.7", tmp_path / "a", budget=12, seed=3, progress=False, log=lambda s: None)
-    b = falsify(suite, "value <= 0.7", tmp_path / "b", budget=12, seed=3, progress=False, log=lambda s: None)
+    a = falsify(suite, "value <= 0.7", tmp_path / "a", budget=12, seed=3, workers=1, progress=False,
+                log=lambda s: None)
+    b = falsify(suite, "value <= 0.7", tmp_path / "b", budget=12, seed=3, workers=2, progress=False,
+                log=lambda s: None)
     assert a["counterexample"]["values"] == b["counterexample"]["values"]
     assert a["counterexample"]["seed"] == b["counterexample"]["seed"]
+    assert a["shrink_path"] == b["shrink_path"]
 
 
 def test_nothing_found_within_the_budget_exits_0(planted, tmp_path):
