@@ -162,10 +162,6 @@ def space(suite: Suite) -> tuple[list[Param], dict[str, Any], dict[str, Any]]:
     return params, fixed_scene, fixed_job
 
 
-def _draw(p: Param, rng: np.random.Generator) -> Any:
-    return p.dist.sample(rng)
-
-
 def _mutate(p: Param, value: Any, rng: np.random.Generator) -> Any:
     """A step from ``value``: Gaussian within a range (integers rounded; a seed-like integer range
     wider than 1000 values is drawn anew), a new draw for choices."""
@@ -371,7 +367,7 @@ class Falsifier:
                     full[p.name] = _mutate(p, full[p.name], rng)
                 batch.append((self._non_default(full), parent.seed))
             else:
-                full = {p.name: _draw(p, rng) for p in self.params}
+                full = {p.name: p.dist.sample(rng) for p in self.params}
                 batch.append((self._non_default(full), int(rng.integers(2**31))))
         return batch
 
