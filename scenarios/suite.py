@@ -25,6 +25,14 @@ Example (see ``scenarios/twin_smoke.toml``)::
 
     [thresholds]
     tip_reprojection_error_px = { max = 0.5 }
+
+    [regression]               # optional: a kept counterexample (``micromill falsify`` writes it)
+    property = "tip_reprojection_error_px <= 0.5"
+    found = "2026-11-30"
+    controller_version = "micromill 0.1.0 (git a9c2f39)"
+    found_by = "micromill falsify ..."
+    margin = -0.2
+    quick = true
 """
 from __future__ import annotations
 
