@@ -7,6 +7,8 @@
                   [--record] [--record-image-scale S] [--no-progress]
     micromill run REGRESSIONS_DIR [--quick] [--workers N] [--out DIR] [--force] [--no-progress]
     micromill report DIR
+    micromill falsify SUITE.toml --property TEXT [--budget N] [--time-budget 30m] [--shrink-budget N] [--out DIR]
+                      [--seed N] [--workers N] [--engine local|ray] [--address A] [--no-progress]
     micromill sensitivity SPEC.toml [--cases N] [--workers N] [--out DIR] [--resume | --report-only] [--no-progress]
     micromill replay FILE.mcap [--out DIR]
     micromill backends
@@ -27,7 +29,11 @@ run's link check failed; 4 (demo) the controller stopped without finishing (no t
 milling timeout or perception lost); 5 (demo, replay) a controller raised an error (e.g.
 ``CalibrationError``: a ``STOPPED:`` line names it, the traceback is in OUT/error.txt); 130 / 143
 a run stopped by Ctrl-C / SIGTERM (a suite writes what finished, and ``--resume`` continues it;
-the demo stops the robot and saves what it computed). Every stop of the demo or of a suite case,
+the demo stops the robot and saves what it computed). ``falsify``: 0 no counterexample within the
+budget, 1 a counterexample found (written as OUT/counterexample.toml and replayed in OUT/replay),
+2 bad input (a property with bad syntax or an unknown metric, a bad suite, budget or output
+folder: refused before any case runs), 130 / 143 stopped by Ctrl-C / SIGTERM (what was found so
+far is written). Every stop of the demo or of a suite case,
 whatever raised it, ends with the drill off and the arm holding (``Hardware.stop``) and the cause
 in ``summary.json`` (demo) or the case's ``error`` and ``report.md`` (suite). The demo's codes:
 ``scenarios.demo.demo_exit_code``; without a twin there is no verdict and the code follows the
@@ -54,7 +60,7 @@ import sys
 from pathlib import Path
 
 from scenarios.limits import (MAX_BATCH_SIZE, MAX_CASES, MAX_EPOCHS, MAX_EXPORT_EVERY, MAX_EXPORT_FRAMES,
-                              MAX_TRAIN_SCENES, MAX_WORKERS)
+                              MAX_FALSIFY_CASES, MAX_TRAIN_SCENES, MAX_WORKERS)
 
 
 def _recorder(path: str | None, image_scale: float, program: str, arguments: dict, backend: str, seed: int,
@@ -206,6 +212,30 @@ def _cmd_report(args) -> int:
     print(summary_table(summary))
     print(f"results.json and report.md rebuilt in {args.dir}")
     return 0 if summary["passed"] else 1
+
+
+def _cmd_falsify(args) -> int:
+    from scenarios.falsify import (FalsifyInputError, exit_code, falsify, found_by_command, parse_duration,
+                                   summary_text)
+    from scenarios.properties import PropertyError
+    from scenarios.suite import load_suite
+
+    try:
+        time_budget_s = parse_duration(args.time_budget) if args.time_budget is not None else None
+    except ValueError as exc:
+        return _input_error(ValueError(f"--time-budget: {exc}"))
+    suite = load_suite(args.suite)
+    out = Path(args.out or Path("runs") / f"falsify_{suite.name}")
+    try:
+        doc = falsify(suite, args.property, out, budget=args.budget, time_budget_s=time_budget_s,
+                      shrink_budget=args.shrink_budget, seed=args.seed, workers=args.workers or 1,
+                      engine=args.engine, address=args.address, progress=not args.no_progress,
+                      found_by=found_by_command(args.suite, args.property, args.budget, args.seed, args.time_budget))
+    except (PropertyError, FalsifyInputError) as exc:
+        return _input_error(exc)
+    print(summary_text(doc))
+    print(f"falsify.json, evaluations.jsonl and search.png in {out}")
+    return exit_code(doc)
 
 
 def _cmd_sensitivity(args) -> int:
@@ -450,6 +480,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rebuild results.json and report.md of a run from its cases.jsonl")
     p.add_argument("dir", help="a run's output folder")
     p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("falsify", help="search a suite's parameter space for a case violating a property of its "
+                       "metrics, shrink it, keep it as a scenario")
+    p.add_argument("suite", help="suite TOML file whose [parameters] distributions span the space")
+    p.add_argument("--property", required=True,
+                   help='a condition on the job\'s metrics, e.g. "breaches == 0 and max_bridge_um <= 20"')
+    p.add_argument("--budget", type=_int_in(1, MAX_FALSIFY_CASES), default=200,
+                   help=f"cases to search, 1..{MAX_FALSIFY_CASES} (default 200)")
+    p.add_argument("--time-budget", default=None, metavar="DURATION",
+                   help="stop searching after this long, e.g. 90s, 30m, 2h (at most 7 days)")
+    p.add_argument("--shrink-budget", type=_int_in(1, MAX_FALSIFY_CASES), default=40,
+                   help=f"cases to shrink a counterexample with, 1..{MAX_FALSIFY_CASES} (default 40)")
+    p.add_argument("--out", default=None, help="output folder (default runs/falsify_<suite name>); must be empty or new")
+    p.add_argument("--seed", type=_seed, default=0, help="seeds the search (default 0)")
+    p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=None,
+                   help=f"local engine: processes, 1..{MAX_WORKERS} (default 1); ray: tasks in flight")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: processes on this machine (default); ray: tasks on a Ray cluster")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT", help="--engine ray: the cluster")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_falsify)
     p = sub.add_parser("sensitivity", help="sweep each uncertain parameter over its range (one-at-a-time, same "
                        "case seeds) -> sensitivity.json, .png, .md")
     p.add_argument("spec", help="sensitivity spec TOML, e.g. scenarios/sensitivity.toml")

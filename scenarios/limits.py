@@ -19,3 +19,8 @@ MAX_EXPORT_EVERY = 1_000_000
 MAX_LABELLED_IMAGES = 20000
 #: images per training batch (``micromill train keypoints --batch-size``)
 MAX_BATCH_SIZE = 256
+#: cases one ``micromill falsify`` may run while searching (``--budget``) and while shrinking
+#: (``--shrink-budget``)
+MAX_FALSIFY_CASES = 100000
+#: ``micromill falsify --time-budget``: at most a week (seconds)
+MAX_FALSIFY_SECONDS = 7 * 24 * 3600

@@ -59,6 +59,11 @@ class Progress:
               f"{_clock(elapsed)} elapsed{left}", file=self.stream, flush=True)
         self._last_line, self._last_done = now, self.done
 
+    def status(self, text: str) -> None:
+        """A short status after the bar's counts (e.g. the closest case so far); a log gets none (write lines)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text[:80])
+
     def write(self, message: str) -> None:
         if self._bar is not None:
             self._bar.write(message, file=self.stream)
