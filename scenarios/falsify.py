@@ -607,11 +607,15 @@ def check_counts(budget: int, shrink_budget: int, workers: int) -> None:
 
 def falsify(suite: Suite, property_text: str, out_dir: Path, budget: int = 200, time_budget_s: float | None = None,
             shrink_budget: int = 40, seed: int = 0, workers: int = 1, engine: str = "local",
-            address: str | None = None, progress: bool = True, found_by: str = "",
+            address: str | None = None, progress: bool = True, found_by: str | None = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Search ``suite`` for a violation of ``property_text``, shrink and write it (module docstring);
-    returns ``falsify.json``'s content. Bad input (``PropertyError``, ``FalsifyInputError``,
-    ``ConfigError``) is raised before any case runs."""
+    returns ``falsify.json``'s content. ``found_by`` (the command, for the ``[regression]`` table)
+    defaults to the equivalent ``micromill falsify`` command line. Bad input (``PropertyError``,
+    ``FalsifyInputError``, ``ConfigError``) is raised before any case runs."""
+    if not found_by:
+        found_by = found_by_command(str(suite.source), property_text, budget, seed,
+                                    None if time_budget_s is None else f"{time_budget_s:g}s")
     from scenarios.runner import plan_workers
 
     prop = parse_property(property_text, JOBS[suite.job].metrics)

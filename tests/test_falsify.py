@@ -72,7 +72,7 @@ def test_finds_the_planted_violation_and_shrinks_it_to_the_cause(planted, tmp_pa
     assert reg["property"] == "value <= 0.7" and reg["margin"] == pytest.approx(ce["margin"]) and reg["quick"] is True
     assert reg["found_by"].startswith("micromill falsify ") and "--seed 0" in reg["found_by"]
     assert reg["controller_version"].startswith("micromill ")
-    assert load_suite(out / "counterexample.toml").regression.property == "value <= 0.7"
+    assert load_suite(out / "counterexample.toml").regression.property.text == "value <= 0.7"
     assert doc["replay"]["violates"] and doc["replay"]["same_metrics"]
     assert (out / "search.png").is_file() and (out / "replay" / "report.md").is_file()
     # micromill run replays it: the same value, the same violation
