@@ -19,10 +19,11 @@ Where the ranges come from (one source each, never restated here):
   the paper's 0.2432.
 
 Groups (``SCENE_GROUPS``): ``skull`` (``skulls()``), ``rig`` (``rigs()``), ``physics``
-(``physics()``); ``scene_overrides()`` merges the groups asked for. **Extension point for fault
-schedules**: issue 14 part 4 adds ``faults()`` (dropped frames, image latency, outliers,
-joint-state delay, lost connection) and registers it as ``SCENE_GROUPS["faults"]``; it is not in
-this module until that part lands.
+(``physics()``); ``scene_overrides()`` merges the groups asked for. Job parameters are drawn
+apart from the scene: ``perception_errors()`` (the oracle's error model) and ``faults()`` (fault
+schedules: dropped frames, image latency, keypoint and completion outliers, joint-state delay and
+freezes, a lost connection mid-cut; ``scenarios.testing.fault_strategies``, re-exported here),
+both milling-job parameter dicts shrinking towards "none".
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from hypothesis import strategies as st
 from scenes.fields import resolve
 from scenes.schema import ConfigError, load_toml
 from scenes.spec import DEFAULT_SCENE, SceneFile, scene_from_dict
+from scenarios.testing.fault_strategies import faults
 
 SUITES_DIR = Path(__file__).resolve().parent.parent
 
@@ -180,7 +182,7 @@ def physics() -> st.SearchStrategy[dict[str, Any]]:
     return _group(_physics_ranges())
 
 
-#: the scene groups ``scene_overrides`` merges; issue 14 part 4 registers ``"faults"`` here
+#: the scene groups ``scene_overrides`` merges (a new group of scene fields registers here)
 SCENE_GROUPS: dict[str, Callable[[], st.SearchStrategy[dict[str, Any]]]] = {
     "skull": skulls, "rig": rigs, "physics": physics}
 
@@ -215,5 +217,5 @@ def perception_errors() -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(fields)
 
 
-__all__ = ["SCENE_GROUPS", "field_bounds", "perception_errors", "physics", "rigs", "scene_default", "scene_field",
+__all__ = ["SCENE_GROUPS", "faults", "field_bounds", "perception_errors", "physics", "rigs", "scene_default", "scene_field",
            "scene_overrides", "skulls", "value_strategy"]
