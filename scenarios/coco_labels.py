@@ -190,6 +190,25 @@ def group_of(image: CocoImage) -> str:
     return image.group if image.group is not None else re.sub(r"[_-](left|right)$", "", Path(image.file_name).stem)
 
 
+def read_label_image(path: Path, im: CocoImage, index: int,
+                     first: tuple[Path, np.ndarray] | None) -> tuple[Path, np.ndarray]:
+    """``images[index]`` of the labels file ``path``: its file (``resolve_image``) and the image
+    (BGR uint8), checked to be readable, of the size the labels say, and of the size of the data
+    set's ``first`` image (file, image) when given; ``LabelError`` naming the file otherwise."""
+    file = resolve_image(path.parent, im, index, path)
+    image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+    if image is None:
+        raise LabelError(f"{file}: not a readable image (images[{index}] of {path})")
+    if image.shape[:2] != (im.height, im.width):
+        raise LabelError(f"{path}: images[{index}] ({im.file_name!r}) says width x height = {im.width} x "
+                         f"{im.height} px, the file is {image.shape[1]} x {image.shape[0]} px")
+    if first is not None and image.shape != first[1].shape:
+        raise LabelError(f"{file}: {image.shape[1]} x {image.shape[0]} px, but {first[0]} is "
+                         f"{first[1].shape[1]} x {first[1].shape[0]} px: one data set holds images of one "
+                         f"size (the camera's)")
+    return file, image
+
+
 def resolve_image(root: Path, image: CocoImage, index: int, path: Path) -> Path:
     """The file of ``images[index]`` of the labels file ``path``: under ``root``, else ``root/images``."""
     for base in (root, root / "images"):
@@ -250,22 +269,11 @@ def load_keypoint_labels(data: Path | str, target: str, progress: bool = False) 
                                  f"{im.width}, 0 <= y <= {im.height}")
             keypoints[i, j] = (x, y)
             visible[i, j] = v == 2
-    root = path.parent
     images, files = [], []
     from tqdm import tqdm
 
     for i, im in enumerate(tqdm(coco.images, desc="images", unit="img", disable=not progress)):
-        file = resolve_image(root, im, i, path)
-        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if image is None:
-            raise LabelError(f"{file}: not a readable image (images[{i}] of {path})")
-        if image.shape[:2] != (im.height, im.width):
-            raise LabelError(f"{path}: images[{i}] ({im.file_name!r}) says width x height = {im.width} x "
-                             f"{im.height} px, the file is {image.shape[1]} x {image.shape[0]} px")
-        if images and image.shape != images[0].shape:
-            raise LabelError(f"{file}: {image.shape[1]} x {image.shape[0]} px, but {files[0]} is "
-                             f"{images[0].shape[1]} x {images[0].shape[0]} px: one data set holds images of one "
-                             f"size (the camera's)")
+        file, image = read_label_image(path, im, i, None if not images else (files[0], images[0]))
         images.append(image)
         files.append(file)
     return LabelledImages(np.stack(images), keypoints, visible, files, [group_of(im) for im in coco.images], names, path)

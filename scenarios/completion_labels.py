@@ -35,12 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import cv2
 import numpy as np
 from pydantic import Field, ValidationError
 
 from controllers.perception.completion_detector import CropConfig, crop_window, window_crop_box
-from scenarios.coco_labels import CocoImage, LabelError, LabelModel, error_location, group_of, resolve_image
+from scenarios.coco_labels import CocoImage, LabelError, LabelModel, error_location, group_of, read_label_image
 from scenarios.limits import MAX_LABELLED_IMAGES
 
 Level = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -122,16 +121,7 @@ def load_completion_labels(data: Path | str, progress: bool = False) -> Completi
                              f"image: allowed 0 <= x <= {im.width}, 0 <= y <= {im.height}")
         if np.mean(np.linalg.norm(xy[1:] - xy[0], axis=1)) < 1.0:
             raise LabelError(f"{where}.points_px lie less than 1 px from window_centre_px on average: not a window")
-        file = resolve_image(path.parent, im, i, path)
-        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if image is None:
-            raise LabelError(f"{file}: not a readable image (images[{i}] of {path})")
-        if image.shape[:2] != (im.height, im.width):
-            raise LabelError(f"{where} ({im.file_name!r}) says width x height = {im.width} x {im.height} px, the "
-                             f"file is {image.shape[1]} x {image.shape[0]} px")
-        if images and image.shape != images[0].shape:
-            raise LabelError(f"{file}: {image.shape[1]} x {image.shape[0]} px, but {files[0]} is "
-                             f"{images[0].shape[1]} x {images[0].shape[0]} px: one data set holds images of one size")
+        file, image = read_label_image(path, im, i, None if not images else (files[0], images[0]))
         images.append(image)
         files.append(file)
         points.append(xy[1:])
