@@ -188,17 +188,23 @@ def _keypoints(xy: np.ndarray | None, width: int, height: int) -> list[float]:
     return [round(float(xy[0]), 3), round(float(xy[1]), 3), 2]
 
 
-def write_painted_dataset(out: Path | str, n_images: int, width: int = 320, height: int = 192, seed: int = 0,
-                          no_drill_fraction: float = 0.15) -> Path:
-    """Paint ``n_images`` labelled images into ``out/images`` and write ``out/annotations.json``
-    (COCO keypoints, the categories of ``micromill export-frames``); returns the JSON's path."""
+def _prepare(out: Path | str, n_images: int, width: int, height: int, seed: int) -> tuple[Path, np.random.Generator]:
+    """Check the counts a user typed (images, size in px), make ``out/images``; the output folder
+    and the generator seeded by ``seed``."""
     if not 1 <= n_images <= MAX_PAINTED_IMAGES:
         raise ValueError(f"n_images={n_images} must be in [1, {MAX_PAINTED_IMAGES}]")
     if not (64 <= width <= 4096 and 64 <= height <= 4096):
         raise ValueError(f"width x height = {width} x {height} px must be within 64..4096 px each")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    return out, np.random.default_rng(seed)
+
+
+def write_painted_dataset(out: Path | str, n_images: int, width: int = 320, height: int = 192, seed: int = 0,
+                          no_drill_fraction: float = 0.15) -> Path:
+    """Paint ``n_images`` labelled images into ``out/images`` and write ``out/annotations.json``
+    (COCO keypoints, the categories of ``micromill export-frames``); returns the JSON's path."""
+    out, rng = _prepare(out, n_images, width, height, seed)
     images, annotations = [], []
     for i in range(n_images):
         p = paint_image(rng, width, height, drill=rng.random() >= no_drill_fraction)
@@ -221,13 +227,7 @@ def write_painted_completion(out: Path | str, n_images: int, width: int = 480, h
                              seed: int = 0) -> Path:
     """Paint ``n_images`` images, each with a groove of random completion, into ``out/images`` and
     write ``out/completion.json`` (``scenarios.completion_labels``); returns the JSON's path."""
-    if not 1 <= n_images <= MAX_PAINTED_IMAGES:
-        raise ValueError(f"n_images={n_images} must be in [1, {MAX_PAINTED_IMAGES}]")
-    if not (64 <= width <= 4096 and 64 <= height <= 4096):
-        raise ValueError(f"width x height = {width} x {height} px must be within 64..4096 px each")
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    out, rng = _prepare(out, n_images, width, height, seed)
     images = []
     for i in range(n_images):
         p = paint_image(rng, width, height, drill=False, window=True)
