@@ -31,3 +31,9 @@ class ConnectionLost(HardwareError):
 class EndOfRun(HardwareError):
     """Not a fault: the backend has nothing more to give (a replay past its last recorded tick). The
     safety layer passes it on as it is, without a safety stop."""
+
+
+def stop_cause(exc: BaseException) -> str:
+    """How a stop caused by ``exc`` is named (``Hardware.fault``, the recording, a run's
+    ``stopped_by``): ``"Type: message"``."""
+    return f"{type(exc).__name__}: {exc}"

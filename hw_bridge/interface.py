@@ -47,7 +47,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from hw_bridge.commands import check_joint_command
-from hw_bridge.errors import CommandRejected, ConnectionLost, EndOfRun, HardwareError, LifecycleError, SafetyStop
+from hw_bridge.errors import (CommandRejected, ConnectionLost, EndOfRun, HardwareError, LifecycleError, SafetyStop,
+                              stop_cause)
 from hw_bridge.rig import JointLimits, RigDescription
 from hw_bridge.safety import TrackingMonitor, Watchdog, WorkspaceBox, arming_decision
 from scenes.robot_description import RobotDescription
@@ -277,7 +278,7 @@ class Hardware(ABC):
         (``stop``), then everything is released (``close``)."""
         try:
             if exc is not None:
-                self.stop(f"{exc_type.__name__}: {exc}")
+                self.stop(stop_cause(exc))
         finally:
             self.close()
 

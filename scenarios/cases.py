@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from hw_bridge.errors import stop_cause
 from scenarios.jobs import JOBS
 from scenarios.suite import Suite
 
@@ -69,11 +70,6 @@ def case_hardware(ctx: CaseContext, scene, seed: int | None = None, tag: str = "
     hw = make_hardware(ctx.backend, scene, seed, armed=ctx.armed, recorder=recorder)
     _opened.append(hw)
     return hw
-
-
-def stop_cause(exc: BaseException) -> str:
-    """How a stop caused by ``exc`` is named (``hw.fault``, the recording): ``"Type: message"``."""
-    return f"{type(exc).__name__}: {exc}"
 
 
 @contextmanager

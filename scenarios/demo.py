@@ -58,7 +58,7 @@ from tqdm import tqdm
 from controllers.pipeline import STAGES, Networks, WindowResult, camera_sensor, load_networks, open_session, run_window
 from controllers.reconstruction import save_camera_model
 from controllers.settings import PerceptionSettings
-from hw_bridge.errors import HardwareError
+from hw_bridge.errors import HardwareError, stop_cause
 from hw_bridge.interface import Hardware, Lifecycle
 from hw_bridge.registry import make_hardware
 from scenes.spec import SceneSpec, load_scene
@@ -281,11 +281,11 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
             result = run_window(open_session(hw), networks, scene.controllers, until=until, on_stage=on_stage,
                                 progress=progress, make_sensor=make_sensor if has_truth else None)
     except HardwareError as exc:         # a stop while the session opens
-        result.stopped_by = f"{type(exc).__name__}: {exc}"
+        result.stopped_by = stop_cause(exc)
     except (Exception, KeyboardInterrupt) as exc:     # a controller raised, or the operator pressed Ctrl-C
         error = {"type": type(exc).__name__, "message": str(exc), "traceback": "error.txt"}
         result.stopped_by = ("KeyboardInterrupt: interrupted by the operator (Ctrl-C)"
-                             if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
+                             if isinstance(exc, KeyboardInterrupt) else stop_cause(exc))
         (out_dir / "error.txt").write_text(traceback.format_exc())
         wrote("error.txt")
     finally:

@@ -16,22 +16,7 @@ from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Lifecycle
 from scenarios.cli import main
 from scenes.spec import load_scene
-
-
-class _Events:
-    """A recorder that keeps the safety events (kind, message) and whether it was closed."""
-
-    def __init__(self):
-        self.events, self.closed = [], False
-
-    def on_event(self, now_s, kind, message):
-        self.events.append((kind, message))
-
-    def close(self):
-        self.closed = True
-
-    def __getattr__(self, name):              # on_tick, on_command, on_frame, on_drill, on_decision
-        return lambda *args, **kwargs: None
+from event_recorder import EventRecorder
 
 
 def _raising_window(exc: BaseException):
@@ -54,7 +39,7 @@ def _raising_window(exc: BaseException):
 def test_a_controller_error_stops_the_robot_and_saves_the_summary(tmp_path, monkeypatch, exc, code, cause):
     """Fails before the fix: the exception escaped run_demo as a traceback, no summary.json."""
     monkeypatch.setattr(demo, "run_window", _raising_window(exc))
-    rec = _Events()
+    rec = EventRecorder()
     hw = MockHardware(load_scene(None, {"control.period_s": 0.02}), 0, recorder=rec)
     summary = demo.run_demo(tmp_path, load_scene(None, {"control.period_s": 0.02}), hw=hw)
     assert summary["exit_code"] == demo.demo_exit_code(summary) == code
@@ -139,7 +124,6 @@ def test_a_given_hardware_is_closed_when_the_input_is_refused(tmp_path):
     with pytest.raises(demo.DemoInputError, match="cannot be written"):
         demo.run_demo(tmp_path / "file.txt" / "sub", load_scene(None), hw=hw)
     assert hw.state is Lifecycle.FINALIZED
-
 
 
 @pytest.fixture(scope="module")

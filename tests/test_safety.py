@@ -20,6 +20,7 @@ from hw_bridge.interface import Lifecycle
 from hw_bridge.safety import ArmingError, WorkspaceBox
 from scenes.frames import apply, invert
 from scenes.spec import load_scene
+from event_recorder import EventRecorder
 
 FAST = {"control.period_s": 0.01}
 #: a fixed stereo pair for the mock's cameras (the frame watchdog needs frames, not their content)
@@ -374,22 +375,6 @@ def test_ignore_commands_fault_keeps_the_mock_arm_still():
     hw.close()
 
 
-class _Events:
-    """A recorder that keeps the safety events and whether it was closed."""
-
-    def __init__(self):
-        self.events, self.closed = [], False
-
-    def on_event(self, now_s, kind, message):
-        self.events.append((kind, message))
-
-    def close(self):
-        self.closed = True
-
-    def __getattr__(self, name):                   # on_tick, on_command, ...: ignored
-        return lambda *args: None
-
-
 def test_a_joint_that_does_not_follow_its_commands_stops_an_armed_run():
     """A stuck or passive joint (the ignore_commands fault) is noticed by tracking, with the joint,
     its command, its measured position and for how long, well before the tool could leave the box."""
@@ -443,7 +428,7 @@ class _ErrorReply(MockHardware):
 
 
 def test_a_backend_error_while_active_is_a_safe_stop():
-    events = _Events()
+    events = EventRecorder()
     hw = _active(cls=_ErrorReply, recorder=events)
     q = hw.read().position
     hw.set_drill(True, 20000.0)
@@ -483,7 +468,7 @@ class _BrokenShutdown(MockHardware):
 
 
 def test_close_runs_every_step_even_when_the_drill_off_fails():
-    events = _Events()
+    events = EventRecorder()
     hw = _active(cls=_BrokenShutdown, recorder=events)
     hw.set_drill(True, 20000.0)
     with pytest.raises(HardwareError) as exc:
