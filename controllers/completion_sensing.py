@@ -5,8 +5,11 @@ in {R} and the tool pose at the frame's exposure, the levels c_i in [0, 1] (NaN 
 point cannot be seen). ``CameraCompletionSensor`` is the real one: it projects the points into
 the left image through the calibration (T_mi_to_r) and the stereo camera model, marks points
 hidden behind the drill (burr, neck and shank silhouettes, from the rig's drill geometry and
-the tool pose) and runs the completion CNN. A sim-only oracle with the same interface lives in
-``twin/completion_oracle.py``.
+the tool pose) and runs the completion CNN. ``ThicknessCompletionSensor`` (issue 15) reads the
+remaining bone thickness at each point with the thickness classifier on both cameras and maps
+it to c_i (``completion_from_thickness``); the scene's ``[controllers.perception]
+completion_sensor`` chooses between the two (``controllers.pipeline.completion_sensor``). A
+sim-only oracle with the same interface lives in ``twin/completion_oracle.py``.
 
 ``CompletionFilter`` is the per-point median of the last k valid readings, applied by the
 milling loop to whatever sensor it is given.
@@ -55,16 +58,8 @@ class CameraCompletionSensor:
 
     def hidden(self, points_px: np.ndarray, T_tool_to_r: np.ndarray) -> np.ndarray:
         """Points (bool (n,)) inside the drill's silhouette (burr disc, neck and shank bands)."""
-        d = self.drill
-        axis_up = -T_tool_to_r[:3, 2]                    # the shaft runs along -z of the tool
-        tip = T_tool_to_r[:3, 3]
-        neck_end = tip + d.neck_length_m * axis_up
-        shank_end = neck_end + d.shank_length_m * axis_up
-        a, b, c = self.left_px(np.stack([tip, neck_end, shank_end]))
-        hide = np.linalg.norm(points_px - a, axis=1) <= d.burr_radius_m * self.px_per_m + self.margin_px
-        for (s, e, radius_m) in ((a, b, d.neck_radius_m), (b, c, d.shank_radius_m)):
-            hide |= _distance_to_segment(points_px, s, e) <= radius_m * self.px_per_m + self.margin_px
-        return hide
+        ends_px = self.left_px(drill_axis_points_r(self.drill, T_tool_to_r))
+        return inside_drill_silhouette(points_px, ends_px, self.drill, self.px_per_m, self.margin_px)
 
     def estimate(self, frame: StereoFrame, probes_r: np.ndarray, T_tool_to_r: np.ndarray) -> np.ndarray:
         n, k = probes_r.shape[:2]
@@ -73,6 +68,135 @@ class CameraCompletionSensor:
         c = np.array(self.estimator.estimate(frame.left, centre_px, pts_px).levels, dtype=float).reshape(n, k)
         c[self.hidden(pts_px, T_tool_to_r).reshape(n, k)] = np.nan
         return np.fmax.reduce(c, axis=1)          # highest seen probe; NaN only if all are hidden
+
+
+#: the highest level a point that is not yet through reports (below the damper's 0.99 through level)
+MAX_UNFINISHED_COMPLETION = 0.98
+
+
+def completion_from_thickness(thickness_m, stop_thickness_m: float, reference_m) -> np.ndarray:
+    """Completion levels from remaining thicknesses (the ``ThicknessCompletionSensor`` mapping).
+
+    c = 1.0 exactly where ``thickness_m`` <= ``stop_thickness_m`` (the point is through for the
+    planner, whose through level is < 1); elsewhere c = clip(1 - t / ``reference_m``, 0, 0.98),
+    which stays below the damper's through level 0.99, so a point is declared through only by
+    the thickness criterion. ``reference_m`` (scalar or per point, > 0): the thickness at which
+    c = 0. NaN in, NaN out. Non-increasing in t for a fixed reference."""
+    t = np.asarray(thickness_m, dtype=float)
+    ref = np.maximum(np.asarray(reference_m, dtype=float), 1e-12)
+    with np.errstate(invalid="ignore"):
+        c = np.clip(1.0 - t / ref, 0.0, MAX_UNFINISHED_COMPLETION)
+        c = np.where(t <= stop_thickness_m, 1.0, c)
+    return np.where(np.isfinite(t), c, np.nan)
+
+
+class ThicknessCompletionSensor:
+    """Completion from the remaining-bone-thickness classifier (issue 15), on both cameras.
+
+    Per sampling point, the centre probe (the middle of its k probes: the point on the fitted
+    surface) is projected into both images through the calibration (T_mi_to_r inverse) and the
+    stereo model; a 32 x 32 crop (``thickness_classes.crop_points``) is cut around it in each
+    image where the point is outside the drill's silhouette in that image (the same burr / neck /
+    shank silhouette as ``CameraCompletionSensor``, per camera). All visible crops go to the
+    classifier in one batch; a point's class probabilities are the mean over the cameras that see
+    it (one camera hidden: the other's reading; both: NaN), and its thickness t_i is their
+    expected value over ``CLASS_CENTRES_M``. ``last_thickness_m`` (n,) and ``last_probs`` (n, K)
+    keep the last reading for logging.
+
+    Mapping to the planner's completion (``completion_from_thickness``):
+    c_i = 1 exactly when t_i <= ``stop_thickness_m``; otherwise c_i = clip(1 - t_i / ref_i, 0, 0.98).
+    The damper's through level (0.99) is thus reached exactly when t_i <= ``stop_thickness_m``,
+    never by a thickness above it. The reference ref_i is the point's own starting thickness: the
+    largest fused thickness read at the point so far (at most the top class centre, 400 um), so
+    c_i keeps the regression CNN's meaning (the fraction of the point's bone cut): about 0 over
+    untouched bone, so the damper's approach mode (c < contact_level) still covers the air
+    above the skull at the fast approach speed, and rising to 0.98 as the bone thins, so the
+    burr slows down towards the membrane. (A fixed reference would not: the settings' 0.65 mm
+    plausible maximum reads c >= 0.15 over untouched 0.55 mm bone, i.e. cutting mode, and a slow
+    descent, in the air; and a reference under a point's thickness saturates c at 0 there.)
+    The milling loop's median-of-3 filter then applies to c_i as for the regression CNN.
+    """
+
+    uses_images = True
+
+    def __init__(self, classifier, model: OrthoStereoModel, T_mi_to_r: np.ndarray, drill,
+                 stop_thickness_m: float, occlusion_margin_px: float = 4.0):
+        self.classifier = classifier  # ThicknessClassifier (controllers.perception.thickness_classifier)
+        self.model = model
+        self.T_r_to_mi = invert(T_mi_to_r)
+        self.drill = drill
+        self.stop_thickness_m = float(stop_thickness_m)
+        self.margin_px = occlusion_margin_px
+        self.px_per_m = 1.0 / abs(float(model.prx_m_per_px))
+        self.reference_m: np.ndarray | None = None     # per point: largest fused thickness read so far
+        self.last_thickness_m: np.ndarray | None = None
+        self.last_probs: np.ndarray | None = None
+
+    def project(self, p_r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Left and right image pixels ((N, 2) each) of {R} points, through the calibration and the model."""
+        uv_l, uv_r = self.model.project(np.atleast_2d(apply(self.T_r_to_mi, np.asarray(p_r, float))))
+        return np.atleast_2d(uv_l), np.atleast_2d(uv_r)
+
+    def hidden(self, points_px: tuple[np.ndarray, np.ndarray], T_tool_to_r: np.ndarray) -> np.ndarray:
+        """(2, n) bool: points inside the drill's silhouette in the left (row 0) and right (row 1)
+        image; ``points_px`` the points' (left, right) pixels."""
+        ends = self.project(drill_axis_points_r(self.drill, T_tool_to_r))
+        return np.stack([inside_drill_silhouette(np.asarray(pts, float), e, self.drill, self.px_per_m, self.margin_px)
+                         for pts, e in zip(points_px, ends)])
+
+    def read_thickness(self, frame: StereoFrame, centres_r: np.ndarray, T_tool_to_r: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Fused (probabilities (n, K), thickness (n,) m) at the points ``centres_r`` (n, 3) (NaN rows: hidden)."""
+        from controllers.perception.thickness_classes import CLASS_CENTRES_M, crop_points
+
+        n = len(centres_r)
+        uv = self.project(centres_r)
+        seen = ~self.hidden(uv, T_tool_to_r) & np.stack([np.isfinite(u).all(axis=1) for u in uv])
+        crops = [crop_points(image(), u[s]) for image, u, s in
+                 ((lambda: frame.left, uv[0], seen[0]), (lambda: frame.right, uv[1], seen[1])) if s.any()]
+        probs_sum = np.zeros((n, len(CLASS_CENTRES_M)))
+        if crops:     # one batch for both cameras; an image no point is visible in is not even read
+            probs = np.asarray(self.classifier.classify(np.concatenate(crops)).probs, dtype=float)
+            rows = np.concatenate([np.flatnonzero(s) for s in seen])
+            np.add.at(probs_sum, rows, probs)
+        count = seen.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fused = probs_sum / count[:, None]
+        fused[count == 0] = np.nan
+        return fused, fused @ CLASS_CENTRES_M
+
+    def estimate(self, frame: StereoFrame, probes_r: np.ndarray, T_tool_to_r: np.ndarray) -> np.ndarray:
+        from controllers.perception.thickness_classes import CLASS_CENTRES_M
+
+        n, k = probes_r.shape[:2]
+        probs, t = self.read_thickness(frame, np.asarray(probes_r, float)[:, k // 2], T_tool_to_r)
+        if self.reference_m is None or self.reference_m.shape != (n,):
+            self.reference_m = np.full(n, np.nan)
+        self.reference_m = np.fmin(np.fmax(self.reference_m, t), CLASS_CENTRES_M[-1])
+        self.last_probs, self.last_thickness_m = probs, t
+        return completion_from_thickness(t, self.stop_thickness_m, self.reference_m)
+
+
+def drill_axis_points_r(drill, T_tool_to_r: np.ndarray) -> np.ndarray:
+    """The drill's tip, neck end and shank end (3, 3) (m, {R}) at the tool pose ``T_tool_to_r``
+    (the shaft runs along -z of the tool)."""
+    axis_up = -T_tool_to_r[:3, 2]
+    tip = T_tool_to_r[:3, 3]
+    neck_end = tip + drill.neck_length_m * axis_up
+    shank_end = neck_end + drill.shank_length_m * axis_up
+    return np.stack([tip, neck_end, shank_end])
+
+
+def inside_drill_silhouette(points_px: np.ndarray, ends_px: np.ndarray, drill, px_per_m: float,
+                            margin_px: float) -> np.ndarray:
+    """Points (bool (n,)) of one image inside the drill's silhouette there: the burr disc around the
+    tip and the neck and shank bands, given ``ends_px`` (3, 2), the projections of
+    ``drill_axis_points_r`` in that image, each widened by ``margin_px``."""
+    a, b, c = ends_px
+    hide = np.linalg.norm(points_px - a, axis=1) <= drill.burr_radius_m * px_per_m + margin_px
+    for (s, e, radius_m) in ((a, b, drill.neck_radius_m), (b, c, drill.shank_radius_m)):
+        hide |= _distance_to_segment(points_px, s, e) <= radius_m * px_per_m + margin_px
+    return hide
 
 
 def _distance_to_segment(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

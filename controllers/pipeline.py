@@ -14,8 +14,9 @@ they come, or to score the fit before milling changes the bone).
    characterisation grid (``camera_model = "estimate"``) and the landmark setpoints.
 2. **fit** (``premeasurement.fit_window_trajectory``): park out of view, bregma and lambda,
    dense stereo around the window, the n-point initial trajectory offset by rd + dd.
-3. **mill** (``milling.mill_window``): the completion sensor (the CNN by default; a caller may
-   give another, e.g. the sim-only oracle in studies) and the planner until every point is
+3. **mill** (``milling.mill_window``): the completion sensor (the scene's
+   ``completion_sensor``: the completion CNN by default, or the thickness classifier; a caller
+   may give another, e.g. the sim-only oracle in studies) and the planner until every point is
    through.
 
 A hardware stop (a safety stop, the end of a replayed recording) ends the run early: what was
@@ -25,11 +26,11 @@ reads ground truth; the one control loop is ``control_loop.ControlLoop``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from controllers.completion_sensing import CameraCompletionSensor, CompletionSensor
+from controllers.completion_sensing import CameraCompletionSensor, CompletionSensor, ThicknessCompletionSensor
 from controllers.control_loop import ControlLoop
 from controllers.milling import MillingReport, mill_window
 from controllers.motion.pose_control import PoseController
@@ -43,27 +44,39 @@ from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Hardware, Lifecycle
 from scenes.frames import apply
 
+if TYPE_CHECKING:
+    from controllers.perception.thickness_classifier import ThicknessClassifier
+
 STAGES = ("calibration", "fit", "mill")
 
 
 @dataclass(frozen=True)
 class Networks:
     """The trained networks the stages need: the drill-tip detector (calibration, local
-    refinement), the bregma/lambda detector (fit) and the completion estimator (mill; not needed
-    when the caller gives its own sensor)."""
+    refinement), the bregma/lambda detector (fit) and the completion sensor's network (mill; not
+    needed when the caller gives its own sensor): the completion estimator (``completion``) or the
+    thickness classifier (``thickness``), as the scene's ``completion_sensor`` says."""
 
     tip: KeypointDetector
     cranial: KeypointDetector | None = None
     completion: CompletionEstimator | None = None
+    thickness: ThicknessClassifier | None = None
 
 
 def load_networks(perception: PerceptionSettings, completion: bool = True) -> Networks:
     """The networks whose weights ``perception`` names (shipped or fine-tuned), each read with the
     checked reader (``DetectorLoadError`` names a missing, unreadable or non-finite file); the
-    completion estimator only if ``completion``."""
-    return Networks(load_detector(perception.drill_tip_weights, expected_target="drill_tip"),
-                    load_detector(perception.cranial_weights, expected_target="cranial"),
-                    load_estimator(perception.completion_weights) if completion else None)
+    completion sensor's network only if ``completion``: the completion estimator, or with
+    ``completion_sensor = "thickness"`` the thickness classifier."""
+    tip = load_detector(perception.drill_tip_weights, expected_target="drill_tip")
+    cranial = load_detector(perception.cranial_weights, expected_target="cranial")
+    if not completion:
+        return Networks(tip, cranial)
+    if perception.completion_sensor == "thickness":
+        from controllers.perception.thickness_classifier import load_classifier   # not at import: optional module
+
+        return Networks(tip, cranial, thickness=load_classifier(perception.thickness_weights))
+    return Networks(tip, cranial, load_estimator(perception.completion_weights))
 
 
 #: builds the milling stage's completion sensor from the fitted surface and the stereo model to use near it
@@ -132,6 +145,25 @@ def camera_sensor(estimator: CompletionEstimator, drill) -> SensorFactory:
     return make
 
 
+def thickness_sensor(classifier: ThicknessClassifier, drill, stop_thickness_m: float) -> SensorFactory:
+    """The thickness classifier on both cameras, projected with the model fitted near the window."""
+    def make(surface: SurfaceOutcome, model: OrthoStereoModel) -> CompletionSensor:
+        return ThicknessCompletionSensor(classifier, model, surface.trajectory.T_mi_to_r, drill, stop_thickness_m)
+    return make
+
+
+def completion_sensor(networks: Networks, drill, settings: ControllerSettings) -> SensorFactory:
+    """The milling stage's camera sensor the scene chooses (``[controllers.perception]
+    completion_sensor``): the one place that decides, for ``run_window``, the demo and the jobs."""
+    if settings.perception.completion_sensor == "thickness":
+        if networks.thickness is None:
+            raise ValueError('completion_sensor = "thickness" needs networks.thickness (load_networks loads it)')
+        return thickness_sensor(networks.thickness, drill, settings.milling.stop_thickness_m)
+    if networks.completion is None:
+        raise ValueError("the mill stage needs networks.completion or make_sensor")
+    return camera_sensor(networks.completion, drill)
+
+
 def run_window(session: Session, networks: Networks, settings: ControllerSettings = ControllerSettings(), *,
                until: str = "mill", calibration: CalibrationOutcome | None = None,
                surface: SurfaceOutcome | None = None, setpoints_r: np.ndarray | None = None,
@@ -143,7 +175,7 @@ def run_window(session: Session, networks: Networks, settings: ControllerSetting
 
     ``calibration`` / ``surface``: skip that stage and use this result. ``setpoints_r`` (k, 3) m
     in {R}: landmark setpoints instead of the rig's. ``make_sensor``: the milling stage's
-    completion sensor (default: the completion CNN of ``networks``)."""
+    completion sensor (default: ``completion_sensor``, the scene's choice among ``networks``)."""
     if until not in STAGES:
         raise ValueError(f"until={until!r}: allowed {', '.join(STAGES)}")
     if surface is not None and calibration is None:
@@ -182,9 +214,7 @@ def run_window(session: Session, networks: Networks, settings: ControllerSetting
             done("fit")
         if last >= STAGES.index("mill") and result.trajectory is not None:
             if make_sensor is None:
-                if networks.completion is None:
-                    raise ValueError("the mill stage needs networks.completion or make_sensor")
-                make_sensor = camera_sensor(networks.completion, rig.drill)
+                make_sensor = completion_sensor(networks, rig.drill, settings)
             sensor = make_sensor(result.surface, result.model)
             milling_progress = None
             if progress is not None:

@@ -214,6 +214,11 @@ class MillingSettings(_Settings):
                                              description="c_i = highest level across the groove within this "
                                                          "(inside the burr's groove)")
     cross_section_probes: Int = Field(5, ge=1, le=101, description="probes across the groove")
+    stop_thickness_m: Real = Field(10e-6, ge=0.0, le=60e-6,
+                                   description='thickness sensor only (completion_sensor = "thickness"): a point '
+                                               'is through (c = 1) once its remaining bone reads at most this; '
+                                               'below the 20 um at which a bridge no longer breaks and leaving '
+                                               'margin to the 20 um the burr may go into the membrane')
     max_plausible_thickness_m: Real = Field(0.65e-3, gt=0.0, le=5e-3,
                                             description="mouse skull above cortex: 0.1-0.65 mm (reference sec. 2)")
     approach_clearance_m: Real = Field(0.2e-3, ge=0.0, le=0.01,
@@ -245,17 +250,40 @@ class PerceptionSettings(_Settings):
                                                          'or a .pt path')
     completion_weights: Name = Field("completion", description='completion estimator: "completion" (shipped) or '
                                                                'a .pt path')
+    completion_sensor: Literal["regression", "thickness"] = Field(
+        "regression", description='what reads c_i while milling: "regression" (the completion CNN) or "thickness" '
+                                  '(the remaining-thickness classifier on both cameras, stopping a point at '
+                                  'controllers.milling.stop_thickness_m; issue 15)')
+    thickness_weights: Name = Field("thickness", description='thickness classifier: "thickness" (shipped) or a .pt '
+                                                             'path; checked only when completion_sensor = "thickness"')
 
     @field_validator("drill_tip_weights", "cranial_weights", "completion_weights")
     @classmethod
     def _exists(cls, value: str) -> str:
-        from controllers.perception.weights_io import weights_path
+        return _existing_weights(value)
 
-        path = weights_path(value)
-        if not path.is_file():
-            raise ValueError(f"no weights file at {path} (a shipped name: drill_tip, cranial, completion; or the "
-                             f"path of a .pt file)")
-        return value
+    @model_validator(mode="after")
+    def _thickness_weights_exist(self) -> "PerceptionSettings":
+        if self.completion_sensor == "thickness":
+            from controllers.perception.weights_io import weights_path
+
+            path = weights_path(self.thickness_weights)
+            if not path.is_file():
+                raise cross_field_error("thickness_weights", self.thickness_weights,
+                                        f"a weights file when {{sibling:completion_sensor}} = \"thickness\" (none "
+                                        f"at {path}; a shipped name: thickness, or the path of a .pt file)")
+        return self
+
+
+def _existing_weights(value: str) -> str:
+    """``value`` when it names an existing weights file (``weights_io.weights_path``), else ValueError."""
+    from controllers.perception.weights_io import weights_path
+
+    path = weights_path(value)
+    if not path.is_file():
+        raise ValueError(f"no weights file at {path} (a shipped name: drill_tip, cranial, completion; or the "
+                         f"path of a .pt file)")
+    return value
 
 
 class ControllerSettings(_Settings):

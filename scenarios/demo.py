@@ -55,7 +55,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from controllers.pipeline import STAGES, Networks, WindowResult, camera_sensor, load_networks, open_session, run_window
+from controllers.pipeline import (STAGES, Networks, WindowResult, completion_sensor, load_networks, open_session,
+                                  run_window)
 from controllers.reconstruction import save_camera_model
 from controllers.settings import PerceptionSettings
 from hw_bridge.errors import HardwareError, stop_cause
@@ -233,7 +234,8 @@ def run_demo(out_dir: Path, scene: SceneSpec, seed: int = 0, backend: str = "twi
 
         def make_sensor(surface, model):        # twin only: the truth beside every completion reading
             nonlocal scored
-            scored = ScoredSensor(camera_sensor(networks.completion, hw.rig.drill)(surface, model), hw.ground_truth)
+            scored = ScoredSensor(completion_sensor(networks, hw.rig.drill, scene.controllers)(surface, model),
+                                   hw.ground_truth)
             return scored
 
         def on_stage(stage: str, res: WindowResult) -> None:

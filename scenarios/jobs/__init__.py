@@ -174,7 +174,7 @@ JOBS: dict[str, JobEntry] = {
          "idle_time_s": _C, "contact_time_sd_s": _C, "max_bridge_um": _C, "peak_force_n": _C,
          "max_deflection_um": _C, "perception_mae": _C, "realtime_factor": _C, "floor_clamps": _N,
          "fit_height_error_rms_mm": _C, "fault_stops": _N, "unsafe_stop": _B, "drill_on_after_stop_s": _C,
-         "stopped": _B, "resumed": _B, "resume_failed": _B}),
+         "stopped": _B, "resumed": _B, "resume_failed": _B, "thickness_mae_um": _C}),
     "hw_check": JobEntry(
         "scenarios.jobs.hw_check:run_case", HwCheckParams,
         {"contract_checks_passed": _C, "reach_error_m": _C, "move_duration_s": _C, "joint_state_age_max_s": _C,

@@ -7,7 +7,8 @@ mice: the pipeline's calibration stage runs in a session of its own, seeded by t
 in the same worker process, so results do not depend on the number of workers. Each case then
 fits its own initial trajectory (with the local refinement above its window) and mills
 (``controllers.pipeline.run_window`` from the fit stage on) with the
-completion CNN, or with the SIM-ONLY oracle (``perception = "oracle"``: the twin's true
+scene's camera sensor (``[controllers.perception] completion_sensor``: the completion CNN, or the
+remaining-thickness classifier of issue 15), or with the SIM-ONLY oracle (``perception = "oracle"``: the twin's true
 completion plus the paper's error level). The controllers' settings (window radius, camera
 model, initialisation "fitted" or the prior system's "equal_height", traverse speed, ...) are the
 scene's ``[controllers]`` table, which the milling suites set under ``[parameters.scene]``.
@@ -26,7 +27,11 @@ Metrics (ground truth from the twin's bone model, ``world.mill``):
 - ``perception_mae``: realised mean |c_hat - c_true| of the sensor's readings at the points
   (completion units; the paper's 24.32 % MAPE is 0.2432);
 - ``realtime_factor``: simulated milling time / wall time of the milling phase;
-- ``fit_height_error_rms_mm``: the fitted trajectory's surface points vs the true skull.
+- ``fit_height_error_rms_mm``: the fitted trajectory's surface points vs the true skull;
+- ``thickness_mae_um`` (thickness sensor only): mean |t_est - t_true| (um) of the sensor's fused
+  thickness readings at the points while the true thinnest bone across the point's groove
+  (``PerceptionTruth.thickness_m``) is under 60 um, where the stop decision is made; the sensor
+  reads at the groove's centre probe, the truth is the thinnest over the probes.
 
 Faults (issue 14; the ``fault_*`` parameters, ``scenarios.fault_injection``, docs/faults.md): the
 case's twin session runs under its ``FaultSchedule`` and its perception under outliers. Then:
@@ -55,6 +60,7 @@ calibration is cached), ``world_wall_s`` (the case's hardware and twin world), `
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -63,7 +69,7 @@ import numpy as np
 
 from controllers.milling import MillingReport
 from controllers.planning import StopReason
-from controllers.pipeline import Networks, camera_sensor, load_networks, open_session, run_window
+from controllers.pipeline import Networks, completion_sensor, load_networks, open_session, run_window
 from controllers.premeasurement import CalibrationOutcome
 from controllers.settings import PerceptionSettings
 from scenes.frames import apply, invert
@@ -146,6 +152,36 @@ def _networks(perception: PerceptionSettings, completion: bool) -> Networks:
     return load_networks(perception, completion)
 
 
+class _ThicknessLog:
+    """Passes a ``ThicknessCompletionSensor``'s readings through and keeps its fused thickness
+    (m, (n,)) of each reading, in the order ``ScoredSensor.rows`` gets them."""
+
+    def __init__(self, sensor):
+        self.sensor = sensor
+        self.uses_images = sensor.uses_images
+        self.thickness_m: list[np.ndarray] = []
+
+    def estimate(self, frame, probes_r, T_tool_to_r):
+        c = self.sensor.estimate(frame, probes_r, T_tool_to_r)
+        self.thickness_m.append(np.array(self.sensor.last_thickness_m, dtype=float))
+        return c
+
+
+#: the true thickness under which thickness readings are scored (um): the decision range
+THICKNESS_SCORED_BELOW_UM = 60.0
+
+
+def thickness_mae_um(readings_m: list[np.ndarray], rows) -> float:
+    """Mean |t_est - t_true| (um) over the readings at points whose true thinnest bone is under
+    ``THICKNESS_SCORED_BELOW_UM`` and that the sensor saw; NaN when there is none."""
+    if not readings_m:
+        return float("nan")
+    est = np.concatenate(readings_m) * 1e6
+    true = np.concatenate([r.thickness_m for r in rows]) * 1e6
+    ok = np.isfinite(est) & (true < THICKNESS_SCORED_BELOW_UM)
+    return float(np.mean(np.abs(est[ok] - true[ok]))) if ok.any() else float("nan")
+
+
 def run_case(ctx: CaseContext) -> CaseOutput:
     import torch
 
@@ -163,14 +199,15 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         gt = hw.ground_truth
         gt.set_fault_schedule(fault_schedule(p, ctx.seed))
         kp_fraction = float(p["fault_keypoint_outliers"])
-        case_networks = Networks(KeypointOutliers(networks.tip, kp_fraction, np.random.default_rng([ctx.seed, 11])),
-                                 KeypointOutliers(networks.cranial, kp_fraction,
-                                                  np.random.default_rng([ctx.seed, 12])), networks.completion)
+        case_networks = dataclasses.replace(
+            networks, tip=KeypointOutliers(networks.tip, kp_fraction, np.random.default_rng([ctx.seed, 11])),
+            cranial=KeypointOutliers(networks.cranial, kp_fraction, np.random.default_rng([ctx.seed, 12])))
         session = open_session(hw)
         wall_world, wall0 = time.perf_counter() - wall0, time.perf_counter()
         fit_scores: dict[str, float] = {}
         wall_fit = t_pre = None
         scored = None
+        thickness_log = None
 
         def on_stage(stage: str, result) -> None:
             nonlocal wall_fit, wall0, t_pre
@@ -179,9 +216,11 @@ def run_case(ctx: CaseContext) -> CaseOutput:
                 wall_fit, wall0, t_pre = time.perf_counter() - wall0, time.perf_counter(), hw.now()
 
         def make_sensor(surface, model):
-            nonlocal scored
+            nonlocal scored, thickness_log
             if perception == "cnn":
-                sensor = camera_sensor(networks.completion, hw.rig.drill)(surface, model)
+                sensor = completion_sensor(networks, hw.rig.drill, scene.controllers)(surface, model)
+                if scene.controllers.perception.completion_sensor == "thickness":
+                    sensor = thickness_log = _ThicknessLog(sensor)
             else:
                 error = OracleErrorModel(mae=float(p["oracle_mae"]), kind=str(p["oracle_error"]),
                                          end_exponent=float(p["oracle_end_exponent"]), rho=float(p["oracle_rho"]))
@@ -211,6 +250,8 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         m = score_milling(gt, report)
         m["perception_mae"] = scored.mae()
         m["fit_height_error_rms_mm"] = fit_scores["height_error_rms_mm"]
+        if thickness_log is not None:
+            m["thickness_mae_um"] = thickness_mae_um(thickness_log.thickness_m, scored.rows)
         m["realtime_factor"] = (hw.now() - t_pre) / wall
         m["floor_clamps"] = float(report.floor_clamps)
         m.update({"stopped": float(stopped), "fault_stops": float(fault_stops),
