@@ -223,3 +223,79 @@ def test_reading_is_a_distribution_within_the_class_range(crops):
 
 torch.manual_seed(0)
 _RANDOM_CLASSIFIER = ThicknessClassifier(ThicknessNet(SMALL))
+
+
+class _FakeSamples:
+    """Stands in for ``scenarios.thickness_dataset.ThicknessSamples`` (the fields the training reads)."""
+
+    def __init__(self, crops, thickness_m, scene_index):
+        self.crops, self.thickness_m, self.scene_index = crops, thickness_m, scene_index
+
+    def save(self, path):
+        np.savez(path, crops=self.crops, thickness_m=self.thickness_m, scene_index=self.scene_index)
+
+    @classmethod
+    def load(cls, path):
+        with np.load(path) as z:
+            return cls(z["crops"], z["thickness_m"], z["scene_index"])
+
+
+def _fake_dataset_module():
+    import types
+    from dataclasses import asdict, dataclass
+
+    @dataclass(frozen=True)
+    class ThicknessDataSettings:
+        n_scenes: int
+        seed: int = 0
+
+        def to_dict(self):
+            return asdict(self)
+
+    def generate_thickness_samples(settings, workers=1, first_scene=0, progress=None):
+        crops, thickness = synthetic_crops(20, settings.seed)          # 260 crops, spread over the scenes
+        scene = np.random.default_rng(0).permutation(np.arange(len(crops)) % settings.n_scenes).astype(np.int32)
+        if progress is not None:
+            for _ in range(settings.n_scenes):
+                progress(1)
+        return _FakeSamples(crops, thickness.astype(np.float32), scene)
+
+    mod = types.ModuleType("scenarios.thickness_dataset")
+    mod.ThicknessDataSettings, mod.ThicknessSamples = ThicknessDataSettings, _FakeSamples
+    mod.generate_thickness_samples = generate_thickness_samples
+    return mod
+
+
+def test_train_command_writes_weights_card_metrics_and_reuses_its_data(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from scenarios.cli import main
+
+    monkeypatch.setitem(sys.modules, "scenarios.thickness_dataset", _fake_dataset_module())
+    assert main(["train", "thickness", "--out", str(tmp_path), "--epochs", "1", "--no-progress"]) == 0
+    assert "held-out" in capsys.readouterr().out
+    assert (tmp_path / "data" / "thickness_samples.npz").is_file()
+    args = ["train", "thickness", "--out", str(tmp_path), "--epochs", "1", "--no-progress", "--variant", "regression",
+            "--data", str(tmp_path / "data")]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"full", "regression"}
+    for stem in ("thickness", "thickness_regression"):
+        card = load_classifier(tmp_path / f"{stem}.pt").card
+        assert card["n_train"] > 0 and card["held_out"]["n"] > 0
+        text = (tmp_path / f"{stem}.md").read_text()
+        assert "twin renders only" in text and "| top-1 |" in text and "| 0-10 |" in text
+    assert load_classifier(tmp_path / "thickness_regression.pt").config.head == "regression"
+    assert main(["train", "thickness", "--out", str(tmp_path), "--data", str(tmp_path / "nothing"),
+                 "--no-progress"]) == 2
+
+
+def test_cli_variants_match_the_training_script():
+    from scenarios.cli import THICKNESS_VARIANTS, build_parser
+    from scenarios.train_thickness import VARIANTS
+
+    assert tuple(VARIANTS) == THICKNESS_VARIANTS
+    args = build_parser().parse_args(["train", "thickness", "--variant", "no_cnsn", "--budget-min", "5"])
+    assert args.what == "thickness" and args.variant == "no_cnsn" and args.data is None
+    assert build_parser().parse_args(["train", "completion", "--grooves", "carve"]).grooves == "carve"

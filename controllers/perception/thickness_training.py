@@ -205,7 +205,7 @@ def train_thickness_net(train, val, config: ThicknessNetConfig, settings: Thickn
     deadline = t0 + settings.time_budget_s
     net = ThicknessNet(config)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    x_all = to_input(crops)
+    x_all = torch.from_numpy(np.ascontiguousarray(crops))     # uint8; converted per batch (N may be ~10^5)
     cls_all = torch.from_numpy(thickness_class(thick))
     reg_all = torch.from_numpy((thick / REGRESSION_UNIT_M).astype(np.float32))
     probs = torch.from_numpy(sampling_weights(cls_all.numpy()))
@@ -228,7 +228,7 @@ def train_thickness_net(train, val, config: ThicknessNetConfig, settings: Thickn
             for group in opt.param_groups:
                 group["lr"] = lr
             idx = draw[i * settings.batch_size:(i + 1) * settings.batch_size]
-            out = net(augment(x_all[idx], gen))
+            out = net(augment(x_all[idx].permute(0, 3, 1, 2).float().div_(255.0), gen))
             if config.head == "classes":
                 loss = depth_weighted_loss(out, cls_all[idx], CLASS_CENTRES_M, settings.lam)
             else:
