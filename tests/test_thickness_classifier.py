@@ -299,3 +299,21 @@ def test_cli_variants_match_the_training_script():
     args = build_parser().parse_args(["train", "thickness", "--variant", "no_cnsn", "--budget-min", "5"])
     assert args.what == "thickness" and args.variant == "no_cnsn" and args.data is None
     assert build_parser().parse_args(["train", "completion", "--grooves", "carve"]).grooves == "carve"
+
+
+def test_the_data_set_class_has_what_the_training_reads():
+    """Against the real ``ThicknessSamples`` once ``scenarios.thickness_dataset`` exists, else
+    against this file's stand-in (no skip either way): the fields and methods
+    ``scenarios.train_thickness`` uses."""
+    import dataclasses
+    import importlib.util
+
+    if importlib.util.find_spec("scenarios.thickness_dataset") is not None:
+        from scenarios.thickness_dataset import ThicknessDataSettings, ThicknessSamples
+
+        names = {f.name for f in dataclasses.fields(ThicknessSamples)}
+        assert {"crops", "thickness_m", "scene_index"} <= names
+        assert callable(getattr(ThicknessDataSettings, "to_dict", None))
+    else:
+        ThicknessSamples = _FakeSamples
+    assert callable(getattr(ThicknessSamples, "save", None)) and callable(getattr(ThicknessSamples, "load", None))
