@@ -136,7 +136,7 @@ def card_markdown(card: dict) -> str:
              "Classifier: class = argmax, thickness = expected value over the class centres. Regression: class "
              "of the estimate; its top-3 = its class and the two other classes with the nearest centres. "
              "\"Through\" = predicted class 0.", "",
-             f"| metric | this model | seed 000 (abstract, its own data) |", "| --- | --- | --- |"]
+             "| metric | this model | seed 000 (abstract, its own data) |", "| --- | --- | --- |"]
     paper = {"top-1": _pct(PAPER["top1"]), "top-3": _pct(PAPER["top3"])}
     for name, fmt in METRIC_ROWS:
         lines.append(f"| {name} | {fmt(m)} | {paper.get(name, '')} |")

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from controllers.perception.thickness_classes import CLASS_CENTRES_M, CROP_PX, N_CLASSES
