@@ -17,6 +17,8 @@
     micromill train completion [--out DIR] [--seed N] [--workers N] [--budget-min M] [--grooves rate_limited|carve]
     micromill train keypoints|completion [--target drill_tip|cranial] --data DIR [--base WEIGHTS] [--held-out F]
                               [--out DIR] [--seed N] [--epochs N] [--learning-rate LR] [--batch-size N] [--budget-min M]
+    micromill train thickness [--out DIR] [--seed N] [--workers N] [--budget-min M]
+                              [--variant full|no_fgaf|no_cnsn|no_weighted_loss|regression] [--data NPZ_DIR] [--epochs N]
     micromill export-frames RUN.mcap --out DIR [--every N] [--max N]
 
 Exit codes: 0 success; 1 a suite threshold failed or a case errored (replay: the controllers
@@ -259,7 +261,25 @@ def _cmd_sensitivity(args) -> int:
     return 1 if any(lv["errored"] or not lv["cases"] for lv in levels) else 0
 
 
+#: ``scenarios.train_thickness.VARIANTS``' names (not imported: building the parser must not import torch)
+THICKNESS_VARIANTS = ("full", "no_fgaf", "no_cnsn", "no_weighted_loss", "regression")
+
+
 def _cmd_train(args) -> int:
+    if args.what == "thickness":
+        from scenarios.train_thickness import summary_lines as thickness_summary
+        from scenarios.train_thickness import train_thickness_model
+
+        try:
+            card = train_thickness_model(Path(args.out) if args.out else None, seed=args.seed, workers=args.workers,
+                                         budget_min=args.budget_min, variant=args.variant,
+                                         data_dir=Path(args.data) if args.data else None, epochs=args.epochs,
+                                         progress=not args.no_progress)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}")
+            return 2
+        print("\n".join(thickness_summary(card)))
+        return 0
     if args.data is not None:
         return _finetune(args)
     if args.what == "completion":
@@ -523,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export_frames)
     p = sub.add_parser("train", help="train a network from twin renders, or fine-tune one on labelled images")
-    train_sub = p.add_subparsers(dest="what", required=True, metavar="{keypoints,completion}")
+    train_sub = p.add_subparsers(dest="what", required=True, metavar="{keypoints,completion,thickness}")
     for what, text in (("keypoints", "drill-tip or cranial keypoint detector"),
                        ("completion", "completion-level estimator")):
         p = train_sub.add_parser(what, help=text)
@@ -560,6 +580,23 @@ def build_parser() -> argparse.ArgumentParser:
                             + ("25)" if what == "keypoints" else "30)"))
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=_cmd_train)
+    p = train_sub.add_parser("thickness", help="remaining-bone thickness classifier (point crops)")
+    p.add_argument("--out", default=None, help="folder for thickness[_VARIANT].pt/.md, metrics.json and data/ "
+                   "(default: the shipped weights folder; its data go to runs/thickness/data)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2,
+                   help=f"data-generation processes, 1..{MAX_WORKERS} (default 2)")
+    p.add_argument("--budget-min", type=float, default=20.0,
+                   help="wall-clock budget in minutes, data included (default 20)")
+    p.add_argument("--variant", choices=THICKNESS_VARIANTS, default="full",
+                   help="full (default) or an ablation: no_fgaf, no_cnsn, no_weighted_loss, regression")
+    p.add_argument("--data", default=None, metavar="NPZ_DIR",
+                   help="load the samples from NPZ_DIR/thickness_samples.npz (an earlier run's OUT/data) instead of "
+                        "rendering them")
+    p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=None,
+                   help=f"override the (planned) epochs, 1..{MAX_EPOCHS} (default 40)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
     p = sub.add_parser("sas-twin", help="a SmartArmStack robot driver over ROS 2, backed by the twin (runs until "
                        "Ctrl-C; for the sas backend)")
     p.add_argument("--prefix", required=True, help="the driver's topic prefix, e.g. /arm1")

@@ -20,7 +20,7 @@ class DetectorLoadError(RuntimeError):
 
 
 def weights_path(name_or_path: str | Path) -> Path:
-    """A shipped name (``"drill_tip"``, ``"cranial"``, ``"completion"``) -> its file in
+    """A shipped name (``"drill_tip"``, ``"cranial"``, ``"completion"``, ``"thickness"``) -> its file in
     ``WEIGHTS_DIR``; anything ending in ``.pt`` or existing is taken as a path."""
     p = Path(name_or_path)
     if p.suffix != ".pt" and not p.exists():
