@@ -30,9 +30,6 @@ class CompletionSensor(Protocol):
     #: False for a sensor that never looks at the images (the sim-only oracle): the loop then
     #: passes ``frame=None`` and does not ask the cameras for a frame it would not use.
     uses_images: bool
-    #: True for a sensor that also reports the remaining thickness of its last reading in
-    #: ``last_thickness_m`` ((n,) m, NaN: unseen); absent or False for completion-only sensors.
-    reports_thickness: bool
 
     def estimate(self, frame: StereoFrame | None, probes_r: np.ndarray, T_tool_to_r: np.ndarray) -> np.ndarray:
         """c_i (n,) in [0, 1]: for each sampling point the highest level among its k probe points
@@ -43,7 +40,6 @@ class CameraCompletionSensor:
     """The completion CNN on the left image, at points projected through the calibration."""
 
     uses_images = True
-    reports_thickness = False
 
     def __init__(self, estimator: CompletionEstimator, model: OrthoStereoModel, T_mi_to_r: np.ndarray,
                  centre_r: np.ndarray, drill, occlusion_margin_px: float = 4.0):
@@ -119,12 +115,9 @@ class ThicknessCompletionSensor:
     plausible maximum reads c >= 0.15 over untouched 0.55 mm bone, i.e. cutting mode, and a slow
     descent, in the air; and a reference under a point's thickness saturates c at 0 there.)
     The milling loop's median-of-3 filter then applies to c_i as for the regression CNN.
-    ``reports_thickness`` tells the loop that ``last_thickness_m`` holds each reading's
-    thickness (it then limits each point's depth, ``controllers.planning.through_height``).
     """
 
     uses_images = True
-    reports_thickness = True
 
     def __init__(self, classifier, model: OrthoStereoModel, T_mi_to_r: np.ndarray, drill,
                  stop_thickness_m: float, occlusion_margin_px: float = 4.0):

@@ -38,7 +38,6 @@ from controllers.control_loop import ControlLoop
 from controllers.motion.milling_control import MillingMotionController, VirtualFloor, WindowFrame
 from controllers.motion.pose_control import PoseController
 from controllers.planning import MillingPlanner, StopMonitor, StopReason
-from controllers.planning.through_height import ThroughHeightEstimator
 from controllers.surface_fit import FittedTrajectory
 from controllers.settings import MillingSettings, MillingSetupError  # noqa: F401 (MillingSetupError re-exported)
 from hw_bridge.errors import HardwareError
@@ -126,10 +125,6 @@ def mill_window(loop: ControlLoop, pc: PoseController, traj: FittedTrajectory, s
         raise MillingSetupError(f"could not reach the start above point 0 (error {moved.position_error_m*1e3:.3f} mm)")
     mc = MillingMotionController(loop.rig, floor, R_tool, settings.control)
     filt = CompletionFilter(planner.n_points, settings.filter_window)
-    thick_filt = CompletionFilter(planner.n_points, settings.filter_window)
-    through = (ThroughHeightEstimator(frame.to_window(points_r)[:, :2], drill.burr_radius_m,
-                                      settings.through_overcut_m)
-               if settings.depth_limit and getattr(sensor, "reports_thickness", False) else None)
     log = MillingLog()
     hw.set_drill(True, settings.drill_speed_rpm)
     t0 = hw.now()
@@ -151,9 +146,6 @@ def mill_window(loop: ControlLoop, pc: PoseController, traj: FittedTrajectory, s
                     c = filt.update(raw)
                     if np.any(np.isfinite(raw)):
                         last_valid = now
-                    if through is not None and sensor.last_thickness_m is not None:
-                        through.observe_thickness(thick_filt.update(sensor.last_thickness_m))
-                        planner.limit_depth(through.depth_limit_m())
                     planner.update(np.clip(c, 0.0, 1.0), now - last_update)
                     last_update = now
                     spline = planner.path()
@@ -172,8 +164,6 @@ def mill_window(loop: ControlLoop, pc: PoseController, traj: FittedTrajectory, s
             tangent = -np.sin(theta) * frame.e1_r + np.cos(theta) * frame.e2_r
             velocity = omega * (radius * tangent + dh * frame.axis_r)
             loop.command(mc.command(loop.state.position, loop.q_cmd, target, velocity))
-            if through is not None:
-                through.observe_burr(frame.to_window(robot.tool_position(loop.state.position)))
         except HardwareError as exc:     # the safety layer stopped the robot: keep the report
             fault = f"{type(exc).__name__}: {exc}"
         reason = monitor.check(hw.now(), last_valid, planner.all_done, fault)

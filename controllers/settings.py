@@ -219,13 +219,6 @@ class MillingSettings(_Settings):
                                                'is through (c = 1) once its remaining bone reads at most this; '
                                                'below the 20 um at which a bridge no longer breaks and leaving '
                                                'margin to the 20 um the burr may go into the membrane')
-    depth_limit: bool = Field(True, description='thickness sensor only: limit each point\'s descent to its '
-                                                 'estimated through height (from the thickness readings and the '
-                                                 'measured burr passes, controllers/planning/through_height.py) '
-                                                 'less through_overcut_m')
-    through_overcut_m: Real = Field(5e-6, ge=0.0, le=20e-6,
-                                    description='thickness sensor only: how far past its estimated through height '
-                                                'a point may descend (the membrane tolerates 20 um)')
     max_plausible_thickness_m: Real = Field(0.65e-3, gt=0.0, le=5e-3,
                                             description="mouse skull above cortex: 0.1-0.65 mm (reference sec. 2)")
     approach_clearance_m: Real = Field(0.2e-3, ge=0.0, le=0.01,

@@ -98,15 +98,6 @@ class CompletionOutliers:
         self.rng = rng
         self.outliers = 0
 
-    @property
-    def reports_thickness(self) -> bool:
-        return getattr(self.sensor, "reports_thickness", False)
-
-    @property
-    def last_thickness_m(self):
-        """The wrapped sensor's thickness, passed through (outliers corrupt c only)."""
-        return getattr(self.sensor, "last_thickness_m", None)
-
     def estimate(self, frame, probes_r: np.ndarray, T_tool_to_r: np.ndarray) -> np.ndarray:
         c = np.array(self.sensor.estimate(frame, probes_r, T_tool_to_r), dtype=float)
         if self.fraction > 0.0:

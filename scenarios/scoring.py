@@ -170,14 +170,6 @@ class ScoredSensor:
         self.world = world
         self.rows: list[PerceptionTruth] = []
 
-    @property
-    def reports_thickness(self) -> bool:
-        return getattr(self.sensor, "reports_thickness", False)
-
-    @property
-    def last_thickness_m(self):
-        return getattr(self.sensor, "last_thickness_m", None)
-
     def estimate(self, frame, probes_r, T_tool_to_r):
         c = self.sensor.estimate(frame, probes_r, T_tool_to_r)
         w = self.world

@@ -88,7 +88,6 @@ class OracleCompletionSensor:
     """SIM-ONLY: the true cross-section completion at the points (``world.mill``) plus the error model."""
 
     uses_images = False
-    reports_thickness = False
 
     def __init__(self, world, error: OracleErrorModel, rng: np.random.Generator):
         self.world = world

@@ -97,7 +97,6 @@ class MillingPlanner:
         self._theta = TWO_PI * np.arange(heights.size) / heights.size
         self._completion = np.zeros(heights.size)
         self._done = np.zeros(heights.size, dtype=bool)
-        self._depth_limit = np.full(heights.size, np.nan)
 
     @classmethod
     def from_fitted(cls, heights_ini_m: ArrayLike, floor_m: ArrayLike | float,
@@ -183,28 +182,7 @@ class MillingPlanner:
         through = self._completion >= p.through_level
         self._done = (self._done | through) if p.latch_done else through
         speed = np.where(self._done, 0.0, p.speed_m_s(self._completion, self._initial - self._heights))
-        lowered = np.maximum(self._heights - speed * dt_s, self._floor)
-        limited = np.isfinite(self._depth_limit)
-        lowered[limited] = np.maximum(lowered[limited], np.minimum(self._heights[limited], self._depth_limit[limited]))
-        self._heights = lowered
-
-    @property
-    def depth_limit_m(self) -> NDArray[np.float64]:
-        """Per-point depth limit (m; NaN: none), see ``limit_depth``."""
-        return self._depth_limit.copy()
-
-    def limit_depth(self, limit_m: ArrayLike) -> None:
-        """Set each point's depth limit (m; NaN: none): from the next ``update`` on, h_i does
-        not descend below it (a limit above the current height holds the point where it is;
-        heights never rise). Used with a thickness sensor
-        (``controllers.planning.through_height``)."""
-        limit = np.asarray(limit_m, dtype=float)
-        if limit.shape != (self.n_points,):
-            raise PlanningParameterError("limit_m", f"shape {limit.shape}", f"shape ({self.n_points},)")
-        if np.isinf(limit).any():
-            i = int(np.flatnonzero(np.isinf(limit))[0])
-            raise PlanningParameterError(f"limit_m[{i}]", float(limit[i]), "finite or NaN")
-        self._depth_limit = limit.copy()
+        self._heights = np.maximum(self._heights - speed * dt_s, self._floor)
 
     def path(self) -> ClosedConstrainedSpline:
         """The smoothed trajectory: height (m) as a function of the angle (rad) on the circle."""

@@ -161,14 +161,6 @@ class _ThicknessLog:
         self.uses_images = sensor.uses_images
         self.thickness_m: list[np.ndarray] = []
 
-    @property
-    def reports_thickness(self) -> bool:
-        return getattr(self.sensor, "reports_thickness", False)
-
-    @property
-    def last_thickness_m(self):
-        return getattr(self.sensor, "last_thickness_m", None)
-
     def estimate(self, frame, probes_r, T_tool_to_r):
         c = self.sensor.estimate(frame, probes_r, T_tool_to_r)
         self.thickness_m.append(np.array(self.sensor.last_thickness_m, dtype=float))
