@@ -80,13 +80,13 @@ def _u(x: float) -> str:
 
 def row(name: str, m: dict, rate: float | None, size_mb: float | None) -> str:
     return (f"| {name} | {m['n']} | {_p(m['top1'])} | {_p(m['top3'])} | {_p(m['within_one'])} | {_u(m['mae_um'])} | "
-            f"{_u(m['mae_below_60um_um'])} | {_p(m['through_precision'])} / {_p(m['through_recall'])} | "
+            f"{_u(m['mae_below_60um_um'])} | {_u(m['mae_bone_below_60um_um'])} | {_p(m['through_precision'])} / {_p(m['through_recall'])} | "
             f"{'–' if rate is None else f'{rate:.0f}'} | {'–' if size_mb is None else f'{size_mb:.2f}'} |")
 
 
 HEADER = ("| variant | crops | top-1 | top-3 | within one class | MAE (um) | MAE, true < 60 um (um) | "
-          "through precision / recall | crops/s, 1 thread | weights (MB) |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "MAE, bone left 0.5-60 um (um) | through precision / recall | crops/s, 1 thread | weights (MB) |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 def build(data_dir: Path, weights_dir: Path, baselines: list[str], first_scene: int = 56) -> str:
@@ -106,12 +106,12 @@ def build(data_dir: Path, weights_dir: Path, baselines: list[str], first_scene: 
              f"({len(crops)} camera crops, {int(views.sum())} views; generated {time.strftime('%Y-%m-%d')} "
              f"on {os.cpu_count()} cores). Per camera crop:", "", HEADER,
              f"| seed 000 (its own data: motile cells, depth classes) | – | {_p(SEED_000['top1'])} | "
-             f"{_p(SEED_000['top3'])} | – | – | – | – | {SEED_000['fps']:.0f} fps | – |"]
+             f"{_p(SEED_000['top3'])} | – | – | – | – | – | {SEED_000['fps']:.0f} fps | – |"]
     fused_lines, per_class = [], None
     for v in VARIANT_ORDER:
         path = weights_dir / f"{variant_stem(v)}.pt"
         if not path.is_file():
-            lines.append(f"| {VARIANT_TEXT[v]} | not trained | | | | | | | | |")
+            lines.append(f"| {VARIANT_TEXT[v]} | not trained | | | | | | | | | |")
             continue
         clf = load_classifier(path)
         reading = clf.classify(crops)

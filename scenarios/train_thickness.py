@@ -104,6 +104,8 @@ METRIC_ROWS = [
     ("within one class", lambda m: _pct(m["within_one"])),
     ("MAE of thickness", lambda m: _um(m["mae_um"])),
     ("MAE, true thickness < 60 um", lambda m: f"{_um(m['mae_below_60um_um'])} ({m['n_below_60um']} crops)"),
+    ("MAE, bone left 0.5-60 um (through crops excluded)",
+     lambda m: f"{_um(m.get('mae_bone_below_60um_um', float('nan')))} ({m.get('n_bone_below_60um', 0)} crops)"),
     ("\"through\" precision / recall", lambda m: f"{_pct(m['through_precision'])} / {_pct(m['through_recall'])}"),
 ]
 

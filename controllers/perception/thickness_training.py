@@ -288,6 +288,8 @@ def evaluate_thickness(predicted: np.ndarray, true_thickness_m: np.ndarray, tabl
     are nearest to the estimate (the regressor's counterpart of "three best guesses").
     Returns ``n``, ``top1``, ``top3``, ``within_one`` (|predicted - true class| <= 1), ``mae_um``,
     ``mae_below_60um_um`` (true thickness < 60 um; NaN if none), ``n_below_60um``,
+    ``mae_bone_below_60um_um`` / ``n_bone_below_60um`` (the same without the through crops:
+    bone is left, 0.5-60 um),
     ``through_precision`` / ``through_recall`` (the decision "through" = predicted class 0;
     NaN when undefined), and with ``tables``: ``per_class`` (one row per class: name, true and
     predicted counts, recall) and ``confusion`` (K x K counts, rows true, columns predicted)."""
@@ -309,11 +311,13 @@ def evaluate_thickness(predicted: np.ndarray, true_thickness_m: np.ndarray, tabl
         raise ValueError(f"evaluate_thickness: predictions {pred.shape} for {n} crops: expected (N, K) or (N,)")
     err_um = 1e6 * np.abs(est - true_t)
     thin = true_t < THIN_LIMIT_M
+    bone = thin & (y != THROUGH_CLASS)          # bone left, under 60 um: the through crops excluded
     called, through = cls == THROUGH_CLASS, y == THROUGH_CLASS
     mean = lambda a: float(np.mean(a)) if a.size else math.nan  # noqa: E731
     out = {"n": n, "top1": mean(cls == y), "top3": mean((top3 == y[:, None]).any(axis=1)),
            "within_one": mean(np.abs(cls - y) <= 1), "mae_um": mean(err_um),
            "mae_below_60um_um": mean(err_um[thin]), "n_below_60um": int(thin.sum()),
+           "mae_bone_below_60um_um": mean(err_um[bone]), "n_bone_below_60um": int(bone.sum()),
            "through_precision": float((called & through).sum() / called.sum()) if called.any() else math.nan,
            "through_recall": float((called & through).sum() / through.sum()) if through.any() else math.nan}
     if tables:
