@@ -274,3 +274,27 @@ def test_job_thickness_mae_scores_only_the_decision_range():
     est = [np.array([0.0, 40e-6, np.nan]), np.array([5e-6, 30e-6, 0.0])]
     assert thickness_mae_um(est, rows) == pytest.approx((10 + 5 + 0) / 3)
     assert np.isnan(thickness_mae_um([], []))
+
+
+def test_right_crops_follow_the_stereo_match():
+    """The right image is the left one shifted by (1.5, 4) px beyond what the model predicts:
+    the sensor finds the shift by matching and cuts the right crops there."""
+    rng = np.random.default_rng(0)
+    import cv2
+    tex = cv2.GaussianBlur(rng.uniform(0, 255, (480, 640)).astype(np.float32), (0, 0), 2.0)
+    left = np.repeat(np.clip(tex, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    pts = np.array([[x, y, 0.0] for x in (-1.5e-3, 0.0, 1.5e-3) for y in (-1e-3, 1e-3)])
+    uv_l, uv_r = MODEL.project(pts)
+    shift = np.array([1.5, 4.0])
+    M = np.float32([[1, 0, (uv_r - uv_l)[0, 0] + shift[0]], [0, 1, (uv_r - uv_l)[0, 1] + shift[1]]])
+    right = cv2.warpAffine(left, M, (640, 480), borderMode=cv2.BORDER_REFLECT)
+    s = sensor()
+    for _ in range(3):
+        s.estimate(StereoFrame(0.0, 0, left, right), probes(pts), FAR_AWAY)
+    np.testing.assert_allclose(s.right_offset_px, shift, atol=0.6)
+
+
+def test_no_texture_no_correction():
+    s = sensor()
+    s.estimate(frame(40, 100), probes(POINTS), FAR_AWAY)
+    np.testing.assert_array_equal(s.right_offset_px, [0.0, 0.0])
