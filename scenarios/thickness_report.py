@@ -89,7 +89,8 @@ HEADER = ("| variant | crops | top-1 | top-3 | within one class | MAE (um) | MAE
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
-def build(data_dir: Path, weights_dir: Path, baselines: list[str], first_scene: int = 56) -> str:
+def build(data_dir: Path, weights_dir: Path, baselines: list[str], first_scene: int = 56,
+          variants: tuple[str, ...] = VARIANT_ORDER) -> str:
     import torch
     from controllers.perception.completion_detector import load_estimator
     from controllers.perception.thickness_classifier import load_classifier
@@ -98,6 +99,7 @@ def build(data_dir: Path, weights_dir: Path, baselines: list[str], first_scene: 
     from scenarios.train_thickness import variant_stem
 
     torch.set_num_threads(1)
+    estimators = {b: load_estimator(b) for b in baselines}          # a bad baseline fails before the long work
     s, keep = held_out(data_dir, first_scene)
     crops, t_true = s.crops[keep], s.thickness_m[keep].astype(float)
     vid, pt = s.view_id[keep], s.point_index[keep]
@@ -108,7 +110,7 @@ def build(data_dir: Path, weights_dir: Path, baselines: list[str], first_scene: 
              f"| seed 000 (its own data: motile cells, depth classes) | – | {_p(SEED_000['top1'])} | "
              f"{_p(SEED_000['top3'])} | – | – | – | – | – | {SEED_000['fps']:.0f} fps | – |"]
     fused_lines, per_class = [], None
-    for v in VARIANT_ORDER:
+    for v in variants:
         path = weights_dir / f"{variant_stem(v)}.pt"
         if not path.is_file():
             lines.append(f"| {VARIANT_TEXT[v]} | not trained | | | | | | | | | |")
@@ -123,7 +125,7 @@ def build(data_dir: Path, weights_dir: Path, baselines: list[str], first_scene: 
         if v == "full":
             per_class = m["per_class"]
     for b in baselines:
-        est, true = regression_thickness(load_estimator(b), s.__class__(**{
+        est, true = regression_thickness(estimators[b], s.__class__(**{
             **vars(s), "view_crops": s.view_crops[views], "view_points_uv": s.view_points_uv[views],
             "view_thickness_m": s.view_thickness_m[views],
             "view_initial_thickness_m": s.view_initial_thickness_m[views],
@@ -145,9 +147,11 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, type=Path, help="folder holding thickness_samples.npz")
     ap.add_argument("--weights", required=True, type=Path, help="folder holding thickness*.pt")
     ap.add_argument("--baseline", action="append", default=[], help="completion CNN weights (name or .pt)")
+    ap.add_argument("--variant", action="append", choices=VARIANT_ORDER,
+                    help="only these variants (default: all five)")
     ap.add_argument("--out", type=Path, help="markdown file to write (default: print)")
     args = ap.parse_args(argv)
-    text = build(args.data, args.weights, args.baseline)
+    text = build(args.data, args.weights, args.baseline, variants=tuple(args.variant or VARIANT_ORDER))
     if args.out:
         args.out.write_text(text)
     else:
