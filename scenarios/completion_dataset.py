@@ -67,7 +67,7 @@ import numpy as np
 from scipy import ndimage
 
 from controllers.perception.completion_detector import CropBox, CropConfig, crop_window, window_crop_box
-from scenarios.keypoint_dataset import random_scene_overrides, render_scenes
+from scenarios.keypoint_dataset import collect_scenes, random_scene_overrides
 from scenes.frames import apply, make_transform
 from scenes.robot_description import RobotDescription
 from scenes.spec import load_scene
@@ -431,14 +431,6 @@ def generate_completion_samples(settings: CompletionDataSettings, workers: int =
     ``first_scene + n_scenes - 1``. Deterministic for a seed whatever ``workers`` is (each scene
     has its own ``SeedSequence``). ``progress``: optional callable invoked with 1 after each scene."""
     jobs = [(settings, first_scene + i) for i in range(settings.n_scenes)]
-    parts: dict[str, list] = {}
-    scene_index: list[int] = []
-
-    for i, result in enumerate(render_scenes(_render_scene, jobs, workers)):
-        for k, v in result.items():
-            parts.setdefault(k, []).extend(v)
-        scene_index.extend([first_scene + i] * len(result["crops"]))
-        if progress is not None:
-            progress(1)
+    parts, scene_index = collect_scenes(_render_scene, jobs, workers, progress)
     arrays = {k: np.stack(v) if k not in ("radius_m", "profile") else np.asarray(v) for k, v in parts.items()}
     return CompletionSamples(**arrays, scene_index=np.asarray(scene_index))

@@ -196,6 +196,23 @@ def render_scenes(render, jobs: list, workers: int):
         yield from pool.map(render, jobs)
 
 
+def collect_scenes(render, jobs: list[tuple[object, int]], workers: int, progress=None,
+                   count_key: str = "crops") -> tuple[dict[str, list], list[int]]:
+    """``render_scenes`` over ``(settings, scene index)`` jobs whose results are dicts of lists:
+    the lists concatenated per key, and per element of ``count_key`` the scene it came from.
+    ``progress``: optional callable invoked with 1 after each scene. Shared by the completion and
+    thickness datasets."""
+    parts: dict[str, list] = {}
+    scene_index: list[int] = []
+    for (_, index), result in zip(jobs, render_scenes(render, jobs, workers)):
+        for k, v in result.items():
+            parts.setdefault(k, []).extend(v)
+        scene_index.extend([index] * len(result[count_key]))
+        if progress is not None:
+            progress(1)
+    return parts, scene_index
+
+
 def generate_keypoint_samples(settings: KeypointDataSettings, workers: int = 1, progress=None) -> KeypointSamples:
     """Render ``n_scenes * views_per_scene * 2`` labelled images. Deterministic for a seed
     whatever ``workers`` is (each scene has its own ``SeedSequence([seed, index])``).

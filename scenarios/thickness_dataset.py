@@ -47,7 +47,7 @@ from controllers.perception.completion_detector import CropConfig, crop_window, 
 from controllers.perception.thickness_classes import CROP_PX, crop_points
 from scenarios.completion_dataset import (THROUGH_LEVEL, CompletionDataSettings, WindowScene, _sample_field,
                                           random_completion_profile)
-from scenarios.keypoint_dataset import render_scenes
+from scenarios.keypoint_dataset import collect_scenes
 from scenes.frames import apply
 from twin.render import LABEL_BONE
 
@@ -254,9 +254,14 @@ class ThicknessScene(WindowScene):
 
 
 def _render_scene(args: tuple[ThicknessDataSettings, int]) -> dict[str, list]:
+    """Scene ``index``'s samples, with view ids unique in the data set (scene x views per scene + view)."""
     cv2.setNumThreads(1)
     settings, index = args
-    return ThicknessScene(settings, index).samples()
+    part = ThicknessScene(settings, index).samples()
+    base = index * settings.states_per_scene * settings.views_per_state
+    part["view_id"] = [base + v for v in part.pop("view")]
+    part["view_ids"] = [base + v for v in part.pop("view_local")]
+    return part
 
 
 def generate_thickness_samples(settings: ThicknessDataSettings, workers: int = 1, first_scene: int = 0,
@@ -265,19 +270,7 @@ def generate_thickness_samples(settings: ThicknessDataSettings, workers: int = 1
     ``SeedSequence([seed, i])``, so deterministic whatever ``workers`` is). ``progress``:
     optional callable invoked with 1 after each scene."""
     jobs = [(settings, first_scene + i) for i in range(settings.n_scenes)]
-    views_per_scene = settings.states_per_scene * settings.views_per_state
-    acc: dict[str, list] = {}
-    scene_index: list[int] = []
-    for i, part in enumerate(render_scenes(_render_scene, jobs, workers)):
-        scene = first_scene + i
-        base = scene * views_per_scene
-        part["view_id"] = [base + v for v in part.pop("view")]
-        part["view_ids"] = [base + v for v in part.pop("view_local")]
-        for k, v in part.items():
-            acc.setdefault(k, []).extend(v)
-        scene_index.extend([scene] * len(part["crops"]))
-        if progress is not None:
-            progress(1)
+    acc, scene_index = collect_scenes(_render_scene, jobs, workers, progress)
     crop_shape = (0, CROP_PX, CROP_PX, 3)
     vc = settings.view_crop.input_px
     n = settings.n_points
