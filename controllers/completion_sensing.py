@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from controllers.perception.completion_detector import CompletionEstimator
+from controllers.perception.thickness_classes import CLASS_CENTRES_M, crop_points
 from controllers.reconstruction import OrthoStereoModel
 from hw_bridge.interface import StereoFrame
 from scenes.frames import apply, invert
@@ -157,8 +158,6 @@ class ThicknessCompletionSensor:
     def read_thickness(self, frame: StereoFrame, centres_r: np.ndarray, T_tool_to_r: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Fused (probabilities (n, K), thickness (n,) m) at the points ``centres_r`` (n, 3) (NaN rows: hidden)."""
-        from controllers.perception.thickness_classes import CLASS_CENTRES_M, crop_points
-
         n = len(centres_r)
         uv = self.project(centres_r)
         seen = ~self.hidden(uv, T_tool_to_r) & np.stack([np.isfinite(u).all(axis=1) for u in uv])
@@ -189,8 +188,6 @@ class ThicknessCompletionSensor:
         ``MATCH_MIN_SCORE`` are dropped, and a reading with fewer than 3 good ones adds nothing."""
         import cv2
 
-        from controllers.perception.thickness_classes import crop_points
-
         idx = np.flatnonzero(both)
         if idx.size >= 3:
             grey = [cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) for im in (frame.left, frame.right)]
@@ -212,8 +209,6 @@ class ThicknessCompletionSensor:
         return self.right_offset_px
 
     def estimate(self, frame: StereoFrame, probes_r: np.ndarray, T_tool_to_r: np.ndarray) -> np.ndarray:
-        from controllers.perception.thickness_classes import CLASS_CENTRES_M
-
         n, k = probes_r.shape[:2]
         probs, t = self.read_thickness(frame, np.asarray(probes_r, float)[:, k // 2], T_tool_to_r)
         if self.reference_m is None or self.reference_m.shape != (n,):

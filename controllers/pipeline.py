@@ -26,7 +26,7 @@ reads ground truth; the one control loop is ``control_loop.ControlLoop``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from controllers.milling import MillingReport, mill_window
 from controllers.motion.pose_control import PoseController
 from controllers.perception.completion_detector import CompletionEstimator, load_estimator
 from controllers.perception.keypoint_detector import KeypointDetector, load_detector
+from controllers.perception.thickness_classifier import ThicknessClassifier, load_classifier
 from controllers.premeasurement import (CalibrationOutcome, SurfaceOutcome, calibrate_mscs,
                                         fit_window_trajectory)
 from controllers.reconstruction import OrthoStereoModel
@@ -43,9 +44,6 @@ from controllers.settings import ControllerSettings, PerceptionSettings, Premeas
 from hw_bridge.errors import HardwareError
 from hw_bridge.interface import Hardware, Lifecycle
 from scenes.frames import apply
-
-if TYPE_CHECKING:
-    from controllers.perception.thickness_classifier import ThicknessClassifier
 
 STAGES = ("calibration", "fit", "mill")
 
@@ -73,8 +71,6 @@ def load_networks(perception: PerceptionSettings, completion: bool = True) -> Ne
     if not completion:
         return Networks(tip, cranial)
     if perception.completion_sensor == "thickness":
-        from controllers.perception.thickness_classifier import load_classifier   # not at import: optional module
-
         return Networks(tip, cranial, thickness=load_classifier(perception.thickness_weights))
     return Networks(tip, cranial, load_estimator(perception.completion_weights))
 

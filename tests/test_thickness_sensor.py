@@ -2,8 +2,6 @@
 cameras' class probabilities, the thickness -> completion mapping, its settings and the one
 place that chooses the milling sensor. The classifier here is a TEST DOUBLE (its reading follows
 the crop's mean brightness); the real one is ``controllers.perception.thickness_classifier``."""
-import sys
-import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,9 +249,7 @@ def test_the_thickness_scene_gets_the_thickness_sensor_and_its_network(tmp_path,
         {"perception": {"completion_sensor": "thickness", "thickness_weights": str(tmp_path / "t.pt")},
          "milling": {"stop_thickness_m": 15e-6}})
     clf = BrightnessClassifier()
-    fake = types.ModuleType("controllers.perception.thickness_classifier")
-    fake.load_classifier = lambda name: clf if name == str(tmp_path / "t.pt") else None
-    monkeypatch.setitem(sys.modules, "controllers.perception.thickness_classifier", fake)
+    monkeypatch.setattr(pipeline, "load_classifier", lambda name: clf if name == str(tmp_path / "t.pt") else None)
     monkeypatch.setattr(pipeline, "load_detector", lambda *a, **k: "detector")
     nets = pipeline.load_networks(ctl.perception)
     assert nets.thickness is clf and nets.completion is None
