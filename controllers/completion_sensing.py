@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from controllers.perception.completion_detector import CompletionEstimator
@@ -186,8 +187,6 @@ class ThicknessCompletionSensor:
         (``MATCH_TEMPLATE_PX`` square) in the right image within +-``MATCH_SEARCH_PX`` of the model's
         projection (OpenCV normalised cross-correlation on grey levels); matches scoring below
         ``MATCH_MIN_SCORE`` are dropped, and a reading with fewer than 3 good ones adds nothing."""
-        import cv2
-
         idx = np.flatnonzero(both)
         if idx.size >= 3:
             grey = [cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) for im in (frame.left, frame.right)]

@@ -180,8 +180,6 @@ class ThicknessScene(WindowScene):
     def __init__(self, settings: ThicknessDataSettings, index: int):
         super().__init__(settings.completion_settings(), index)
         self.tsettings = settings
-        self.right = self.renderer.cameras[1]
-        self.cameras = (self.renderer.camera_models[0], self.renderer.camera_models[1])
 
     def point_truth(self, centre: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sampling points (n, 3) on the untouched surface in {S}, the thinnest bone across the
@@ -225,7 +223,7 @@ class ThicknessScene(WindowScene):
                 T = self.drill_pose(centre, radius) if rng.random() < s.drill_fraction else None
                 view = n_views
                 n_views += 1
-                for cam_index, (cam_r, model) in enumerate(zip((self.left, self.right), self.cameras)):
+                for cam_index, (cam_r, model) in enumerate(zip(self.renderer.cameras, self.renderer.camera_models)):
                     img, labels = cam_r.render(T, self.renderer.drill, self.renderer.lighting, rng)
                     uv = model.project(pts_r)
                     ui, vi = np.round(uv).astype(int).T
