@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from controllers.perception.completion_detector import CompletionEstimator
-from controllers.perception.thickness_classes import CLASS_CENTRES_M, crop_points
+from controllers.perception.thickness_classes import CLASS_CENTRES_M, CROP_PX, crop_points
 from controllers.reconstruction import OrthoStereoModel
 from hw_bridge.interface import StereoFrame
 from scenes.frames import apply, invert
@@ -156,21 +156,31 @@ class ThicknessCompletionSensor:
         return np.stack([inside_drill_silhouette(np.asarray(pts, float), e, self.drill, self.px_per_m, self.margin_px)
                          for pts, e in zip(points_px, ends)])
 
-    def read_thickness(self, frame: StereoFrame, centres_r: np.ndarray, T_tool_to_r: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:
-        """Fused (probabilities (n, K), thickness (n,) m) at the points ``centres_r`` (n, 3) (NaN rows: hidden)."""
-        n = len(centres_r)
+    def point_crops(self, frame: StereoFrame, centres_r: np.ndarray, T_tool_to_r: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The crops the classifier reads at the points ``centres_r`` (n, 3) (m, {R}): (M, 32, 32, 3)
+        uint8 BGR crops of the left image's visible points, then the right image's; the point index
+        (M,) and the camera (M,) (0 left, 1 right) of each. An image no point is visible in is not
+        even read (its right image is then not rendered in the twin)."""
         uv = self.project(centres_r)
         seen = ~self.hidden(uv, T_tool_to_r) & np.stack([np.isfinite(u).all(axis=1) for u in uv])
         uv = (uv[0], uv[1] + self._match_right(frame, uv, seen[0] & seen[1]))
         crops = [crop_points(image(), u[s]) for image, u, s in
                  ((lambda: frame.left, uv[0], seen[0]), (lambda: frame.right, uv[1], seen[1])) if s.any()]
+        rows = np.concatenate([np.flatnonzero(s) for s in seen])
+        camera = np.concatenate([np.full(int(s.sum()), k, np.int8) for k, s in enumerate(seen)])
+        return (np.concatenate(crops) if crops else np.zeros((0, CROP_PX, CROP_PX, 3), np.uint8)), rows, camera
+
+    def read_thickness(self, frame: StereoFrame, centres_r: np.ndarray, T_tool_to_r: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Fused (probabilities (n, K), thickness (n,) m) at the points ``centres_r`` (n, 3) (NaN rows: hidden)."""
+        n = len(centres_r)
+        crops, rows, _ = self.point_crops(frame, centres_r, T_tool_to_r)
         probs_sum = np.zeros((n, len(CLASS_CENTRES_M)))
-        if crops:     # one batch for both cameras; an image no point is visible in is not even read
-            probs = np.asarray(self.classifier.classify(np.concatenate(crops)).probs, dtype=float)
-            rows = np.concatenate([np.flatnonzero(s) for s in seen])
+        if len(crops):     # one batch for both cameras
+            probs = np.asarray(self.classifier.classify(crops).probs, dtype=float)
             np.add.at(probs_sum, rows, probs)
-        count = seen.sum(axis=0)
+        count = np.bincount(rows, minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):
             fused = probs_sum / count[:, None]
         fused[count == 0] = np.nan

@@ -19,6 +19,7 @@
                               [--out DIR] [--seed N] [--epochs N] [--learning-rate LR] [--batch-size N] [--budget-min M]
     micromill train thickness [--out DIR] [--seed N] [--workers N] [--budget-min M]
                               [--variant full|no_fgaf|no_cnsn|no_weighted_loss|regression] [--data NPZ_DIR] [--epochs N]
+    micromill train thickness --loop-data RUN_DIR... [--out DIR] [--initial W] [--name STEM] [--epochs N] [--seed N]
     micromill export-frames RUN.mcap --out DIR [--every N] [--max N]
 
 Exit codes: 0 success; 1 a suite threshold failed or a case errored (replay: the controllers
@@ -261,11 +262,34 @@ def _cmd_sensitivity(args) -> int:
     return 1 if any(lv["errored"] or not lv["cases"] for lv in levels) else 0
 
 
+def _weights_stem(text: str) -> str:
+    """A weights file stem: letters, digits, '_' and '-', 1-64 characters."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a file stem of 1-64 letters, digits, '_' or '-'")
+    return text
+
+
 #: ``scenarios.train_thickness.VARIANTS``' names (not imported: building the parser must not import torch)
 THICKNESS_VARIANTS = ("full", "no_fgaf", "no_cnsn", "no_weighted_loss", "regression")
 
 
 def _cmd_train(args) -> int:
+    if args.what == "thickness" and args.loop_data:
+        from controllers.perception.weights_io import DetectorLoadError
+        from scenarios.train_thickness_loop import EPOCHS, fine_tune_on_loop
+        from scenarios.train_thickness_loop import summary_lines as loop_summary
+
+        try:
+            card = fine_tune_on_loop([Path(d) for d in args.loop_data], Path(args.out) if args.out else None,
+                                     initial=args.initial, name=args.name, seed=args.seed,
+                                     epochs=args.epochs or EPOCHS, progress=not args.no_progress)
+        except (FileNotFoundError, ValueError, DetectorLoadError) as exc:
+            print(f"error: {exc}")
+            return 2
+        print("\n".join(loop_summary(card)))
+        return 0
     if args.what == "thickness":
         from scenarios.train_thickness import summary_lines as thickness_summary
         from scenarios.train_thickness import train_thickness_model
@@ -594,7 +618,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load the samples from NPZ_DIR/thickness_samples.npz (an earlier run's OUT/data) instead of "
                         "rendering them")
     p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=None,
-                   help=f"override the (planned) epochs, 1..{MAX_EPOCHS} (default 40)")
+                   help=f"override the (planned) epochs, 1..{MAX_EPOCHS} (default 40; 2 with --loop-data)")
+    p.add_argument("--loop-data", nargs="+", default=None, metavar="RUN_DIR",
+                   help="fine-tune on the loop crops of these milling-suite runs (run with record_loop_crops = true, "
+                        "e.g. scenarios/thickness_loop_data.toml) instead of training on rendered grooves")
+    p.add_argument("--initial", default="thickness",
+                   help="with --loop-data: the weights to start from, a shipped name or a .pt path (default thickness)")
+    p.add_argument("--name", type=_weights_stem, default="thickness_loop",
+                   help="with --loop-data: the output's file stem (default thickness_loop)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser("sas-twin", help="a SmartArmStack robot driver over ROS 2, backed by the twin (runs until "

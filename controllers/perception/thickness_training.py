@@ -187,13 +187,16 @@ def _is_better(m: dict, best: dict | None) -> bool:
 
 
 def train_thickness_net(train, val, config: ThicknessNetConfig, settings: ThicknessTrainSettings,
-                        progress: Callable[[int, int, dict], None] | None = None
-                        ) -> tuple[ThicknessNet, ThicknessTrainLog]:
+                        progress: Callable[[int, int, dict], None] | None = None,
+                        initial: ThicknessNet | None = None) -> tuple[ThicknessNet, ThicknessTrainLog]:
     """Train a ``ThicknessNet(config)`` on ``train`` and keep its best epoch on ``val`` (None:
     the last). Both: ``ThicknessSamples``-like (``.crops`` (N, 32, 32, 3) uint8 BGR,
     ``.thickness_m`` (N,)), a dict with those keys, or a (crops, thickness_m) pair.
-    ``progress(epochs_done, epochs_planned, info)`` is called after every epoch. Returns the
-    network in eval mode and the log."""
+    ``progress(epochs_done, epochs_planned, info)`` is called after every epoch. ``initial``:
+    fine-tune, i.e. start from a copy of this network (not modified; ``config`` must be its
+    config) instead of a seeded random initialisation. Returns the network in eval mode and the log."""
+    if initial is not None and initial.config != config:
+        raise ValueError(f"train_thickness_net: initial network {initial.config} is not {config}")
     crops, thick = _arrays(train)
     val_arrays = _arrays(val)
     if len(crops) < settings.batch_size:
@@ -203,7 +206,7 @@ def train_thickness_net(train, val, config: ThicknessNetConfig, settings: Thickn
     gen = torch.Generator().manual_seed(settings.seed)
     t0 = time.perf_counter()
     deadline = t0 + settings.time_budget_s
-    net = ThicknessNet(config)
+    net = ThicknessNet(config) if initial is None else copy.deepcopy(initial).train()
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     x_all = torch.from_numpy(np.ascontiguousarray(crops))     # uint8; converted per batch (N may be ~10^5)
     cls_all = torch.from_numpy(thickness_class(thick))

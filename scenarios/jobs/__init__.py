@@ -79,6 +79,10 @@ class MillingJobParams(_Params):
     oracle_rho: Real = Field(0.0, ge=0.0, le=0.999,
                              description="correlation of a point's error from one reading to the next (AR(1))")
     calibration_seed: Seed = Field(0, description="seeds the rig calibration's random choices")
+    record_loop_crops: Annotated[bool, Strict()] = Field(
+        False, description="SIM-ONLY: write the thickness crops the loop sees with the twin's labels to "
+                           "artifacts/loop_crops_caseNNN.npz (scenarios/loop_crops.py; the data of "
+                           "`micromill train thickness --loop-data`)")
     # Faults as properties (issue 14; scenarios/fault_injection.py, docs/faults.md). All zero: no fault.
     # Timed faults start at a time from the cut's start (the first period with the drill on).
     fault_dropped_frames: Real = Field(0.0, ge=0.0, le=0.2,
@@ -174,7 +178,7 @@ JOBS: dict[str, JobEntry] = {
          "idle_time_s": _C, "contact_time_sd_s": _C, "max_bridge_um": _C, "peak_force_n": _C,
          "max_deflection_um": _C, "perception_mae": _C, "realtime_factor": _C, "floor_clamps": _N,
          "fit_height_error_rms_mm": _C, "fault_stops": _N, "unsafe_stop": _B, "drill_on_after_stop_s": _C,
-         "stopped": _B, "resumed": _B, "resume_failed": _B, "thickness_mae_um": _C}),
+         "stopped": _B, "resumed": _B, "resume_failed": _B, "thickness_mae_um": _C, "loop_crops": _C}),
     "hw_check": JobEntry(
         "scenarios.jobs.hw_check:run_case", HwCheckParams,
         {"contract_checks_passed": _C, "reach_error_m": _C, "move_duration_s": _C, "joint_state_age_max_s": _C,

@@ -31,7 +31,10 @@ Metrics (ground truth from the twin's bone model, ``world.mill``):
 - ``thickness_mae_um`` (thickness sensor only): mean |t_est - t_true| (um) of the sensor's fused
   thickness readings at the points while the true thinnest bone across the point's groove
   (``PerceptionTruth.thickness_m``) is under 60 um, where the stop decision is made; the sensor
-  reads at the groove's centre probe, the truth is the thinnest over the probes.
+  reads at the groove's centre probe, the truth is the thinnest over the probes;
+- ``loop_crops`` (job parameter ``record_loop_crops`` only, SIM-ONLY): thickness crops the case
+  recorded with the twin's labels (``scenarios.loop_crops``), written to
+  ``artifacts/loop_crops_caseNNN.npz`` for every case.
 
 Faults (issue 14; the ``fault_*`` parameters, ``scenarios.fault_injection``, docs/faults.md): the
 case's twin session runs under its ``FaultSchedule`` and its perception under outliers. Then:
@@ -77,6 +80,7 @@ from scenes.spec import load_scene
 from scenarios.jobs.premeasurement_common import new_figure, save_figure
 from scenarios.cases import CaseContext, CaseOutput, case_session
 from scenarios.failure import explain_run
+from scenarios.loop_crops import LoopCropRecorder
 from scenarios.fault_injection import (CompletionOutliers, KeypointOutliers, check_stop, fault_schedule,
                                        resume_after_stop)
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
@@ -208,6 +212,7 @@ def run_case(ctx: CaseContext) -> CaseOutput:
         wall_fit = t_pre = None
         scored = None
         thickness_log = None
+        recorder = None
 
         def on_stage(stage: str, result) -> None:
             nonlocal wall_fit, wall0, t_pre
@@ -228,7 +233,12 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             sensor = CompletionOutliers(sensor, float(p["fault_completion_outliers"]),
                                         np.random.default_rng([ctx.seed, 13]))
             scored = ScoredSensor(sensor, gt)
-            return scored
+            if not p["record_loop_crops"]:
+                return scored
+            nonlocal recorder
+            recorder = LoopCropRecorder(scored, model, surface.trajectory.T_mi_to_r, hw.rig.drill, ctx.index,
+                                        np.random.default_rng([ctx.seed, 17]))
+            return recorder
 
         result = run_window(session, case_networks, scene.controllers, calibration=cal, make_sensor=make_sensor,
                             on_stage=on_stage)
@@ -260,6 +270,9 @@ def run_case(ctx: CaseContext) -> CaseOutput:
                   "resumed": float(resume is not None and resume.ok),
                   "resume_failed": float(resume is not None and resume.possible and not resume.ok)})
         artifacts = []
+        if recorder is not None:                  # every case, not only the first few: they are training data
+            artifacts.append(f"artifacts/{recorder.save(ctx.artifacts_dir).name}")
+            m["loop_crops"] = float(recorder.recorded)
         if ctx.save_artifacts:
             path = Path(ctx.artifacts_dir) / f"case{ctx.index:03d}_milling.png"
             milling_figure(path, gt, report, f"case {ctx.index}: {report.stop_reason.value}, "
