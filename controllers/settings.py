@@ -251,11 +251,13 @@ class PerceptionSettings(_Settings):
     completion_weights: Name = Field("completion", description='completion estimator: "completion" (shipped) or '
                                                                'a .pt path')
     completion_sensor: Literal["regression", "thickness"] = Field(
-        "regression", description='what reads c_i while milling: "regression" (the completion CNN) or "thickness" '
-                                  '(the remaining-thickness classifier on both cameras, stopping a point at '
-                                  'controllers.milling.stop_thickness_m; issue 15)')
-    thickness_weights: Name = Field("thickness", description='thickness classifier: "thickness" (shipped) or a .pt '
-                                                             'path; checked only when completion_sensor = "thickness"')
+        "thickness", description='what reads c_i while milling: "thickness" (the remaining-thickness classifier on '
+                                 'both cameras, stopping a point at controllers.milling.stop_thickness_m; issues 15 '
+                                 'and 13) or "regression" (the completion CNN, the default before issue 13)')
+    thickness_weights: Name = Field("thickness_loop", description='thickness classifier: "thickness_loop" (shipped, '
+                                    'fine-tuned on the milling loop\'s own crops, issue 13), "thickness" (shipped, '
+                                    'issue 15, rendered grooves only) or a .pt path; checked only when '
+                                    'completion_sensor = "thickness"')
 
     @field_validator("drill_tip_weights", "cranial_weights", "completion_weights")
     @classmethod
@@ -271,7 +273,7 @@ class PerceptionSettings(_Settings):
             if not path.is_file():
                 raise cross_field_error("thickness_weights", self.thickness_weights,
                                         f"a weights file when {{sibling:completion_sensor}} = \"thickness\" (none "
-                                        f"at {path}; a shipped name: thickness, or the path of a .pt file)")
+                                        f"at {path}; a shipped name: thickness_loop or thickness, or the path of a .pt file)")
         return self
 
 

@@ -113,7 +113,10 @@ def card_markdown(card: dict) -> str:
              f"cases, never trained on)",
              f"- training: {json.dumps(card['training'])}",
              f"- epochs: {card['train_log']['epochs_done']} (first-epoch loss {card['train_log']['first_loss']:.4f}, "
-             f"last {card['train_log']['loss']:.4f})", "",
+             f"last {card['train_log']['loss']:.4f})"]
+    if card.get("provenance"):
+        lines.append(f"- provenance: {card['provenance']}")
+    lines += ["",
              "## Held-out cases", "",
              "| metric | initial | fine-tuned |", "| --- | --- | --- |",
              f"| top-1 | {100 * b['top1']:.1f} % | {100 * f['top1']:.1f} % |",
