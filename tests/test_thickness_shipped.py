@@ -29,3 +29,22 @@ def test_shipped_classifier_reads_unseen_scenes(unseen):
         assert np.mean(reading.probs[through].argmax(axis=1) == THROUGH_CLASS) >= 0.8
     if thick.any():                                   # thick bone is never called thin
         assert np.all(reading.thickness_m[thick] > 60e-6)
+
+
+def test_loop_fine_tuned_classifier_still_reads_rendered_scenes(unseen):
+    """The default weights (``thickness_loop``, fine-tuned on loop crops, issue 13) did not forget
+    the rendered grooves they started from: the same bounds on the same unseen scene."""
+    from controllers.settings import PerceptionSettings
+
+    defaults = PerceptionSettings()
+    assert (defaults.completion_sensor, defaults.thickness_weights) == ("thickness", "thickness_loop")
+    clf = load_classifier(defaults.thickness_weights)
+    assert clf.card["initial"] == "thickness"
+    held = clf.card["held_out"]
+    assert held["fine_tuned"]["mae_below_60um_um"] < held["initial"]["mae_below_60um_um"]
+    reading = clf.classify(unseen.crops)
+    m = evaluate_thickness(reading.probs, unseen.thickness_m)
+    assert m["top3"] >= 0.85 and m["within_one"] >= 0.8
+    thick = thickness_class(unseen.thickness_m) >= thickness_class(np.array([150e-6]))[0]
+    if thick.any():
+        assert np.all(reading.thickness_m[thick] > 60e-6)
