@@ -16,7 +16,7 @@ import torch
 from controllers.perception.thickness_classes import CLASS_CENTRES_M, CROP_PX, N_CLASSES
 from controllers.perception.thickness_classifier import load_classifier, save_classifier
 from controllers.perception.thickness_net import ThicknessNet, ThicknessNetConfig
-from controllers.perception.thickness_training import ThicknessTrainSettings, predict, train_thickness_net
+from controllers.perception.thickness_training import ThicknessTrainSettings, train_thickness_net
 from scenarios.loop_crops import FILE_PATTERN, LoopCropRecorder, LoopCrops, LoopCropSettings, load_run
 from scenarios.train_thickness_loop import band_table, fine_tune_on_loop, load_runs, split_by_case
 from tests.test_thickness_classifier import SMALL, synthetic_crops
