@@ -80,7 +80,7 @@ def bad_weights(tmp_path, monkeypatch):
 
     folder = tmp_path / "weights"
     folder.mkdir()
-    for name in ("drill_tip", "cranial", "completion"):
+    for name in ("drill_tip", "cranial", "completion", "thickness_loop"):
         (folder / f"{name}.pt").write_bytes((weights_io.WEIGHTS_DIR / f"{name}.pt").read_bytes())
     monkeypatch.setattr(weights_io, "WEIGHTS_DIR", folder)
     return folder

@@ -212,7 +212,8 @@ def test_bad_stop_thickness_names_field_value_and_bounds():
 
 def test_thickness_weights_checked_only_for_the_thickness_sensor(tmp_path):
     missing = str(tmp_path / "none.pt")
-    assert PerceptionSettings(thickness_weights=missing).thickness_weights == missing       # regression: not read
+    assert PerceptionSettings(completion_sensor="regression",
+                              thickness_weights=missing).thickness_weights == missing       # not read
     with pytest.raises(SettingsError, match=r"thickness_weights=.*completion_sensor = \"thickness\" \(none at .*none\.pt"):
         PerceptionSettings(completion_sensor="thickness", thickness_weights=missing)
     (tmp_path / "t.pt").write_bytes(b"")
@@ -235,11 +236,17 @@ class _Surface:
 SURFACE = _Surface(_Trajectory(np.eye(4), np.zeros(3)))
 
 
-def test_the_default_scene_keeps_the_regression_sensor():
+def test_the_default_scene_reads_thickness_with_the_loop_tuned_weights_and_regression_stays_selectable():
     scene = load_scene(None)
-    assert scene.controllers.perception.completion_sensor == "regression"
-    nets = pipeline.Networks(tip=None, completion=object())
-    made = pipeline.completion_sensor(nets, DRILL, scene.controllers)(SURFACE, MODEL)
+    perception = scene.controllers.perception
+    assert (perception.completion_sensor, perception.thickness_weights) == ("thickness", "thickness_loop")
+    clf = BrightnessClassifier()
+    made = pipeline.completion_sensor(pipeline.Networks(tip=None, thickness=clf), DRILL, scene.controllers)(
+        SURFACE, MODEL)
+    assert isinstance(made, ThicknessCompletionSensor) and made.classifier is clf
+    regression = load_scene(None, {"controllers.perception.completion_sensor": "regression"}).controllers
+    made = pipeline.completion_sensor(pipeline.Networks(tip=None, completion=object()), DRILL, regression)(
+        SURFACE, MODEL)
     assert type(made) is CameraCompletionSensor
 
 
