@@ -34,6 +34,7 @@ from controllers.perception.thickness_classes import CLASS_CENTRES_M
 from controllers.perception.thickness_classifier import load_classifier, save_classifier
 from controllers.perception.thickness_training import ThicknessTrainSettings, evaluate_thickness, predict, train_thickness_net
 from controllers.perception.weights_io import WEIGHTS_DIR
+from controllers.settings import MillingSettings
 from scenarios.loop_crops import LoopCrops, load_run
 
 HELD_OUT_FRACTION = 0.25
@@ -41,7 +42,7 @@ EPOCHS = 2
 LEARNING_RATE = 1e-3
 BATCH_SIZE = 128
 #: the sensor's default stop: a point reads through at a fused thickness of at most this (m)
-STOP_THICKNESS_M = 10e-6
+STOP_THICKNESS_M = MillingSettings.model_fields["stop_thickness_m"].default
 #: bands of true thickness (um) of the model card's table; [0, 0.2) is through
 BANDS_UM = ((0.0, 0.2), (0.2, 10.0), (10.0, 20.0), (20.0, 30.0), (30.0, 40.0), (40.0, 60.0), (60.0, 100.0),
             (100.0, 1000.0))
@@ -86,8 +87,9 @@ def band_table(probs: np.ndarray, thickness_m: np.ndarray, stop_m: float = STOP_
 
 
 def _table_md(base: list[dict], tuned: list[dict]) -> list[str]:
-    lines = ["| true thickness (um) | crops | initial: mean ± sd (um) | initial: read <= 10 um | fine-tuned: mean ± sd (um) "
-             "| fine-tuned: read <= 10 um |", "| --- | --- | --- | --- | --- | --- |"]
+    stop = f"read <= {STOP_THICKNESS_M * 1e6:g} um"
+    lines = [f"| true thickness (um) | crops | initial: mean ± sd (um) | initial: {stop} | fine-tuned: mean ± sd (um) "
+             f"| fine-tuned: {stop} |", "| --- | --- | --- | --- | --- | --- |"]
     for b, f in zip(base, tuned):
         lo, hi = b["band_um"]
         band = "through (< 0.2)" if lo == 0.0 else f"{lo:g}-{hi:g}"
@@ -127,7 +129,8 @@ def card_markdown(card: dict) -> str:
              f"{100 * b['through_recall']:.1f} % | {100 * f['through_precision']:.1f} / {100 * f['through_recall']:.1f} % |",
              "", "## Readings by true thickness (held out, one crop = one camera's reading)", "",
              "The sensor stops a point when its fused thickness (both cameras, median of 3 readings) is at most "
-             f"{STOP_THICKNESS_M * 1e6:g} um: the \"read <= 10 um\" columns are the single-crop rates of that call.", ""]
+             f"{STOP_THICKNESS_M * 1e6:g} um: the \"read <= {STOP_THICKNESS_M * 1e6:g} um\" columns are the single-crop "
+             "rates of that call.", ""]
     lines += _table_md(card["held_out"]["initial_bands"], card["held_out"]["fine_tuned_bands"])
     return "\n".join(lines) + "\n"
 
