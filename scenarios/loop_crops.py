@@ -24,7 +24,7 @@ the crops); the draws come from the case's seed. At most ``max_crops`` are kept 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +88,12 @@ class LoopCrops:
 
     @classmethod
     def load(cls, path: Path | str) -> LoopCrops:
+        names = [f.name for f in fields(cls)]
         with np.load(path) as z:
-            missing = {"crops", "thickness_m", "camera", "point", "t_s", "case"} - set(z.files)
+            missing = set(names) - set(z.files)
             if missing:
                 raise ValueError(f"{path}: not a loop-crops file (missing {sorted(missing)})")
-            out = cls(**{k: z[k] for k in ("crops", "thickness_m", "camera", "point", "t_s", "case")})
+            out = cls(**{k: z[k] for k in names})
         if out.crops.ndim != 4 or out.crops.shape[1:] != (CROP_PX, CROP_PX, 3) or out.crops.dtype != np.uint8:
             raise ValueError(f"{path}: crops {out.crops.shape} {out.crops.dtype}, expected (N, {CROP_PX}, {CROP_PX}, 3) "
                              f"uint8")
@@ -127,7 +128,7 @@ class LoopCropRecorder:
         self._started = False
         self._readings = 0
         self._n = 0
-        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in ("crops", "thickness_m", "camera", "point", "t_s")}
+        self._parts: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(LoopCrops) if f.name != "case"}
 
     def estimate(self, frame, probes_r, T_tool_to_r):
         c = self.scored.estimate(frame, probes_r, T_tool_to_r)
