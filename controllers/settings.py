@@ -134,8 +134,18 @@ class DamperParams(_Settings):
     points through early (22-29 um bridges) and 0.995 late (a membrane breach in a suite case);
     0.99 left 11-16 um bridges and no breach. The window between a bridge and a breach is only
     ~40 um: this threshold is the most perception-sensitive number in the loop.
+    Synchronised finish (``sync_level``, issue 13): a point that is not done and reads
+    c >= ``sync_level`` waits (speed 0) while any other point that is not done is still below
+    ``sync_level``; once every point has reached it, all descend together through the last of
+    the bone. Skilled operators bring every point of the circle to the same remaining thickness
+    at the same time (seed 004, introduction); without it, a point finished early is cut again
+    for many laps by the 1 mm burr while a neighbour with thicker bone below it is still
+    descending 40-70 um lower, and the path between them breached the membrane 0.16-0.21 mm from
+    the finished point (7 of the 22 failures of the 200-skull suite before this rule). A
+    ``sync_level`` at or above ``through_level`` switches the rule off (the paper's planner).
+    The hold costs little time: milling ends when the slowest point is through in any case.
     Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0 (the speed never increases
-    with c), and contact_level < through_level.
+    with c), contact_level < through_level and contact_level < sync_level.
 
     ``latch_done``: a point once read at c >= ``through_level`` stays done even if a later, noisy
     reading says less. A breach of the dura is worse than an unfinished point (the timeout
@@ -151,6 +161,9 @@ class DamperParams(_Settings):
     contact_level: Real = Field(0.05, ge=0.0, lt=1.0, description="completion at which cutting starts")
     through_level: Real = Field(0.99, gt=0.0, le=1.0, description="completion at which a point is done")
     latch_done: Bool = Field(True, description="a point once through stays done")
+    sync_level: Real = Field(0.9, gt=0.0, le=1.0,
+                             description="a point at or above this completion waits (speed 0) while any point "
+                                         "that is not done is below it; >= through_level: never waits")
 
     @model_validator(mode="after")
     def _speeds_never_increase_with_completion(self) -> "DamperParams":
@@ -160,6 +173,8 @@ class DamperParams(_Settings):
             raise cross_field_error("v_approach_m_s", self.v_approach_m_s, ">= {sibling:v_cut_max_m_s}")
         if not self.contact_level < self.through_level:
             raise cross_field_error("through_level", self.through_level, "> {sibling:contact_level}")
+        if not self.contact_level < self.sync_level:
+            raise cross_field_error("sync_level", self.sync_level, "> {sibling:contact_level}")
         return self
 
     @classmethod

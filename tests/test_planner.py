@@ -179,7 +179,7 @@ def test_damper_defaults():
     p = DamperParams()
     assert (p.v_approach_m_s, p.approach_depth_m, p.v_cut_max_m_s, p.v_cut_min_m_s) == \
         (60e-6, 0.35e-3, 10e-6, 4e-6)
-    assert (p.contact_level, p.through_level, p.latch_done) == (0.05, 0.99, True)
+    assert (p.contact_level, p.through_level, p.latch_done, p.sync_level) == (0.05, 0.99, True, 0.9)
 
 
 def test_damper_law_at_the_mode_boundaries():
@@ -213,9 +213,10 @@ def damper_params(draw, latch: bool | None = None):
     depth = draw(st.one_of(st.just(0.0), st.floats(0.0, 1.5e-3)))
     contact = draw(st.floats(0.0, 0.5))
     through = draw(st.floats(contact + 0.01, 1.0))
+    sync = draw(st.one_of(st.just(1.0), st.floats(contact, through, exclude_min=True)))
     return DamperParams(v_approach_m_s=v_app, approach_depth_m=depth, v_cut_max_m_s=v_max,
                         v_cut_min_m_s=v_min, contact_level=contact, through_level=through,
-                        latch_done=draw(st.booleans()) if latch is None else latch)
+                        latch_done=draw(st.booleans()) if latch is None else latch, sync_level=sync)
 
 
 @st.composite
@@ -291,6 +292,9 @@ def test_descent_speed_is_non_increasing_in_depth_at_fixed_completion(data):
     ({"through_level": 1.2}, "through_level"),
     ({"through_level": np.nan}, "through_level"),
     ({"latch_done": 1}, "latch_done"),
+    ({"sync_level": DamperParams().contact_level}, "sync_level"),
+    ({"sync_level": 1.1}, "sync_level"),
+    ({"sync_level": np.nan}, "sync_level"),
 ])
 def test_damper_rejects_bad_parameters_naming_the_field(kwargs, field):
     with pytest.raises(PlanningParameterError) as e:
@@ -303,6 +307,7 @@ def test_damper_rejects_bad_parameters_naming_the_field(kwargs, field):
     {"v_approach_m_s": DamperParams().v_cut_max_m_s},           # the equalities are allowed
     {"v_cut_max_m_s": DamperParams().v_cut_min_m_s},
     {"through_level": 1.0},
+    {"sync_level": 1.0},                                        # the rule switched off
 ])
 def test_damper_accepts_the_edges_of_the_allowed_ranges(kwargs):
     DamperParams(**kwargs)
@@ -320,7 +325,8 @@ def planner_runs(draw, latch: bool | None = None):
     params = draw(damper_params(latch))
     make = draw(st.sampled_from([MillingPlanner.from_fitted, MillingPlanner.equal_height]))
     level = st.one_of(st.just(np.nan), st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0]),
-                      st.just(params.contact_level), st.just(params.through_level))
+                      st.just(params.contact_level), st.just(params.through_level),
+                      st.just(params.sync_level))
     dt = st.one_of(st.floats(0.0, 60.0), st.floats(0.0, 2.0))
     steps = draw(st.lists(st.tuples(st.lists(level, min_size=n, max_size=n), dt), max_size=25))
     return make(h_ini, floor, params), [(np.array(c), dt) for c, dt in steps]
@@ -351,12 +357,16 @@ def test_planner_invariants_for_any_sequence(run):
         np.testing.assert_array_equal(planner.completion, known)  # NaN keeps the last level
         np.testing.assert_array_equal(planner.done, reached)
         assert planner.all_done == bool(reached.all())
+        # the synchronised finish: a point at sync_level waits while a point not done is below it
+        at_sync = ~reached & (known >= p.sync_level)
+        waiting = at_sync & np.any(~reached & ~at_sync)
+        np.testing.assert_array_equal(planner.waiting, waiting)
         # the step model: the speed at the step's start (level and depth below the start), held
         # for dt, then the floor
-        speed = np.where(reached, 0.0, p.speed_m_s(known, start - before))
+        speed = np.where(reached | waiting, 0.0, p.speed_m_s(known, start - before))
         np.testing.assert_array_equal(h, np.maximum(before - speed * dt, floor))
-        ref = [0.0 if r else reference_speed(p, ci, di)
-               for r, ci, di in zip(reached, known, start - before)]
+        ref = [0.0 if r or w else reference_speed(p, ci, di)
+               for r, w, ci, di in zip(reached, waiting, known, start - before)]
         np.testing.assert_allclose(speed, ref, rtol=1e-9, atol=0.0)
 
 
@@ -549,3 +559,27 @@ def test_value_and_derivative_equal_the_ppoly_bit_for_bit():
         spline = ClosedConstrainedSpline(theta, rng.uniform(-1e-3, 1e-3, n))
         for t in np.concatenate([rng.uniform(-10.0, 20.0, 2000), theta, theta + 2 * np.pi, [0.0, 2 * np.pi]]):
             assert spline.value_and_derivative(t) == (float(spline(t)), float(spline.derivative(t)))
+
+
+def test_synchronised_finish_holds_the_points_ahead_until_every_point_catches_up():
+    """Issue 13: points at sync_level wait for the points below it; done points and unseen (NaN)
+    readings count with their last known level; sync_level = 1 never holds a point."""
+    p = DamperParams()                                  # contact 0.05, sync 0.9, through 0.99
+    planner = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, p)
+    dt = 0.2
+    planner.update(np.array([0.95, 0.5, 0.92, 0.99]), dt)   # 0 and 2 ahead, 1 behind, 3 done
+    np.testing.assert_array_equal(planner.waiting, [True, False, True, False])
+    np.testing.assert_allclose(1e-3 - planner.heights_m, [0.0, reference_speed(p, 0.5, 0.0) * dt, 0.0, 0.0],
+                               rtol=1e-9, atol=0.0)
+    planner.update(np.array([np.nan, 0.85, np.nan, np.nan]), dt)  # 1 still behind: 0 and 2 wait on
+    np.testing.assert_array_equal(planner.waiting, [True, False, True, False])
+    before = planner.heights_m
+    planner.update(np.array([np.nan, 0.9, np.nan, np.nan]), dt)   # 1 caught up: all descend together
+    assert not planner.waiting.any()
+    step = before - planner.heights_m
+    np.testing.assert_allclose(step, [reference_speed(p, c, 1e-3 - h) * dt for c, h in
+                                      zip([0.95, 0.9, 0.92, 1.0], before)], rtol=1e-9, atol=0.0)
+    assert step[3] == 0.0 and np.all(step[:3] > 0.0)
+    off = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, DamperParams(sync_level=1.0))
+    off.update(np.array([0.95, 0.5, 0.92, 0.99]), dt)
+    assert not off.waiting.any() and np.all(off.heights_m[:3] < 1e-3)

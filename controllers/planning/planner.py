@@ -26,6 +26,10 @@ at the i-th point reduced proportionally to its completion level c_i"):
                     v_cut_max_m_s (at contact_level) to v_cut_min_m_s (at through_level)
   mode 3, through   c_i >= through_level:                 v = 0, and the point is done
 
+Synchronised finish (``DamperParams.sync_level``): a point that is not done with
+c_i >= sync_level waits (speed 0) while any point that is not done is below sync_level, so
+the points go through the last of the bone together (``MillingPlanner.waiting``).
+
 A NaN c_i (the point unseen this update, e.g. hidden behind the drill) keeps its last known
 level (0 before any reading). With ``latch_done`` (default) a point once done stays done.
 
@@ -97,6 +101,7 @@ class MillingPlanner:
         self._theta = TWO_PI * np.arange(heights.size) / heights.size
         self._completion = np.zeros(heights.size)
         self._done = np.zeros(heights.size, dtype=bool)
+        self._waiting = np.zeros(heights.size, dtype=bool)
 
     @classmethod
     def from_fitted(cls, heights_ini_m: ArrayLike, floor_m: ArrayLike | float,
@@ -154,6 +159,11 @@ class MillingPlanner:
         return self._done.copy()
 
     @property
+    def waiting(self) -> NDArray[np.bool_]:
+        """Which points the last update held at ``params.sync_level`` for the others to catch up."""
+        return self._waiting.copy()
+
+    @property
     def all_done(self) -> bool:
         """The stop condition: True exactly when every point is done."""
         return bool(self._done.all())
@@ -162,8 +172,8 @@ class MillingPlanner:
         """Advance the plan by ``dt_s`` (s, finite, >= 0) with the perceived levels.
 
         ``completion``: c_i for each point, in [0, 1] or NaN (unknown this update: the last
-        known level is kept). Each h_i descends by v(c_i) dt_s (0 once done), then is clamped at
-        its floor. Raises ``PlanningParameterError`` for a wrong length, a level outside
+        known level is kept). Each h_i descends by v(c_i) dt_s (0 once done, and 0 while it
+        waits at ``sync_level`` for a point still below it), then is clamped at its floor. Raises ``PlanningParameterError`` for a wrong length, a level outside
         [0, 1] (or infinite), or a bad ``dt_s``.
         """
         c = np.asarray(completion, dtype=float)
@@ -181,7 +191,9 @@ class MillingPlanner:
         self._completion[known] = c[known]
         through = self._completion >= p.through_level
         self._done = (self._done | through) if p.latch_done else through
-        speed = np.where(self._done, 0.0, p.speed_m_s(self._completion, self._initial - self._heights))
+        at_sync = ~self._done & (self._completion >= p.sync_level)
+        self._waiting = at_sync & bool(np.any(~self._done & ~at_sync))
+        speed = np.where(self._done | self._waiting, 0.0, p.speed_m_s(self._completion, self._initial - self._heights))
         self._heights = np.maximum(self._heights - speed * dt_s, self._floor)
 
     def path(self) -> ClosedConstrainedSpline:
