@@ -18,7 +18,9 @@
   only needs one through line across the groove to come free.
 - **Motion**: ``MillingMotionController`` (DQ Robotics QP) follows the spline at
   ``traverse_speed_m_s`` and never commands the burr below the virtual floor
-  ``floor_i = h(surface_i) - max_plausible_thickness + burr_radius``.
+  ``floor_i = h(surface_i) - max_plausible_thickness - floor_fit_margin + burr_radius``
+  (the margin for the fit's own error: without it a point whose surface was fitted ~0.2 mm
+  too high sat on the floor above its bone's bottom until the timeout).
 - **Stop** (``StopMonitor``): every point through (COMPLETE), ``timeout_s``, no valid
   completion reading for ``perception_timeout_s`` (PERCEPTION_LOST), or a command refused by
   ``hw_bridge`` (SAFETY_FAULT). On any stop: the drill is switched off at once, then the burr
@@ -92,7 +94,7 @@ def plan_geometry(traj: FittedTrajectory, settings: MillingSettings, burr_radius
     w_fit = frame.to_window(traj.points_fit_r)
     radius = float(np.mean(np.hypot(w_fit[:, 0], w_fit[:, 1])))
     h_ini = frame.to_window(traj.points_ini_r)[:, 2]
-    floor = w_fit[:, 2] - settings.max_plausible_thickness_m + burr_radius_m
+    floor = w_fit[:, 2] - settings.max_plausible_thickness_m - settings.floor_fit_margin_m + burr_radius_m
     if not np.all(np.isfinite(h_ini)) or np.any(h_ini <= floor):
         raise MillingSetupError("fitted trajectory: initial heights must be finite and above the virtual floor")
     return frame, radius, h_ini, floor, w_fit[:, 2]

@@ -236,6 +236,12 @@ class MillingSettings(_Settings):
                                                'margin to the 20 um the burr may go into the membrane')
     max_plausible_thickness_m: Real = Field(0.65e-3, gt=0.0, le=5e-3,
                                             description="mouse skull above cortex: 0.1-0.65 mm (reference sec. 2)")
+    floor_fit_margin_m: Real = Field(0.3e-3, ge=0.0, le=5e-3,
+                                     description="the virtual floor lies this much further below the fitted surface, "
+                                                 "for the fit's own error: the stereo fit is off by up to ~0.3 mm at a "
+                                                 "point (RMS up to 0.14 mm over a skull on the tuning seed); with the "
+                                                 "floor at the fitted surface less the thickness alone, a point whose "
+                                                 "surface was fitted too high could never reach the bone's bottom")
     approach_clearance_m: Real = Field(0.2e-3, ge=0.0, le=0.01,
                                        description="start this far above point 0's initial height")
     timeout_s: Real = Field(300.0, gt=0.0, le=86400.0, description="the milling stops after this long")

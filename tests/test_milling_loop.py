@@ -136,3 +136,25 @@ def test_completion_filter_is_the_median_of_the_last_valid_readings(window, read
                 hist[i] = (hist[i] + [v])[-window:]
             expected = np.median(hist[i]) if hist[i] else np.nan
             np.testing.assert_allclose(out[i], expected, equal_nan=True)
+
+
+def test_virtual_floor_lies_a_skull_and_the_fits_error_below_the_fitted_surface():
+    """floor_i = fitted surface height - max plausible thickness - fit margin + burr radius, along
+    the window axis; checked on a flat fitted circle at z = 0 (axis +z), by hand."""
+    from controllers.milling import plan_geometry
+    from controllers.surface_fit import FittedTrajectory
+
+    n, r = 8, 2e-3
+    th = 2 * np.pi * np.arange(n) / n
+    fit = np.stack([r * np.cos(th), r * np.sin(th), np.zeros(n)], axis=1)
+    up = np.tile([0.0, 0.0, 1.0], (n, 1))
+    ini = fit + 1e-3 * up
+    traj = FittedTrajectory(np.zeros(2), np.zeros(3), r, 1e-3, fit, up, ini, fit, ini, up,
+                            np.full(n, 50), np.zeros(n), np.eye(4))
+    frame, radius, h_ini, floor, h_surface = plan_geometry(traj, MillingSettings(), 0.5e-3)
+    np.testing.assert_allclose(h_surface, 0.0, atol=1e-15)
+    np.testing.assert_allclose(h_ini, 1e-3, rtol=1e-12)
+    np.testing.assert_allclose(floor, -0.65e-3 - 0.3e-3 + 0.5e-3, rtol=1e-12)
+    no_margin = plan_geometry(traj, MillingSettings(floor_fit_margin_m=0.0), 0.5e-3)[3]
+    np.testing.assert_allclose(no_margin, -0.65e-3 + 0.5e-3, rtol=1e-12)
+    assert radius == pytest.approx(r, rel=1e-12)

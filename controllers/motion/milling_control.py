@@ -20,8 +20,9 @@ writes and advances) the controller:
 
 The virtual floor is the last line of defence against a perception error: whatever the
 planner asks, the burr centre never goes below ``floor(theta)`` along the window axis, where
-``floor_i = surface_i - max_plausible_thickness + burr_radius`` (the burr's lowest point at
-most one maximal skull thickness under the fitted surface), interpolated linearly in angle
+``floor_i = surface_i - max_plausible_thickness - floor_fit_margin + burr_radius`` (the burr's
+lowest point at most one maximal skull thickness and the fit's error under the fitted surface;
+``controllers.milling.plan_geometry``), interpolated linearly in angle
 between the sampling points. The planner keeps its points above the same knots; where its
 spline sags below the interpolated floor between two knots, the floor wins.
 
