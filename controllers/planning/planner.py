@@ -28,7 +28,10 @@ at the i-th point reduced proportionally to its completion level c_i"):
 
 Synchronised finish (``DamperParams.sync_level``): a point that is not done with
 c_i >= sync_level waits (speed 0) while any point that is not done is below sync_level, so
-the points go through the last of the bone together (``MillingPlanner.waiting``).
+the points go through the last of the bone together (``MillingPlanner.waiting``). A point whose
+reading never reaches sync_level (a sensor stuck low, a point held by its floor) holds every
+other point with it until the ``StopMonitor``'s timeout: a local failure becomes a whole-window
+one, which the loop reports as a timeout with the points not through.
 
 A NaN c_i (the point unseen this update, e.g. hidden behind the drill) keeps its last known
 level (0 before any reading). With ``latch_done`` (default) a point once done stays done.
@@ -173,8 +176,9 @@ class MillingPlanner:
 
         ``completion``: c_i for each point, in [0, 1] or NaN (unknown this update: the last
         known level is kept). Each h_i descends by v(c_i) dt_s (0 once done, and 0 while it
-        waits at ``sync_level`` for a point still below it), then is clamped at its floor. Raises ``PlanningParameterError`` for a wrong length, a level outside
-        [0, 1] (or infinite), or a bad ``dt_s``.
+        waits at ``sync_level`` for a point still below it), then is clamped at its floor.
+        Raises ``PlanningParameterError`` for a wrong length, a level outside [0, 1] (or
+        infinite), or a bad ``dt_s``.
         """
         c = np.asarray(completion, dtype=float)
         if c.shape != (self.n_points,):
