@@ -143,7 +143,9 @@ class DamperParams(_Settings):
     descending 40-70 um lower, and the path between them breached the membrane 0.16-0.21 mm from
     the finished point (7 of the 22 failures of the 200-skull suite before this rule). A
     ``sync_level`` at or above ``through_level`` switches the rule off (the paper's planner).
-    The hold costs little time: milling ends when the slowest point is through in any case.
+    The hold costs a little time (milling ends when the slowest point is through in any case,
+    but the points that waited still have their last bone to cut): 1.53 against 1.49 min a
+    window on the 200-skull suite.
     Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0 (the speed never increases
     with c), contact_level < through_level and contact_level < sync_level.
 
