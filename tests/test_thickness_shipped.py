@@ -16,24 +16,29 @@ def unseen():
                                                             seed=7), first_scene=900)
 
 
-def test_shipped_classifier_reads_unseen_scenes(unseen):
-    reading = load_classifier("thickness").classify(unseen.crops)
+def _assert_reads_rendered_grooves(reading, unseen):
+    """The bounds every shipped weights file must keep on the unseen rendered scene."""
     m = evaluate_thickness(reading.probs, unseen.thickness_m)
     assert m["n"] > 100
     assert m["top3"] >= 0.85
     assert m["within_one"] >= 0.8
-    y = thickness_class(unseen.thickness_m)
-    thick = y >= thickness_class(np.array([150e-6]))[0]
-    through = y == THROUGH_CLASS
-    if through.any():
-        assert np.mean(reading.probs[through].argmax(axis=1) == THROUGH_CLASS) >= 0.8
+    thick = thickness_class(unseen.thickness_m) >= thickness_class(np.array([150e-6]))[0]
     if thick.any():                                   # thick bone is never called thin
         assert np.all(reading.thickness_m[thick] > 60e-6)
 
 
+def test_shipped_classifier_reads_unseen_scenes(unseen):
+    reading = load_classifier("thickness").classify(unseen.crops)
+    _assert_reads_rendered_grooves(reading, unseen)
+    through = thickness_class(unseen.thickness_m) == THROUGH_CLASS
+    if through.any():
+        assert np.mean(reading.probs[through].argmax(axis=1) == THROUGH_CLASS) >= 0.8
+
+
 def test_loop_fine_tuned_classifier_still_reads_rendered_scenes(unseen):
     """The default weights (``thickness_loop``, fine-tuned on loop crops, issue 13) did not forget
-    the rendered grooves they started from: the same bounds on the same unseen scene."""
+    the rendered grooves they started from: the same bounds on the same unseen scene, except the
+    through rate (0.75 on this scene: the loop's crops taught it the loop's own through look)."""
     from controllers.settings import PerceptionSettings
 
     defaults = PerceptionSettings()
@@ -42,9 +47,4 @@ def test_loop_fine_tuned_classifier_still_reads_rendered_scenes(unseen):
     assert clf.card["initial"] == "thickness"
     held = clf.card["held_out"]
     assert held["fine_tuned"]["mae_below_60um_um"] < held["initial"]["mae_below_60um_um"]
-    reading = clf.classify(unseen.crops)
-    m = evaluate_thickness(reading.probs, unseen.thickness_m)
-    assert m["top3"] >= 0.85 and m["within_one"] >= 0.8
-    thick = thickness_class(unseen.thickness_m) >= thickness_class(np.array([150e-6]))[0]
-    if thick.any():
-        assert np.all(reading.thickness_m[thick] > 60e-6)
+    _assert_reads_rendered_grooves(clf.classify(unseen.crops), unseen)
