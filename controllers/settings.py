@@ -168,7 +168,7 @@ class DamperParams(_Settings):
                                          "that is not done is below it; >= through_level: never waits")
 
     @model_validator(mode="after")
-    def _speeds_never_increase_with_completion(self) -> "DamperParams":
+    def _cross_field_rules(self) -> "DamperParams":
         if self.v_cut_max_m_s < self.v_cut_min_m_s:
             raise cross_field_error("v_cut_max_m_s", self.v_cut_max_m_s, ">= {sibling:v_cut_min_m_s}")
         if self.v_approach_m_s < self.v_cut_max_m_s:
