@@ -33,6 +33,10 @@ class CompletionSensor(Protocol):
     #: False for a sensor that never looks at the images (the sim-only oracle): the loop then
     #: passes ``frame=None`` and does not ask the cameras for a frame it would not use.
     uses_images: bool
+    #: the remaining bone thickness (m, (n,), NaN: unseen) behind the last ``estimate``, for a
+    #: sensor that reads it (``ThicknessCompletionSensor``); None for one that reads completion
+    #: only. The milling planner's settle (``DamperParams.settle_below_m``) needs it.
+    last_thickness_m: np.ndarray | None
 
     def estimate(self, frame: StereoFrame | None, probes_r: np.ndarray, T_tool_to_r: np.ndarray) -> np.ndarray:
         """c_i (n,) in [0, 1]: for each sampling point the highest level among its k probe points
@@ -43,6 +47,7 @@ class CameraCompletionSensor:
     """The completion CNN on the left image, at points projected through the calibration."""
 
     uses_images = True
+    last_thickness_m = None       # reads completion only
 
     def __init__(self, estimator: CompletionEstimator, model: OrthoStereoModel, T_mi_to_r: np.ndarray,
                  centre_r: np.ndarray, drill, occlusion_margin_px: float = 4.0):

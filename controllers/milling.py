@@ -8,14 +8,19 @@
   planner's h_i, smoothed around the circle by the planner's closed constrained spline.
 - **Perception** every ``perception_period_s``: the newest stereo frame goes to the
   completion sensor (the CNN, or the sim-only oracle in studies) with the tool pose at the
-  frame's exposure (from the loop's own joint-state history); a per-point median filter; the
+  frame's exposure (from the loop's own joint-state history); the first
+  ``skip_after_pass_readings`` valid readings of a point after each pass of the burr over it
+  (``passes_over``: the burr's centre half a burr width past it) are left out (the thickness
+  classifier reads them ~15 um thin, which declared points with 20-25 um of bone left through);
+  a per-point median filter; the
   planner's velocity damper lowers each h_i by its speed times the time since the last update.
   c_i is the level of the groove's *cross-section* at point i: the highest level among
   ``cross_section_probes`` probes across the groove (+-``cross_section_half_width_m``). On a
   sloping skull a sphere burr cuts through on the uphill side of its groove first (by
   ~slope^2 * rd / 2 deeper: 10 um at a 0.2 slope); judging a point by its centre line alone
   kept the burr descending there and breached the membrane with perfect perception. The flap
-  only needs one through line across the groove to come free.
+  only needs one through line across the groove to come free. A thickness sensor's readings go
+  to the planner too, with the pass counts, for its settle (``DamperParams.settle_below_m``).
 - **Motion**: ``MillingMotionController`` (DQ Robotics QP) follows the spline at
   ``traverse_speed_m_s`` and never commands the burr below the virtual floor
   ``floor_i = h(surface_i) - max_plausible_thickness - floor_fit_margin + burr_radius``
@@ -132,6 +137,8 @@ def mill_window(loop: ControlLoop, pc: PoseController, traj: FittedTrajectory, s
     t0 = hw.now()
     monitor = StopMonitor(settings.timeout_s, settings.perception_timeout_s, start_s=t0)
     omega = settings.traverse_speed_m_s / radius
+    pass_rad = drill.burr_radius_m / radius        # a pass over a point ends when the burr has left it
+    after_pass = AfterPassReadings(planner.n_points, settings.skip_after_pass_readings)
     theta, last_update, last_valid, last_index = 0.0, t0, None, -1
     spline = planner.path()
     fault: str | None = None
@@ -145,10 +152,16 @@ def mill_window(loop: ControlLoop, pc: PoseController, traj: FittedTrajectory, s
                     stamp = loop.state.stamp_s if f is None else f.stamp_s
                     last_index = -1 if f is None else f.index
                     raw = np.asarray(sensor.estimate(f, probes_r, robot.fk(loop.q_at(stamp))), dtype=float)
-                    c = filt.update(raw)
                     if np.any(np.isfinite(raw)):
                         last_valid = now
-                    planner.update(np.clip(c, 0.0, 1.0), now - last_update)
+                    passes = passes_over(theta, theta_i, pass_rad)
+                    fresh = after_pass.update(passes, np.isfinite(raw))
+                    c = filt.update(np.where(fresh, np.nan, raw))
+                    thickness = sensor.last_thickness_m
+                    if thickness is not None:
+                        thickness = np.where(fresh, np.nan, np.asarray(thickness, dtype=float))
+                    planner.update(np.clip(c, 0.0, 1.0), now - last_update, thickness,
+                                   None if thickness is None else passes)
                     last_update = now
                     spline = planner.path()
                     log.t_s.append(now)
@@ -174,6 +187,32 @@ def mill_window(loop: ControlLoop, pc: PoseController, traj: FittedTrajectory, s
     hw.publish_decision("milling/stop", reason=reason.value, message=message, points_done=int(planner.done.sum()))
     return MillingReport(reason, message, t0, stop_s, frame, radius, theta_i, points_r, probes_r, floor_h, h_ini,
                          planner.heights_m, planner.done, mc.floor_clamps, log)
+
+
+def passes_over(theta_rad: float, theta_i_rad: np.ndarray, half_width_rad: float) -> np.ndarray:
+    """How many times the burr, at the angle ``theta_rad`` (rad, from 0 at the start, increasing)
+    around the circle, has passed over each point at ``theta_i_rad`` (rad, in [0, 2 pi)): a pass
+    ends when the burr's centre is ``half_width_rad`` (its radius over the circle's) beyond it."""
+    laps = np.floor((theta_rad - np.asarray(theta_i_rad, dtype=float) - half_width_rad) / (2.0 * np.pi)) + 1.0
+    return np.maximum(laps, 0.0).astype(np.int64)
+
+
+class AfterPassReadings:
+    """Marks each point's first ``skip`` valid readings after every pass of the burr over it."""
+
+    def __init__(self, n: int, skip: int):
+        self.skip = int(skip)
+        self._passes = np.zeros(n, dtype=np.int64)
+        self._seen = np.zeros(n, dtype=np.int64)      # valid readings of each point since its last pass
+
+    def update(self, passes: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``passes`` (n,) the pass counts now (``passes_over``), ``valid`` (n,) bool the points
+        read this time; returns (n,) bool: the valid readings to leave out."""
+        passes = np.asarray(passes, dtype=np.int64)
+        valid = np.asarray(valid, dtype=bool)
+        self._seen = np.where(passes > self._passes, 0, self._seen) + valid
+        self._passes = passes
+        return valid & (self._seen <= self.skip)
 
 
 def _stop(loop: ControlLoop, pc: PoseController, frame: WindowFrame, settings: MillingSettings,

@@ -146,6 +146,23 @@ class DamperParams(_Settings):
     The hold costs a little time (milling ends when the slowest point is through in any case,
     but the points that waited still have their last bone to cut): 1.53 against 1.49 min a
     window on the 200-skull suite.
+    Settle (``settle_below_m``, issue 13, with a sensor that reads the remaining thickness): the
+    burr cuts at most a depth of cut per second (the bone's cut rate over its hardness), and
+    where the plan descends faster than that, the uncut bone presses the head down; the excess
+    (the planned height below the groove really cut) springs back into the membrane when the
+    point's last bone gives way. At the low end of the plausible cut rates (150-250 um/s) the
+    burr cuts ~5 um/s at a point, against the damper's 4-10 um/s, and the head was pushed down
+    40-185 um. The thickness classifier cannot see that while the bone is thick (it saturates
+    above ~300 um), so each point, the first time its remaining thickness reads at most
+    ``settle_below_m``, holds (speed 0) until one pass of the burr over it (once a lap) has
+    thinned it by at most ``settle_drop_m``: the burr has caught up with the plan while there is
+    still bone below it; or for at most ``settle_max_s``. A point a pass thinned by more than
+    ``resettle_drop_m`` was behind its plan and settles once more at ``resettle_below_m``, where
+    the reading is precise enough to judge by ``resettle_drop_m`` (over ~100 um the reading
+    drifts ~12 um a pass as the neighbouring grooves deepen). (The loop leaves out the readings
+    right after a pass, ``MillingSettings.skip_after_pass_readings``.) A point that keeps up
+    holds about one lap (3.1 s) per settle. ``settle_below_m = 0`` switches it off (the paper's
+    planner); the completion-only sensors (the regression CNN, the oracle) never settle.
     Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0 (the speed never increases
     with c), contact_level < through_level and contact_level < sync_level.
 
@@ -166,6 +183,22 @@ class DamperParams(_Settings):
     sync_level: Real = Field(0.9, gt=0.0, le=1.0,
                              description="a point at or above this completion waits (speed 0) while any point "
                                          "that is not done is below it; >= through_level: never waits")
+    settle_below_m: Real = Field(150e-6, ge=0.0, le=1e-3,
+                                 description="thickness sensor only: a point holds once its remaining bone first "
+                                             "reads at most this, until a pass of the burr no longer thins it "
+                                             "(0: never)")
+    settle_drop_m: Real = Field(15e-6, ge=0.0, le=100e-6,
+                                description="first settle: thinning by one pass of the burr that still counts as "
+                                            "settled (the median of the readings before the pass minus that of "
+                                            "the first settle_readings after it)")
+    resettle_drop_m: Real = Field(8e-6, ge=0.0, le=100e-6,
+                                  description="the same for the second settle, where the reading is more precise; "
+                                              "a pass thinning a point by more than this marks it as behind its plan")
+    resettle_below_m: Real = Field(80e-6, ge=0.0, le=1e-3,
+                                   description="a point a pass thinned by more than resettle_drop_m settles again when its "
+                                               "thickness first reads at most this (0: never; below settle_below_m)")
+    settle_readings: Int = Field(3, ge=1, le=50, description="readings after a pass whose median is compared")
+    settle_max_s: Real = Field(20.0, gt=0.0, le=120.0, description="longest settle of one point")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "DamperParams":
@@ -177,6 +210,8 @@ class DamperParams(_Settings):
             raise cross_field_error("through_level", self.through_level, "> {sibling:contact_level}")
         if not self.contact_level < self.sync_level:
             raise cross_field_error("sync_level", self.sync_level, "> {sibling:contact_level}")
+        if self.settle_below_m > 0.0 and self.resettle_below_m > 0.0 and not self.resettle_below_m < self.settle_below_m:
+            raise cross_field_error("resettle_below_m", self.resettle_below_m, "< {sibling:settle_below_m} or 0")
         return self
 
     @classmethod
@@ -185,6 +220,13 @@ class DamperParams(_Settings):
 
         p = problems[0]
         return PlanningParameterError(p.field, p.value, p.allowed)
+
+    @property
+    def settle_levels_m(self) -> tuple[float, ...]:
+        """The thicknesses (m, decreasing) at which a point settles, in order; () for none."""
+        if self.settle_below_m <= 0.0:
+            return ()
+        return (self.settle_below_m,) + ((self.resettle_below_m,) if self.resettle_below_m > 0.0 else ())
 
     def speed_m_s(self, completion, descended_m=0.0):
         """Descent speed (m/s, >= 0) for completion levels in [0, 1] (array of c's shape), at
@@ -227,6 +269,9 @@ class MillingSettings(_Settings):
                                               "at run time against the hardware)")
     perception_period_s: Real = Field(0.2, gt=0.0, le=10.0, description="time between completion readings")
     filter_window: Int = Field(3, ge=1, le=100, description="readings in each point's completion filter")
+    skip_after_pass_readings: Int = Field(
+        3, ge=0, le=50, description="valid readings of a point left out after each pass of the burr over it (the "
+                                    "thickness classifier reads them ~15 um thin on the twin, recovering within 0.6 s)")
     cross_section_half_width_m: Real = Field(0.15e-3, ge=0.0, lt=0.5e-3,
                                              description="c_i = highest level across the groove within this "
                                                          "(inside the burr's groove)")

@@ -98,6 +98,11 @@ class CompletionOutliers:
         self.rng = rng
         self.outliers = 0
 
+    @property
+    def last_thickness_m(self):
+        """The wrapped sensor's ``last_thickness_m`` (m, or None), unchanged."""
+        return self.sensor.last_thickness_m
+
     def estimate(self, frame, probes_r: np.ndarray, T_tool_to_r: np.ndarray) -> np.ndarray:
         c = np.array(self.sensor.estimate(frame, probes_r, T_tool_to_r), dtype=float)
         if self.fraction > 0.0:

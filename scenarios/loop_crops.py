@@ -130,6 +130,11 @@ class LoopCropRecorder:
         self._n = 0
         self._parts: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(LoopCrops) if f.name != "case"}
 
+    @property
+    def last_thickness_m(self):
+        """The wrapped sensor's ``last_thickness_m`` (m, or None), unchanged."""
+        return self.scored.last_thickness_m
+
     def estimate(self, frame, probes_r, T_tool_to_r):
         c = self.scored.estimate(frame, probes_r, T_tool_to_r)
         truth = self.scored.rows[-1]

@@ -170,6 +170,11 @@ class ScoredSensor:
         self.world = world
         self.rows: list[PerceptionTruth] = []
 
+    @property
+    def last_thickness_m(self):
+        """The wrapped sensor's ``last_thickness_m`` (m, or None), unchanged."""
+        return self.sensor.last_thickness_m
+
     def estimate(self, frame, probes_r, T_tool_to_r):
         c = self.sensor.estimate(frame, probes_r, T_tool_to_r)
         w = self.world

@@ -158,3 +158,28 @@ def test_virtual_floor_lies_a_skull_and_the_fits_error_below_the_fitted_surface(
     no_margin = plan_geometry(traj, MillingSettings(floor_fit_margin_m=0.0), 0.5e-3)[3]
     np.testing.assert_allclose(no_margin, -0.65e-3 + 0.5e-3, rtol=1e-12)
     assert radius == pytest.approx(r, rel=1e-12)
+
+
+def test_passes_over_counts_a_pass_once_the_burr_has_left_the_point():
+    from controllers.milling import passes_over
+    theta_i = np.array([0.0, np.pi / 2, 3 * np.pi / 2])
+    w = 0.25                                                     # burr radius / circle radius (rad)
+    np.testing.assert_array_equal(passes_over(0.0, theta_i, w), [0, 0, 0])
+    np.testing.assert_array_equal(passes_over(0.25, theta_i, w), [1, 0, 0])
+    np.testing.assert_array_equal(passes_over(np.pi / 2 + 0.2, theta_i, w), [1, 0, 0])
+    np.testing.assert_array_equal(passes_over(np.pi / 2 + 0.3, theta_i, w), [1, 1, 0])
+    np.testing.assert_array_equal(passes_over(2 * np.pi + 0.3, theta_i, w), [2, 1, 1])
+    np.testing.assert_array_equal(passes_over(4 * np.pi + np.pi, theta_i, w), [3, 3, 2])
+
+
+def test_the_first_readings_after_each_pass_are_left_out():
+    from controllers.milling import AfterPassReadings
+    skip = AfterPassReadings(2, 3)
+    valid = np.array([True, True])
+    # point 0: passed at the second update; point 1: never; a hidden reading does not count
+    marks = [skip.update(np.array([p0, 0]), v) for p0, v in
+             [(0, valid), (1, valid), (1, np.array([False, True])), (1, valid), (1, valid), (1, valid), (2, valid)]]
+    np.testing.assert_array_equal([m[0] for m in marks], [True, True, False, True, True, False, True])
+    np.testing.assert_array_equal([m[1] for m in marks], [True, True, True, False, False, False, False])
+    none = AfterPassReadings(1, 0)
+    assert not none.update(np.array([1]), np.array([True]))[0]

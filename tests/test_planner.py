@@ -295,6 +295,12 @@ def test_descent_speed_is_non_increasing_in_depth_at_fixed_completion(data):
     ({"sync_level": DamperParams().contact_level}, "sync_level"),
     ({"sync_level": 1.1}, "sync_level"),
     ({"sync_level": np.nan}, "sync_level"),
+    ({"settle_below_m": -1e-6}, "settle_below_m"),
+    ({"settle_readings": 0}, "settle_readings"),
+    ({"resettle_below_m": 150e-6}, "resettle_below_m"),        # not below settle_below_m
+    ({"resettle_drop_m": -1e-6}, "resettle_drop_m"),
+    ({"settle_max_s": 0.0}, "settle_max_s"),
+    ({"settle_drop_m": np.nan}, "settle_drop_m"),
 ])
 def test_damper_rejects_bad_parameters_naming_the_field(kwargs, field):
     with pytest.raises(PlanningParameterError) as e:
@@ -583,3 +589,165 @@ def test_synchronised_finish_holds_the_points_ahead_until_every_point_catches_up
     off = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, DamperParams(sync_level=1.0))
     off.update(np.array([0.95, 0.5, 0.92, 0.99]), dt)
     assert not off.waiting.any() and np.all(off.heights_m[:3] < 1e-3)
+
+
+# ----- the settle (issue 13: a plan ahead of the cut is drained while bone is left) ---------------
+
+def settle_run(readings, p: DamperParams, c: float = 0.5, dt: float = 0.2, n: int = 3):
+    """Point 0 reads ``readings``, (thickness um (NaN: hidden), passes so far) per update of
+    ``dt`` s; the others never read a thickness; every point reads completion ``c``. Returns the
+    planner and, per update, (settling, height of point 0)."""
+    planner = MillingPlanner.from_fitted(np.full(n, 1e-3), 0.0, p)
+    trace = []
+    for r, k in readings:
+        remaining = np.full(n, np.nan)
+        remaining[0] = r * 1e-6
+        planner.update(np.full(n, c), dt, remaining, np.full(n, k))
+        trace.append((bool(planner.settling[0]), float(planner.heights_m[0])))
+    return planner, trace
+
+
+def laps(levels_um, seen: int = 14, hidden: int = 2, before=()):
+    """(reading, passes) of a point the burr passes once a lap: ``before`` (um, passes 0) first,
+    then per level ``seen`` readings of it (um) and ``hidden`` NaN readings (the burr over it); the
+    pass, counted from the first update after the hidden readings, lowers the point to the next
+    level."""
+    out = [(r, 0) for r in before]
+    for k, level in enumerate(levels_um):
+        out += [(level, k)] * seen + [(np.nan, k)] * hidden
+    return out
+
+
+def test_settle_defaults():
+    p = DamperParams()
+    assert (p.settle_below_m, p.resettle_below_m, p.settle_drop_m, p.resettle_drop_m, p.settle_readings,
+            p.settle_max_s) == (150e-6, 80e-6, 15e-6, 8e-6, 3, 20.0)
+    assert p.settle_levels_m == (150e-6, 80e-6) and DamperParams(resettle_below_m=0.0).settle_levels_m == (150e-6,)
+    assert DamperParams(settle_below_m=0.0).settle_levels_m == ()
+
+
+#: after a pass, the settle compares the median of the first three readings
+JUDGED = 3
+
+
+def test_a_point_behind_its_plan_holds_until_a_pass_no_longer_thins_it():
+    """Worked example: once the point reads <= 150 um, each pass of the burr thins it by 20, 12,
+    then 5 um (the burr catching up with a plan ~37 um ahead of the cut). With a 8 um threshold it
+    holds (its height does not move) until three readings after the 5 um pass have been read
+    and their median compared with that of the readings before the pass."""
+    p = DamperParams(resettle_below_m=0.0, settle_drop_m=8e-6)
+    readings = laps([140.0, 120.0, 108.0, 103.0], before=[200.0] * 3) + [(103.0, 4)] * 20
+    planner, trace = settle_run(readings, p)
+    enter = 3                                        # the first reading <= 150 um
+    assert not any(s for s, _ in trace[:enter]) and trace[enter][0]
+    held = [k for k, (s, _) in enumerate(trace) if s]
+    end = held[-1] + 1
+    assert held == list(range(enter, end))
+    assert end == enter + 3 * 16 + JUDGED - 1         # judged on the 3rd reading after the third pass
+    h_hold = trace[enter][1]
+    assert all(h == h_hold for _, h in trace[enter:end]) and trace[end][1] < h_hold
+    assert planner.settles[0] == 1 and not planner.settling[0]
+    assert not planner.settles[1:].any() and not planner.settling[1:].any()
+    # the default first settle ends on a pass that thins by <= 15 um: here the 12 um one
+    planner, trace = settle_run(readings, DamperParams(resettle_below_m=0.0))
+    assert max(k for k, (s, _) in enumerate(trace) if s) + 1 == enter + 2 * 16 + JUDGED - 1
+
+
+def test_a_point_that_keeps_up_settles_after_one_pass():
+    planner, trace = settle_run(laps([140.0, 136.0, 136.0]), DamperParams())
+    held = [k for k, (s, _) in enumerate(trace) if s]
+    assert held[0] == 0 and len(held) == 16 + JUDGED - 1   # one lap and the readings after its pass
+    assert planner.settles[0] == 1
+
+
+def test_a_single_reading_before_a_pass_does_not_judge_it():
+    """A settle begun on the last reading before a pass waits for the next pass: one reading (here
+    a low outlier, 120 um over 160 um bone) is too noisy to compare."""
+    readings = [(160.0, 0)] * 13 + [(120.0, 0)] + [(np.nan, 0)] * 2 + laps([125.0, 124.0])
+    readings = [(r, k + (1 if j >= 16 else 0)) for j, (r, k) in enumerate(readings)]
+    planner, trace = settle_run(readings, DamperParams())
+    held = [k for k, (s, _) in enumerate(trace) if s]
+    assert held[0] == 13 and held[-1] == 13 + 2 + 16 + JUDGED - 1   # judged at the second pass
+    assert planner.settles[0] == 1
+
+
+def test_a_settle_never_lasts_longer_than_settle_max_s():
+    p = DamperParams(resettle_below_m=0.0, settle_max_s=10.0)
+    dt = 0.2
+    planner, trace = settle_run(laps([150.0, 125.0, 100.0, 75.0, 50.0]), p, dt=dt)   # 25 um a pass, never flat
+    held = [k for k, (s, _) in enumerate(trace) if s]
+    assert len(held) == round(10.0 / dt) and planner.settles[0] == 1
+
+
+def test_no_settle_without_thickness_readings_or_when_switched_off():
+    p = DamperParams()
+    a = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0, p)
+    b = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0, p)
+    off = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0, DamperParams(settle_below_m=0.0))
+    for _ in range(10):
+        a.update(np.full(3, 0.5), 0.2)
+        b.update(np.full(3, 0.5), 0.2, np.full(3, np.nan), np.zeros(3))
+        off.update(np.full(3, 0.5), 0.2, np.full(3, 50e-6), np.zeros(3))
+    np.testing.assert_array_equal(a.heights_m, b.heights_m)
+    np.testing.assert_array_equal(a.heights_m, off.heights_m)
+    assert not off.settling.any() and not off.settles.any() and np.all(a.heights_m < 1e-3)
+
+
+def test_a_point_read_through_during_its_settle_is_done_and_no_longer_settling():
+    p = DamperParams()
+    planner = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0, p)
+    planner.update(np.full(3, 0.6), 0.2, np.array([100e-6, np.nan, np.nan]), np.zeros(3))
+    assert planner.settling[0]
+    planner.update(np.array([1.0, 0.6, 0.6]), 0.2, np.array([0.0, np.nan, np.nan]), np.ones(3))
+    assert planner.done[0] and not planner.settling[0]
+
+
+@pytest.mark.parametrize("remaining, passes, field", [
+    (np.zeros(2), np.zeros(3), "remaining_m"),
+    (np.array([1e-4, -1e-6, 0.0]), np.zeros(3), r"remaining_m\[1\]"),
+    (np.array([1e-4, np.inf, 0.0]), np.zeros(3), r"remaining_m\[1\]"),
+    (np.zeros(3), np.zeros(2), "passes"),
+    (np.zeros(3), np.array([0.0, 0.5, 0.0]), r"passes\[1\]"),
+    (np.zeros(3), np.array([0.0, 0.0, -1.0]), r"passes\[2\]"),
+    (np.zeros(3), None, "passes"),
+    (None, np.zeros(3), "remaining_m"),
+])
+def test_planner_rejects_bad_thickness_readings_naming_the_field(remaining, passes, field):
+    planner = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0)
+    with pytest.raises(PlanningParameterError, match=field):
+        planner.update(np.full(3, 0.5), 0.2, remaining, passes)
+
+
+def test_pass_counts_never_go_back():
+    planner = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0)
+    planner.update(np.full(3, 0.5), 0.2, np.full(3, np.nan), np.array([2, 1, 1]))
+    with pytest.raises(PlanningParameterError, match=r"passes\[0\]=1.0: must be a whole number >= the last count, 2"):
+        planner.update(np.full(3, 0.5), 0.2, np.full(3, np.nan), np.array([1, 1, 1]))
+
+
+def test_a_gap_in_the_readings_that_is_not_a_pass_does_not_end_a_settle():
+    """The drill's shank hides points the burr is not cutting: a gap without a pass compares nothing."""
+    p = DamperParams()
+    shank_gap = [(140.0, 0)] * 5 + [(np.nan, 0)] * 3 + [(140.0, 0)] * 10
+    planner, trace = settle_run(shank_gap + laps([140.0, 120.0, 119.0])[16:], p)
+    assert all(s for s, _ in trace[:len(shank_gap) + 16])        # held through the gap and the 140 -> 120 pass
+    assert planner.settles[0] == 1
+
+
+def test_a_point_found_behind_its_plan_settles_again_at_resettle_below_m():
+    """The first settle's 140 -> 125 um pass (> resettle_drop_m, 8 um) shows the point was behind
+    its plan: it settles again at 80 um. A point whose first settle found it keeping up does not."""
+    p = DamperParams()                                       # settles at 150 um, then at 80 um
+    readings = laps([140.0, 125.0, 123.0]) + [(100.0, 3)] * 5 + [(75.0, 3)] * 3
+    planner, trace = settle_run(readings, p)
+    assert planner.settles[0] == 1 and planner.settling[0]   # the second settle has begun at 75 um
+    assert not any(s for s, _ in trace[len(readings) - 8:len(readings) - 3])   # free in between
+    planner.update(np.full(3, 0.5), 0.2, np.array([np.nan] * 3), np.full(3, 4))
+    for _ in range(JUDGED):
+        planner.update(np.full(3, 0.5), 0.2, np.array([74e-6, np.nan, np.nan]), np.full(3, 4))
+    assert planner.settles[0] == 2 and not planner.settling[0]
+    off, _ = settle_run(readings, DamperParams(resettle_below_m=0.0))
+    assert off.settles[0] == 1 and not off.settling[0]
+    kept_up = laps([140.0, 136.0, 135.0]) + [(100.0, 3)] * 5 + [(75.0, 3)] * 3
+    planner, _ = settle_run(kept_up, p)
+    assert planner.settles[0] == 1 and not planner.settling[0]

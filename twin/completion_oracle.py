@@ -88,6 +88,7 @@ class OracleCompletionSensor:
     """SIM-ONLY: the true cross-section completion at the points (``world.mill``) plus the error model."""
 
     uses_images = False
+    last_thickness_m = None       # reads completion only: no settle (DamperParams.settle_below_m) with the oracle
 
     def __init__(self, world, error: OracleErrorModel, rng: np.random.Generator):
         self.world = world

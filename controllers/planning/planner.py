@@ -33,6 +33,23 @@ reading never reaches sync_level (a sensor stuck low, a point held by its floor)
 other point with it until the ``StopMonitor``'s timeout: a local failure becomes a whole-window
 one, which the loop reports as a timeout with the points not through.
 
+Settle (``DamperParams.settle_levels_m``; only when ``update`` is given the remaining thickness
+r_i (m) a thickness sensor reads, NaN while the point is hidden, and the number of passes of the
+burr over each point so far): the first time r_i <= ``settle_below_m`` a point holds (speed 0)
+until a pass of the burr over it thinned it by at most ``settle_drop_m``, or for at most
+``settle_max_s``. A pass's thinning is the median of the readings since the previous pass (or
+since the settle began; at least ``settle_readings`` of them, else the pass is not judged) minus
+the median of the first ``settle_readings`` after it (the milling loop leaves out the readings
+right after a pass: they read thin). A plan that descended faster than the burr could cut leaves the burr's
+planned height below the groove it really cut, the head pressed down by the difference; holding
+lets the burr cut down to its plan while bone is still left under it, instead of springing back
+into the membrane when the last bone gives way. A point that a judged pass thinned by more than
+``resettle_drop_m`` was behind its plan: it settles once more when r_i first reads at most
+``resettle_below_m``, ending on a pass that thins it by at most ``resettle_drop_m`` (the reading
+is more precise there). Time is the sum of the ``dt_s`` given to ``update``. (Passes come from
+the loop, which knows where the burr is; a gap in a point's readings is not one: the drill's
+shank hides points the burr is not cutting.)
+
 A NaN c_i (the point unseen this update, e.g. hidden behind the drill) keeps its last known
 level (0 before any reading). With ``latch_done`` (default) a point once done stays done.
 
@@ -105,6 +122,14 @@ class MillingPlanner:
         self._completion = np.zeros(heights.size)
         self._done = np.zeros(heights.size, dtype=bool)
         self._waiting = np.zeros(heights.size, dtype=bool)
+        self._clock_s = 0.0
+        self._settle = np.zeros(heights.size, dtype=bool)        # holding in a settle now
+        self._settles = np.zeros(heights.size, dtype=np.int64)   # settles finished
+        self._behind = np.zeros(heights.size, dtype=bool)        # a pass in a settle thinned it > resettle_drop_m
+        self._settle_start_s = np.full(heights.size, np.nan)
+        self._readings: list[list[float]] = [[] for _ in range(heights.size)]  # m: since the last pass
+        self._before_pass = np.full(heights.size, np.nan)    # m: median of the readings before the last pass
+        self._passes = np.zeros(heights.size, dtype=np.int64)
 
     @classmethod
     def from_fitted(cls, heights_ini_m: ArrayLike, floor_m: ArrayLike | float,
@@ -167,18 +192,34 @@ class MillingPlanner:
         return self._waiting.copy()
 
     @property
+    def settling(self) -> NDArray[np.bool_]:
+        """Which points the last update held in their settle (``params.settle_below_m``)."""
+        return self._settle.copy()
+
+    @property
+    def settles(self) -> NDArray[np.int64]:
+        """How many settles each point has finished (at most one per level)."""
+        return self._settles.copy()
+
+    @property
     def all_done(self) -> bool:
         """The stop condition: True exactly when every point is done."""
         return bool(self._done.all())
 
-    def update(self, completion: ArrayLike, dt_s: float) -> None:
+    def update(self, completion: ArrayLike, dt_s: float, remaining_m: ArrayLike | None = None,
+               passes: ArrayLike | None = None) -> None:
         """Advance the plan by ``dt_s`` (s, finite, >= 0) with the perceived levels.
 
         ``completion``: c_i for each point, in [0, 1] or NaN (unknown this update: the last
-        known level is kept). Each h_i descends by v(c_i) dt_s (0 once done, and 0 while it
-        waits at ``sync_level`` for a point still below it), then is clamped at its floor.
-        Raises ``PlanningParameterError`` for a wrong length, a level outside [0, 1] (or
-        infinite), or a bad ``dt_s``.
+        known level is kept). ``remaining_m``: the remaining bone thickness read at each point
+        (m, >= 0, NaN: unknown), from a sensor that reads it, with ``passes``: how many times the
+        burr has passed over each point so far (integers >= 0, never decreasing); both None (a
+        completion-only sensor): no settle. Each h_i descends by v(c_i) dt_s (0 once done, 0
+        while it waits at ``sync_level`` for a point still below it or holds in a settle), then
+        is clamped at its floor. Raises
+        ``PlanningParameterError`` for a wrong length, a level outside [0, 1] (or infinite), a
+        negative or infinite thickness, a pass count that is not a whole number >= the last one,
+        one of the two without the other, or a bad ``dt_s``.
         """
         c = np.asarray(completion, dtype=float)
         if c.shape != (self.n_points,):
@@ -191,14 +232,84 @@ class MillingPlanner:
             raise PlanningParameterError(f"completion[{i}]", float(c[i]), "in [0, 1] or NaN")
         if not (math.isfinite(dt_s) and dt_s >= 0.0):
             raise PlanningParameterError("dt_s", dt_s, "finite and >= 0")
+        if (remaining_m is None) != (passes is None):
+            raise PlanningParameterError("remaining_m" if remaining_m is None else "passes", None,
+                                         "given together with " + ("passes" if remaining_m is None else "remaining_m"))
+        r = None
+        if remaining_m is not None:
+            r = np.asarray(remaining_m, dtype=float)
+            if r.shape != (self.n_points,):
+                raise PlanningParameterError("remaining_m", f"shape {r.shape}",
+                                             f"shape ({self.n_points},), one thickness per point")
+            bad = ~np.isnan(r) & ~((r >= 0.0) & np.isfinite(r))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise PlanningParameterError(f"remaining_m[{i}]", float(r[i]), ">= 0 and finite, or NaN")
+            k = np.asarray(passes, dtype=float)
+            if k.shape != (self.n_points,):
+                raise PlanningParameterError("passes", f"shape {k.shape}", f"shape ({self.n_points},), one count per point")
+            bad = ~(np.isfinite(k) & (k == np.round(k)) & (k >= self._passes))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise PlanningParameterError(f"passes[{i}]", float(k[i]),
+                                             f"a whole number >= the last count, {int(self._passes[i])}")
         p = self._params
+        self._clock_s += dt_s
         self._completion[known] = c[known]
         through = self._completion >= p.through_level
         self._done = (self._done | through) if p.latch_done else through
+        if r is not None:
+            passed = k > self._passes
+            self._passes = k.astype(np.int64)
+            if p.settle_levels_m:
+                self._update_settle(r, passed)
         at_sync = ~self._done & (self._completion >= p.sync_level)
         self._waiting = at_sync & bool(np.any(~self._done & ~at_sync))
-        speed = np.where(self._done | self._waiting, 0.0, p.speed_m_s(self._completion, self._initial - self._heights))
+        hold = self._done | self._waiting | self._settle
+        speed = np.where(hold, 0.0, p.speed_m_s(self._completion, self._initial - self._heights))
         self._heights = np.maximum(self._heights - speed * dt_s, self._floor)
+
+    def _update_settle(self, remaining_m: NDArray[np.float64], passed: NDArray[np.bool_]) -> None:
+        """Start, follow and end each point's settle (module docstring) with this update's
+        readings; ``passed``: the burr completed a pass over the point since the last update."""
+        p, now = self._params, self._clock_s
+        levels = p.settle_levels_m
+        seen = np.isfinite(remaining_m)
+        for i in range(self.n_points):
+            ri = float(remaining_m[i])
+            if not self._settle[i]:
+                k = int(self._settles[i])
+                if (k < len(levels) and (k == 0 or self._behind[i]) and not self._done[i]
+                        and seen[i] and ri <= levels[k]):
+                    self._settle[i], self._settle_start_s[i] = True, now
+                    self._readings[i] = [ri]
+                    self._before_pass[i] = np.nan
+                continue
+            if self._done[i]:
+                self._end_settle(i)
+                continue
+            readings = self._readings[i]
+            if passed[i]:
+                # the level before this pass: the median of at least settle_readings readings
+                # since the last one (else none: a single reading just before a pass is too noisy)
+                enough = len(readings) >= p.settle_readings
+                self._before_pass[i] = float(np.median(readings)) if enough else np.nan
+                readings = self._readings[i] = []
+            if seen[i]:
+                readings.append(ri)
+                if len(readings) == p.settle_readings and math.isfinite(self._before_pass[i]):
+                    drop = self._before_pass[i] - float(np.median(readings))
+                    self._behind[i] |= drop > p.resettle_drop_m
+                    if drop <= (p.settle_drop_m if self._settles[i] == 0 else p.resettle_drop_m):
+                        self._end_settle(i)
+                        continue
+            if now - self._settle_start_s[i] >= p.settle_max_s - 1e-9:
+                self._end_settle(i)
+
+    def _end_settle(self, i: int) -> None:
+        self._settle[i] = False
+        self._settles[i] += 1
+        self._readings[i] = []
 
     def path(self) -> ClosedConstrainedSpline:
         """The smoothed trajectory: height (m) as a function of the angle (rad) on the circle."""

@@ -165,6 +165,11 @@ class _ThicknessLog:
         self.uses_images = sensor.uses_images
         self.thickness_m: list[np.ndarray] = []
 
+    @property
+    def last_thickness_m(self):
+        """The wrapped sensor's ``last_thickness_m`` (m, or None), unchanged."""
+        return self.sensor.last_thickness_m
+
     def estimate(self, frame, probes_r, T_tool_to_r):
         c = self.sensor.estimate(frame, probes_r, T_tool_to_r)
         self.thickness_m.append(np.array(self.sensor.last_thickness_m, dtype=float))
