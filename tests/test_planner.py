@@ -751,3 +751,27 @@ def test_a_point_found_behind_its_plan_settles_again_at_resettle_below_m():
     kept_up = laps([140.0, 136.0, 135.0]) + [(100.0, 3)] * 5 + [(75.0, 3)] * 3
     planner, _ = settle_run(kept_up, p)
     assert planner.settles[0] == 1 and not planner.settling[0]
+
+
+@FAST
+@given(st.data())
+def test_settle_invariants_for_any_sequence_of_readings_and_passes(data):
+    """With thickness readings and passes, whatever they are: heights only descend and never
+    below the floor, a point holding in a settle does not move, no point settles more often than
+    there are levels, and a done point never holds in a settle."""
+    n = data.draw(st.integers(3, 8))
+    p = DamperParams(settle_max_s=data.draw(st.floats(0.5, 30.0)), sync_level=data.draw(st.sampled_from([0.9, 1.0])))
+    planner = MillingPlanner.from_fitted(np.full(n, 1e-3), 0.0, p)
+    passes = np.zeros(n, dtype=int)
+    reading = st.one_of(st.just(np.nan), st.floats(0.0, 400e-6))
+    for _ in range(data.draw(st.integers(1, 60))):
+        c = np.array(data.draw(st.lists(st.one_of(st.just(np.nan), st.floats(0.0, 1.0)), min_size=n, max_size=n)))
+        r = np.array(data.draw(st.lists(reading, min_size=n, max_size=n)))
+        passes = passes + np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+        before = planner.heights_m
+        planner.update(c, data.draw(st.floats(0.0, 2.0)), r, passes)
+        h = planner.heights_m
+        assert np.all(h <= before) and np.all(h >= planner.floor_m)
+        assert np.array_equal(h[planner.settling], before[planner.settling])
+        assert np.all(planner.settles <= len(p.settle_levels_m))
+        assert not (planner.settling & planner.done).any()

@@ -40,10 +40,10 @@ until a pass of the burr over it thinned it by at most ``settle_drop_m``, or for
 ``settle_max_s``. A pass's thinning is the median of the readings since the previous pass (or
 since the settle began; at least ``settle_readings`` of them, else the pass is not judged) minus
 the median of the first ``settle_readings`` after it (the milling loop leaves out the readings
-right after a pass: they read thin). A plan that descended faster than the burr could cut leaves the burr's
-planned height below the groove it really cut, the head pressed down by the difference; holding
-lets the burr cut down to its plan while bone is still left under it, instead of springing back
-into the membrane when the last bone gives way. A point that a judged pass thinned by more than
+right after a pass: they read thin). A plan that descended faster than the burr could cut
+leaves the burr's planned height below the groove it really cut, the head pressed down by the
+difference; holding lets the burr cut down to its plan while bone is still left under it,
+instead of springing back into the membrane when the last bone gives way. A point that a judged pass thinned by more than
 ``resettle_drop_m`` was behind its plan: it settles once more when r_i first reads at most
 ``resettle_below_m``, ending on a pass that thins it by at most ``resettle_drop_m`` (the reading
 is more precise there). Time is the sum of the ``dt_s`` given to ``update``. (Passes come from
@@ -307,6 +307,7 @@ class MillingPlanner:
                 self._end_settle(i)
 
     def _end_settle(self, i: int) -> None:
+        """Point i is free again; its settle counts as finished."""
         self._settle[i] = False
         self._settles[i] += 1
         self._readings[i] = []
