@@ -43,10 +43,10 @@ the median of the first ``settle_readings`` after it (the milling loop leaves ou
 right after a pass: they read thin). A plan that descended faster than the burr could cut
 leaves the burr's planned height below the groove it really cut, the head pressed down by the
 difference; holding lets the burr cut down to its plan while bone is still left under it,
-instead of springing back into the membrane when the last bone gives way. A point that a judged pass thinned by more than
-``resettle_drop_m`` was behind its plan: it settles once more when r_i first reads at most
-``resettle_below_m``, ending on a pass that thins it by at most ``resettle_drop_m`` (the reading
-is more precise there). Time is the sum of the ``dt_s`` given to ``update``. (Passes come from
+instead of springing back into the membrane when the last bone gives way. A point that a judged
+pass thinned by more than ``resettle_drop_m`` was behind its plan: it settles once more when r_i
+first reads at most ``resettle_below_m``, ending on a pass that thins it by at most
+``resettle_drop_m`` (the reading is more precise there). Time is the sum of the ``dt_s`` given to ``update``. (Passes come from
 the loop, which knows where the burr is; a gap in a point's readings is not one: the drill's
 shank hides points the burr is not cutting.)
 
@@ -245,10 +245,8 @@ class MillingPlanner:
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise PlanningParameterError(f"remaining_m[{i}]", float(r[i]), ">= 0 and finite, or NaN")
-            k = np.asarray(passes, dtype=float)
-            if k.shape != (self.n_points,):
-                raise PlanningParameterError("passes", f"shape {k.shape}", f"shape ({self.n_points},), one count per point")
-            bad = ~(np.isfinite(k) & (k == np.round(k)) & (k >= self._passes))
+            k = finite_vector("passes", passes, length=self.n_points)
+            bad = ~((k == np.round(k)) & (k >= self._passes))
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise PlanningParameterError(f"passes[{i}]", float(k[i]),
