@@ -128,7 +128,20 @@ class DamperParams(_Settings):
     depth of cut at which cortical bone shears cleanly, and 13 um at the minimum, under the 20 um
     membrane tolerance. (15 um/s, 47 um per lap, pushed the head down by 50-75 um; where that
     push was still on when the bone gave way, the head sprang back and the burr breached.)
-    Mode 3, through (c >= ``through_level``): speed 0; the point is done. Below 1 because
+    Mode 3, through (c >= ``through_level``): the point cuts on at ``v_cut_min_m_s`` down to its
+    over-cut below its planned height at the first through reading (or its floor), then speed 0:
+    the point is done. The over-cut (issue 13; thickness sensor only, else 0, the paper's rule)
+    is the bone read before the through reading less the planned descent since, less
+    ``overcut_margin_m``, at most ``overcut_m``: the bone that went faster than the burr could
+    cut it, i.e. that cracked away below the burr (``crack_thickness_um`` up to 25 um), leaving the
+    burr that far above the membrane. The groove between two such points keeps a strip just over
+    the crack thickness, 20-26 um (the flap holds above 20 um), which the over-cut takes down; a
+    point the burr cut through itself read thin before and gets little or none, and a point its
+    last settle found behind its plan gets none (the lag presses the head down: the burr is
+    closer to the membrane than the reading says). The margin is wide because the readings
+    just before a cut-through over-read by up to ~10 um (the exposed membrane is a sliver on the
+    groove's uphill wall).
+    ``through_level`` is below 1 because
     readings rarely saturate at exactly 1. Chosen on the twin: 0.95 left 21 um bridges (the flap
     breaks free below 20 um) even with perfect perception; with the completion CNN 0.98 declared
     points through early (22-29 um bridges) and 0.995 late (a membrane breach in a suite case);
@@ -197,6 +210,13 @@ class DamperParams(_Settings):
     resettle_below_m: Real = Field(80e-6, ge=0.0, le=1e-3,
                                    description="a point a pass thinned by more than resettle_drop_m settles again when its "
                                                "thickness first reads at most this (0: never; below settle_below_m)")
+    overcut_m: Real = Field(10e-6, ge=0.0, le=50e-6,
+                            description="thickness sensor only: the most a point read through descends further, at "
+                                        "v_cut_min_m_s, before it is done (0: done at the first through reading, the "
+                                        "paper's rule)")
+    overcut_margin_m: Real = Field(10e-6, ge=0.0, le=100e-6,
+                                   description="the over-cut is the bone read before the through reading, less the "
+                                               "descent since, less this margin (clipped to [0, overcut_m])")
     settle_readings: Int = Field(3, ge=1, le=50, description="readings after a pass whose median is compared")
     settle_max_s: Real = Field(20.0, gt=0.0, le=120.0, description="longest settle of one point")
 

@@ -214,9 +214,11 @@ def damper_params(draw, latch: bool | None = None):
     contact = draw(st.floats(0.0, 0.5))
     through = draw(st.floats(contact + 0.01, 1.0))
     sync = draw(st.one_of(st.just(1.0), st.floats(contact, through, exclude_min=True)))
+    overcut = draw(st.one_of(st.just(0.0), st.floats(0.0, 50e-6)))
     return DamperParams(v_approach_m_s=v_app, approach_depth_m=depth, v_cut_max_m_s=v_max,
                         v_cut_min_m_s=v_min, contact_level=contact, through_level=through,
-                        latch_done=draw(st.booleans()) if latch is None else latch, sync_level=sync)
+                        latch_done=draw(st.booleans()) if latch is None else latch, sync_level=sync,
+                        overcut_m=overcut)
 
 
 @st.composite
@@ -301,6 +303,9 @@ def test_descent_speed_is_non_increasing_in_depth_at_fixed_completion(data):
     ({"resettle_drop_m": -1e-6}, "resettle_drop_m"),
     ({"settle_max_s": 0.0}, "settle_max_s"),
     ({"settle_drop_m": np.nan}, "settle_drop_m"),
+    ({"overcut_m": -1e-6}, "overcut_m"),
+    ({"overcut_m": 1e-3}, "overcut_m"),                          # more than the 20 um tolerance allows
+    ({"overcut_margin_m": np.nan}, "overcut_margin_m"),
 ])
 def test_damper_rejects_bad_parameters_naming_the_field(kwargs, field):
     with pytest.raises(PlanningParameterError) as e:
@@ -357,6 +362,7 @@ def test_planner_invariants_for_any_sequence(run):
             else known >= p.through_level
         assert np.all(h >= floor)                                # never below the floor
         assert np.all(h <= before)                               # only descends
+        # no thickness readings: no over-cut, whatever overcut_m (a point read through stops)
         assert np.array_equal(h[c >= p.through_level], before[c >= p.through_level])
         assert np.array_equal(h[latched_before], before[latched_before])
         np.testing.assert_array_equal(planner.initial_heights_m, start)
@@ -428,7 +434,7 @@ def test_first_contact_after_the_approach_depth_keeps_the_speed():
 
 
 def test_latched_point_is_not_deepened_by_a_later_low_reading():
-    p = DamperParams()
+    p = DamperParams(overcut_m=0.0)   # done at the first through reading
     through, low, mid = p.through_level, p.contact_level / 2, (p.contact_level + p.through_level) / 2
     planner = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, p)
     planner.update([through, mid, mid, np.nan], 1.0)
@@ -437,7 +443,7 @@ def test_latched_point_is_not_deepened_by_a_later_low_reading():
     planner.update([low, mid, mid, np.nan], 1.0)
     assert planner.heights_m[0] == h[0] and planner.done[0]
     assert np.all(planner.heights_m[1:] < h[1:])
-    unlatched = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, DamperParams(latch_done=False))
+    unlatched = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, DamperParams(latch_done=False, overcut_m=0.0))
     unlatched.update([through, mid, mid, np.nan], 1.0)
     assert unlatched.done[0] and unlatched.heights_m[0] == 1e-3
     unlatched.update([low, mid, mid, np.nan], 1.0)
@@ -445,7 +451,7 @@ def test_latched_point_is_not_deepened_by_a_later_low_reading():
 
 
 def test_all_done_fires_exactly_when_the_last_point_reaches_through():
-    p = DamperParams()
+    p = DamperParams(overcut_m=0.0)   # done at the first through reading
     through = p.through_level
     below = float(np.nextafter(through, 0.0))
     mid = (p.contact_level + p.through_level) / 2
@@ -570,7 +576,7 @@ def test_value_and_derivative_equal_the_ppoly_bit_for_bit():
 def test_synchronised_finish_holds_the_points_ahead_until_every_point_catches_up():
     """Issue 13: points at sync_level wait for the points below it; done points and unseen (NaN)
     readings count with their last known level; sync_level = 1 never holds a point."""
-    p = DamperParams()                                  # contact 0.05, sync 0.9, through 0.99
+    p = DamperParams(overcut_m=0.0)   # done at the first through reading                                  # contact 0.05, sync 0.9, through 0.99
     planner = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, p)
     dt = 0.2
     planner.update(np.array([0.95, 0.5, 0.92, 0.99]), dt)   # 0 and 2 ahead, 1 behind, 3 done
@@ -586,7 +592,7 @@ def test_synchronised_finish_holds_the_points_ahead_until_every_point_catches_up
     np.testing.assert_allclose(step, [reference_speed(p, c, 1e-3 - h) * dt for c, h in
                                       zip([0.95, 0.9, 0.92, 1.0], before)], rtol=1e-9, atol=0.0)
     assert step[3] == 0.0 and np.all(step[:3] > 0.0)
-    off = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, DamperParams(sync_level=1.0))
+    off = MillingPlanner.from_fitted(np.full(4, 1e-3), 0.0, DamperParams(sync_level=1.0, overcut_m=0.0))
     off.update(np.array([0.95, 0.5, 0.92, 0.99]), dt)
     assert not off.waiting.any() and np.all(off.heights_m[:3] < 1e-3)
 
@@ -694,7 +700,7 @@ def test_no_settle_without_thickness_readings_or_when_switched_off():
 
 
 def test_a_point_read_through_during_its_settle_is_done_and_no_longer_settling():
-    p = DamperParams()
+    p = DamperParams(overcut_m=0.0)   # done at the first through reading
     planner = MillingPlanner.from_fitted(np.full(3, 1e-3), 0.0, p)
     planner.update(np.full(3, 0.6), 0.2, np.array([100e-6, np.nan, np.nan]), np.zeros(3))
     assert planner.settling[0]
@@ -753,24 +759,87 @@ def test_a_point_found_behind_its_plan_settles_again_at_resettle_below_m():
     assert planner.settles[0] == 1 and not planner.settling[0]
 
 
+def overcut_run(readings_um, descent_um: float = 0.0, floor_m: float = 0.0, **kwargs):
+    """Point 0 reads ``readings_um`` (thickness, no time passing) at 1 mm, descends
+    ``descent_um`` unseen, then reads through; the planner (no settle, no sync) and the height
+    (m) of point 0 after each further second."""
+    p = DamperParams(settle_below_m=0.0, sync_level=1.0, v_cut_min_m_s=4e-6, **kwargs)
+    planner = MillingPlanner.from_fitted(np.full(3, 1e-3), np.array([floor_m, 0.0, 0.0]), p)
+    hidden = np.full(3, np.nan)
+    for r in readings_um:
+        planner.update(np.full(3, 0.5), 0.0, np.array([r * 1e-6, np.nan, np.nan]), np.zeros(3))
+    if descent_um:
+        dt = descent_um * 1e-6 / p.speed_m_s(np.array([0.5]))[0]
+        planner.update(np.full(3, 0.5), dt, hidden, np.zeros(3))
+    heights = []
+    for c0 in [1.0] + [np.nan] * 6:
+        planner.update(np.array([c0, 0.5, 0.5]), 1.0, np.array([0.0 if c0 == 1.0 else np.nan, np.nan, np.nan]),
+                       np.zeros(3))
+        heights.append(float(planner.heights_m[0]))
+    return planner, np.array(heights)
+
+
+def test_the_over_cut_is_the_bone_read_before_through_less_the_descent_and_the_margin():
+    """Issue 13: a point read through cuts on at v_cut_min_m_s (4 um/s here) by the median of the
+    last three readings before, less the descent since them, less overcut_margin_m (10 um),
+    clipped to [0, overcut_m] (10 um), then is done and stays put."""
+    assert (DamperParams().overcut_m, DamperParams().overcut_margin_m) == (10e-6, 10e-6)
+    top = 1e-3
+    for readings, descent, overcut in [([30.0] * 3, 0.0, 10.0),          # 20 um clipped to 10
+                                       ([12.0, 18.0, 40.0], 0.0, 8.0),   # median 18 - 10
+                                       ([30.0] * 3, 15.0, 5.0),          # 30 - 15 - 10
+                                       ([8.0] * 3, 0.0, 0.0),            # cut through: none
+                                       ([30.0] * 2, 0.0, 0.0)]:          # too few readings: none
+        planner, h = overcut_run(readings, descent)
+        start = top - descent * 1e-6
+        assert h[-1] == pytest.approx(start - overcut * 1e-6, abs=1e-12), (readings, descent)
+        assert planner.done[0]
+        n_cut = int(np.ceil(overcut / 4.0 - 1e-9))                   # seconds of cutting at 4 um/s
+        assert h[n_cut:].max() == pytest.approx(h[-1], abs=1e-12)   # then done, and put
+    planner, h = overcut_run([30.0] * 3, floor_m=top - 3e-6)         # the floor ends it early
+    assert planner.done[0] and h[-1] == pytest.approx(top - 3e-6, abs=1e-12)
+    planner, h = overcut_run([30.0] * 3, overcut_m=0.0)              # the paper's rule
+    assert planner.done[0] and np.all(h == top)
+
+
+def test_a_point_its_settle_found_behind_gets_no_over_cut():
+    """Behind at its settle (a 15 um pass, > resettle_drop_m): the head is pressed down by the
+    lag, so the 30 um read before through is no clearance; a point that kept up (4 um) gets the
+    over-cut (30 um less the 10 um margin, clipped to 10 um)."""
+    p = DamperParams(resettle_below_m=0.0, sync_level=1.0)
+    for levels, overcut in [([140.0, 125.0, 123.0], 0.0), ([140.0, 136.0, 135.0], p.overcut_m)]:
+        planner, _ = settle_run(laps(levels) + [(30.0, 3)] * 3, p)
+        assert planner.settles[0] == 1 and not planner.settling[0]
+        through_h = float(planner.heights_m[0])          # the height at the through reading
+        for c0 in [1.0] + [np.nan] * 5:
+            planner.update(np.array([c0, 0.5, 0.5]), 1.0, np.full(3, np.nan), np.full(3, 3))
+        assert planner.done[0]
+        assert planner.heights_m[0] == pytest.approx(through_h - overcut, abs=1e-12), levels
+
+
 @FAST
 @given(st.data())
 def test_settle_invariants_for_any_sequence_of_readings_and_passes(data):
     """With thickness readings and passes, whatever they are: heights only descend and never
     below the floor, a point holding in a settle does not move, no point settles more often than
-    there are levels, and a done point never holds in a settle."""
+    there are levels, a done point never holds in a settle, and a point read through goes at most
+    overcut_m below its height at the first through reading."""
     n = data.draw(st.integers(3, 8))
     p = DamperParams(settle_max_s=data.draw(st.floats(0.5, 30.0)), sync_level=data.draw(st.sampled_from([0.9, 1.0])))
     planner = MillingPlanner.from_fitted(np.full(n, 1e-3), 0.0, p)
     passes = np.zeros(n, dtype=int)
     reading = st.one_of(st.just(np.nan), st.floats(0.0, 400e-6))
+    through_h = np.full(n, np.nan)        # the height at the first through reading
     for _ in range(data.draw(st.integers(1, 60))):
         c = np.array(data.draw(st.lists(st.one_of(st.just(np.nan), st.floats(0.0, 1.0)), min_size=n, max_size=n)))
         r = np.array(data.draw(st.lists(reading, min_size=n, max_size=n)))
         passes = passes + np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
         before = planner.heights_m
+        through_h = np.where(np.isnan(through_h) & (c >= p.through_level), before, through_h)
         planner.update(c, data.draw(st.floats(0.0, 2.0)), r, passes)
         h = planner.heights_m
+        read = ~np.isnan(through_h)       # the over-cut: never more than overcut_m below it
+        assert np.all(h[read] >= through_h[read] - p.overcut_m - 1e-12)
         assert np.all(h <= before) and np.all(h >= planner.floor_m)
         assert np.array_equal(h[planner.settling], before[planner.settling])
         assert np.all(planner.settles <= len(p.settle_levels_m))

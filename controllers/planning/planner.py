@@ -24,10 +24,23 @@ at the i-th point reduced proportionally to its completion level c_i"):
                     approach_depth_m below the point's start, then v_cut_max_m_s
   mode 2, cutting   contact_level <= c_i < through_level: v falls linearly in c_i from
                     v_cut_max_m_s (at contact_level) to v_cut_min_m_s (at through_level)
-  mode 3, through   c_i >= through_level:                 v = 0, and the point is done
+  mode 3, through   c_i >= through_level:                 v = v_cut_min_m_s down to its
+                    over-cut below its height at the first through reading (or its floor),
+                    then v = 0, and the point is done
 
-Synchronised finish (``DamperParams.sync_level``): a point that is not done with
-c_i >= sync_level waits (speed 0) while any point that is not done is below sync_level, so
+Over-cut (``DamperParams.overcut_m``; only with a thickness sensor, else 0: done at the first
+through reading, the paper's rule): the median of the point's last ``settle_readings``
+thickness readings before the through reading, less the planned descent since the newest of
+them, less ``overcut_margin_m``, clipped to [0, ``overcut_m``]. That is the bone that went
+through faster than the burr could have cut it (thin bone that cracked away under the burr),
+i.e. the burr's clearance above the membrane at the point; the groove between two such points
+keeps a strip just thicker than the crack thickness, which the over-cut takes down. A point cut
+through by the burr itself reads thin before it goes through and gets little or none; a point
+its last settle found behind its plan gets none (the head is pressed down by the lag, and the
+burr's clearance is less than the reading says).
+
+Synchronised finish (``DamperParams.sync_level``): a point not read through with
+c_i >= sync_level waits (speed 0) while any point not read through is below sync_level, so
 the points go through the last of the bone together (``MillingPlanner.waiting``). A point whose
 reading never reaches sync_level (a sensor stuck low, a point held by its floor) holds every
 other point with it until the ``StopMonitor``'s timeout: a local failure becomes a whole-window
@@ -44,14 +57,17 @@ right after a pass: they read thin). A plan that descended faster than the burr 
 leaves the burr's planned height below the groove it really cut, the head pressed down by the
 difference; holding lets the burr cut down to its plan while bone is still left under it,
 instead of springing back into the membrane when the last bone gives way. A point that a judged
-pass thinned by more than ``resettle_drop_m`` was behind its plan: it settles once more when r_i
-first reads at most ``resettle_below_m``, ending on a pass that thins it by at most
-``resettle_drop_m`` (the reading is more precise there). Time is the sum of the ``dt_s`` given to ``update``. (Passes come from
+pass of its settle thinned by more than ``resettle_drop_m`` was behind its plan: it settles once
+more when r_i first reads at most ``resettle_below_m``, ending on a pass that thins it by at most
+``resettle_drop_m`` (the reading is more precise there). A point read through never settles.
+Time is the sum of the ``dt_s`` given to ``update``. (Passes come from
 the loop, which knows where the burr is; a gap in a point's readings is not one: the drill's
 shank hides points the burr is not cutting.)
 
 A NaN c_i (the point unseen this update, e.g. hidden behind the drill) keeps its last known
-level (0 before any reading). With ``latch_done`` (default) a point once done stays done.
+level (0 before any reading). With ``latch_done`` (default) a point once read through stays
+through and once done stays done; without it both follow the last reading (the over-cut is
+still measured from the first through height).
 
 Smooth (``MillingPlanner.path()``): Kruger's constrained cubic spline through the n heights,
 closed over the circle (``controllers.planning.spline``); it never overshoots, so the smoothed
@@ -121,15 +137,20 @@ class MillingPlanner:
         self._theta = TWO_PI * np.arange(heights.size) / heights.size
         self._completion = np.zeros(heights.size)
         self._done = np.zeros(heights.size, dtype=bool)
+        self._through = np.zeros(heights.size, dtype=bool)
+        self._through_h = np.full(heights.size, np.nan)         # m: planned height at the first through reading
         self._waiting = np.zeros(heights.size, dtype=bool)
         self._clock_s = 0.0
         self._settle = np.zeros(heights.size, dtype=bool)        # holding in a settle now
         self._settles = np.zeros(heights.size, dtype=np.int64)   # settles finished
-        self._behind = np.zeros(heights.size, dtype=bool)        # a pass in a settle thinned it > resettle_drop_m
+        self._behind = np.zeros(heights.size, dtype=bool)        # a pass in its last settle thinned it > resettle_drop_m
         self._settle_start_s = np.full(heights.size, np.nan)
         self._readings: list[list[float]] = [[] for _ in range(heights.size)]  # m: since the last pass
         self._before_pass = np.full(heights.size, np.nan)    # m: median of the readings before the last pass
         self._passes = np.zeros(heights.size, dtype=np.int64)
+        self._overcut = np.zeros(heights.size)                   # m: each point's over-cut, set when read through
+        self._recent: list[list[float]] = [[] for _ in range(heights.size)]  # m: last readings before through
+        self._recent_h = np.full(heights.size, np.nan)          # m: the height at the newest of them
 
     @classmethod
     def from_fitted(cls, heights_ini_m: ArrayLike, floor_m: ArrayLike | float,
@@ -183,7 +204,8 @@ class MillingPlanner:
 
     @property
     def done(self) -> NDArray[np.bool_]:
-        """Which points are through (latched with ``params.latch_done``)."""
+        """Which points are through and have finished their over-cut (latched with
+        ``params.latch_done``)."""
         return self._done.copy()
 
     @property
@@ -254,18 +276,40 @@ class MillingPlanner:
         p = self._params
         self._clock_s += dt_s
         self._completion[known] = c[known]
-        through = self._completion >= p.through_level
-        self._done = (self._done | through) if p.latch_done else through
+        reads_through = self._completion >= p.through_level
+        self._through = (self._through | reads_through) if p.latch_done else reads_through
+        first = self._through & np.isnan(self._through_h)
+        self._through_h[first] = self._heights[first]
+        if r is not None:
+            self._set_overcut(first, r)
+        overcut_done = self._heights <= np.maximum(self._through_h - self._overcut, self._floor) + 1e-12
+        self._done = (self._done | (self._through & overcut_done)) if p.latch_done else self._through & overcut_done
         if r is not None:
             passed = k > self._passes
             self._passes = k.astype(np.int64)
             if p.settle_levels_m:
                 self._update_settle(r, passed)
-        at_sync = ~self._done & (self._completion >= p.sync_level)
-        self._waiting = at_sync & bool(np.any(~self._done & ~at_sync))
+        at_sync = ~self._through & (self._completion >= p.sync_level)
+        self._waiting = at_sync & bool(np.any(~self._through & ~at_sync))
         hold = self._done | self._waiting | self._settle
-        speed = np.where(hold, 0.0, p.speed_m_s(self._completion, self._initial - self._heights))
-        self._heights = np.maximum(self._heights - speed * dt_s, self._floor)
+        law = np.where(self._through, p.v_cut_min_m_s, p.speed_m_s(self._completion, self._initial - self._heights))
+        speed = np.where(hold, 0.0, law)
+        overcut_end = np.where(self._through, self._through_h - self._overcut, -np.inf)
+        lowered = np.maximum(self._heights - speed * dt_s, np.minimum(self._heights, overcut_end))
+        self._heights = np.maximum(lowered, self._floor)
+
+    def _set_overcut(self, first: NDArray[np.bool_], remaining_m: NDArray[np.float64]) -> None:
+        """Each point read through for the first time gets its over-cut (module docstring); the
+        others not through keep their last ``settle_readings`` thickness readings."""
+        p = self._params
+        for i in np.flatnonzero(first):
+            recent = self._recent[i]
+            if len(recent) == p.settle_readings and not self._behind[i]:
+                clearance = float(np.median(recent)) - (self._recent_h[i] - self._heights[i])
+                self._overcut[i] = min(max(clearance - p.overcut_margin_m, 0.0), p.overcut_m)
+        for i in np.flatnonzero(~self._through & np.isfinite(remaining_m)):
+            self._recent[i] = (self._recent[i] + [float(remaining_m[i])])[-p.settle_readings:]
+            self._recent_h[i] = self._heights[i]
 
     def _update_settle(self, remaining_m: NDArray[np.float64], passed: NDArray[np.bool_]) -> None:
         """Start, follow and end each point's settle (module docstring) with this update's
@@ -277,13 +321,14 @@ class MillingPlanner:
             ri = float(remaining_m[i])
             if not self._settle[i]:
                 k = int(self._settles[i])
-                if (k < len(levels) and (k == 0 or self._behind[i]) and not self._done[i]
+                if (k < len(levels) and (k == 0 or self._behind[i]) and not self._through[i]
                         and seen[i] and ri <= levels[k]):
                     self._settle[i], self._settle_start_s[i] = True, now
+                    self._behind[i] = False
                     self._readings[i] = [ri]
                     self._before_pass[i] = np.nan
                 continue
-            if self._done[i]:
+            if self._through[i]:
                 self._end_settle(i)
                 continue
             readings = self._readings[i]
