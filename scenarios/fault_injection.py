@@ -29,6 +29,7 @@ from controllers.control_loop import ControlLoop
 from controllers.motion.pose_control import PoseController
 from controllers.perception.keypoint_detector import Keypoint
 from hw_bridge.errors import HardwareError
+from scenarios.sensor_wrapper import CompletionSensorWrapper
 from hw_bridge.interface import Hardware, Lifecycle
 from scenes.frames import invert
 from twin.faults import FaultSchedule, FaultWindow
@@ -87,21 +88,15 @@ class KeypointOutliers:
         return result
 
 
-class CompletionOutliers:
+class CompletionOutliers(CompletionSensorWrapper):
     """SIM-ONLY: wraps a completion sensor; each point's reading is, with probability ``fraction``,
     replaced by a wild value, 0.0 or 1.0 with equal odds (completion units). Seeded by the case."""
 
     def __init__(self, sensor, fraction: float, rng: np.random.Generator):
-        self.sensor = sensor
-        self.uses_images = sensor.uses_images
+        super().__init__(sensor)
         self.fraction = fraction
         self.rng = rng
         self.outliers = 0
-
-    @property
-    def last_thickness_m(self):
-        """The wrapped sensor's ``last_thickness_m`` (m, or None), unchanged."""
-        return self.sensor.last_thickness_m
 
     def estimate(self, frame, probes_r: np.ndarray, T_tool_to_r: np.ndarray) -> np.ndarray:
         c = np.array(self.sensor.estimate(frame, probes_r, T_tool_to_r), dtype=float)

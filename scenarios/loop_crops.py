@@ -31,6 +31,7 @@ import numpy as np
 
 from controllers.completion_sensing import ThicknessCompletionSensor
 from controllers.perception.thickness_classes import CROP_PX
+from scenarios.sensor_wrapper import CompletionSensorWrapper
 
 #: the file a case writes into its artifacts folder (``loop_crops_case007.npz``)
 FILE_PATTERN = "loop_crops_case{index:03d}.npz"
@@ -114,26 +115,21 @@ def load_run(run_dir: Path | str) -> LoopCrops:
     return LoopCrops.concatenate([LoopCrops.load(f) for f in files])
 
 
-class LoopCropRecorder:
+class LoopCropRecorder(CompletionSensorWrapper):
     """Passes the readings of ``scored`` (a ``scenarios.scoring.ScoredSensor``) through unchanged
     and records labelled crops (module docstring) with its own ``ThicknessCompletionSensor``
     geometry (``model``, ``T_mi_to_r``, ``drill``: the controller's, as the sensor gets them)."""
 
     def __init__(self, scored, model, T_mi_to_r: np.ndarray, drill, case: int, rng: np.random.Generator,
                  settings: LoopCropSettings = LoopCropSettings()):
+        super().__init__(scored)
         self.scored = scored
-        self.uses_images = scored.uses_images
         self.cropper = ThicknessCompletionSensor(None, model, T_mi_to_r, drill, 0.0)
         self.case, self.rng, self.settings = int(case), rng, settings
         self._started = False
         self._readings = 0
         self._n = 0
         self._parts: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(LoopCrops) if f.name != "case"}
-
-    @property
-    def last_thickness_m(self):
-        """The wrapped sensor's ``last_thickness_m`` (m, or None), unchanged."""
-        return self.scored.last_thickness_m
 
     def estimate(self, frame, probes_r, T_tool_to_r):
         c = self.scored.estimate(frame, probes_r, T_tool_to_r)

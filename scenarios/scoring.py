@@ -17,6 +17,7 @@ from controllers.planning import StopReason
 from controllers.premeasurement import SurfaceOutcome
 from controllers.reconstruction import estimate_camera_model
 from controllers.surface_fit import FittedTrajectory, trajectory_centre_px
+from scenarios.sensor_wrapper import CompletionSensorWrapper
 from scenes.frames import apply, invert
 from twin.completion_oracle import true_cross_section_completion
 
@@ -159,21 +160,15 @@ class PerceptionTruth:
     thickness_m: np.ndarray
 
 
-class ScoredSensor:
+class ScoredSensor(CompletionSensorWrapper):
     """Passes a completion sensor's readings through unchanged and keeps, per reading, the truth
     at the same points and moment beside them (``PerceptionTruth``: for ``perception_mae`` and
     for explaining failures, ``scenarios.failure``)."""
 
     def __init__(self, sensor, world):
-        self.sensor = sensor
-        self.uses_images = sensor.uses_images
+        super().__init__(sensor)
         self.world = world
         self.rows: list[PerceptionTruth] = []
-
-    @property
-    def last_thickness_m(self):
-        """The wrapped sensor's ``last_thickness_m`` (m, or None), unchanged."""
-        return self.sensor.last_thickness_m
 
     def estimate(self, frame, probes_r, T_tool_to_r):
         c = self.sensor.estimate(frame, probes_r, T_tool_to_r)

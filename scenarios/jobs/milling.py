@@ -84,6 +84,7 @@ from scenarios.loop_crops import LoopCropRecorder
 from scenarios.fault_injection import (CompletionOutliers, KeypointOutliers, check_stop, fault_schedule,
                                        resume_after_stop)
 from scenarios.scoring import ScoredSensor, score_fit_heights, score_milling
+from scenarios.sensor_wrapper import CompletionSensorWrapper
 from twin.completion_oracle import OracleCompletionSensor, OracleErrorModel
 
 def milling_figure(path: Path, world, report: MillingReport, title: str) -> None:
@@ -156,19 +157,13 @@ def _networks(perception: PerceptionSettings, completion: bool) -> Networks:
     return load_networks(perception, completion)
 
 
-class _ThicknessLog:
+class _ThicknessLog(CompletionSensorWrapper):
     """Passes a ``ThicknessCompletionSensor``'s readings through and keeps its fused thickness
     (m, (n,)) of each reading, in the order ``ScoredSensor.rows`` gets them."""
 
     def __init__(self, sensor):
-        self.sensor = sensor
-        self.uses_images = sensor.uses_images
+        super().__init__(sensor)
         self.thickness_m: list[np.ndarray] = []
-
-    @property
-    def last_thickness_m(self):
-        """The wrapped sensor's ``last_thickness_m`` (m, or None), unchanged."""
-        return self.sensor.last_thickness_m
 
     def estimate(self, frame, probes_r, T_tool_to_r):
         c = self.sensor.estimate(frame, probes_r, T_tool_to_r)
