@@ -63,7 +63,8 @@ import sys
 from pathlib import Path
 
 from scenarios.limits import (MAX_BATCH_SIZE, MAX_CASES, MAX_EPOCHS, MAX_EXPORT_EVERY, MAX_EXPORT_FRAMES,
-                              MAX_FALSIFY_CASES, MAX_TRAIN_SCENES, MAX_WORKERS)
+                              MAX_FALSIFY_CASES, MAX_IMAGE_RATE_HZ, MAX_TRAIN_BUDGET_MIN, MAX_TRAIN_SCENES,
+                              MAX_WORKERS)
 
 
 def _recorder(path: str | None, image_scale: float, program: str, arguments: dict, backend: str, seed: int,
@@ -454,6 +455,22 @@ def _scale(text: str) -> float:
 
 
 
+def _number_in(lo: float, hi: float, lo_open: bool = False):
+    """An argparse type: a finite number in [lo, hi] ((lo, hi] with ``lo_open``)."""
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text[:40]!r}") from None
+        if not ((lo < value if lo_open else lo <= value) and value <= hi):
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text[:40]}")
+        return value
+    parse.__name__ = f"number in {interval}"
+    return parse
+
+
 def _int_in(lo: int, hi: int):
     """An argparse type: an integer in [lo, hi] (argparse reports the error and exits 2)."""
     def parse(text: str) -> int:
@@ -596,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=_seed, default=0)
         p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2,
                        help=f"data-generation processes, 1..{MAX_WORKERS} (default 2)")
-        p.add_argument("--budget-min", type=float, default=19.0, help="wall-clock budget in minutes (default 19)")
+        p.add_argument("--budget-min", type=_number_in(0.0, MAX_TRAIN_BUDGET_MIN, lo_open=True), default=19.0,
+                       help=f"wall-clock budget in minutes, (0, {MAX_TRAIN_BUDGET_MIN}] (default 19)")
         p.add_argument("--scenes", type=_int_in(1, MAX_TRAIN_SCENES), default=None,
                        help=f"override the number of rendered scenes, 1..{MAX_TRAIN_SCENES}")
         p.add_argument("--epochs", type=_int_in(1, MAX_EPOCHS), default=None,
@@ -610,8 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), default=2,
                    help=f"data-generation processes, 1..{MAX_WORKERS} (default 2)")
-    p.add_argument("--budget-min", type=float, default=20.0,
-                   help="wall-clock budget in minutes, data included (default 20)")
+    p.add_argument("--budget-min", type=_number_in(0.0, MAX_TRAIN_BUDGET_MIN, lo_open=True), default=20.0,
+                   help=f"wall-clock budget in minutes, data included, (0, {MAX_TRAIN_BUDGET_MIN}] (default 20)")
     p.add_argument("--variant", choices=THICKNESS_VARIANTS, default="full",
                    help="full (default) or an ablation: no_fgaf, no_cnsn, no_weighted_loss, regression")
     p.add_argument("--data", default=None, metavar="NPZ_DIR",
@@ -635,7 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overrides", default="{}", help="scene overrides, a JSON object of dotted keys")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--domain", type=_seed, default=0, help="ROS domain id, 0..232 (default 0)")
-    p.add_argument("--image-rate-hz", type=float, default=5.0, help="MSCS images per second (default 5; 0: none)")
+    p.add_argument("--image-rate-hz", type=_number_in(0.0, MAX_IMAGE_RATE_HZ), default=5.0,
+                   help=f"MSCS images per second, 0..{MAX_IMAGE_RATE_HZ:g} (default 5; 0: none)")
     p.set_defaults(func=_cmd_sas_twin)
     p = sub.add_parser("backends", help="list hardware backends")
     p.set_defaults(func=_cmd_backends)

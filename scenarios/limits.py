@@ -22,5 +22,9 @@ MAX_BATCH_SIZE = 256
 #: cases one ``micromill falsify`` may run while searching (``--budget``) and while shrinking
 #: (``--shrink-budget``)
 MAX_FALSIFY_CASES = 100000
+#: ``micromill train --budget-min``: at most a week (minutes)
+MAX_TRAIN_BUDGET_MIN = 7 * 24 * 60
+#: ``micromill sas-twin --image-rate-hz``: at most the MSCS's fastest frame rate and then some (Hz)
+MAX_IMAGE_RATE_HZ = 100.0
 #: ``micromill falsify --time-budget``: at most a week (seconds)
 MAX_FALSIFY_SECONDS = 7 * 24 * 3600

@@ -233,6 +233,12 @@ def test_train_data_errors_exit_2(tmp_path, capsys):
      "--held-out: must be in [0.05, 0.9], got 0.01"),
     (["train", "keypoints", "--target", "drill_tip", "--data", "d", "--learning-rate", "0"],
      "--learning-rate: must be in (0, 1], got 0.0"),
+    (["train", "thickness", "--budget-min", "1e9"], "--budget-min: must be a number in (0, 10080], got 1e9"),
+    (["train", "completion", "--budget-min", "0"], "--budget-min: must be a number in (0, 10080], got 0"),
+    (["train", "keypoints", "--target", "drill_tip", "--budget-min", "nan"],
+     "--budget-min: must be a number in (0, 10080], got nan"),
+    (["sas-twin", "--prefix", "/arm1", "--image-rate-hz", "1e6"],
+     "--image-rate-hz: must be a number in [0, 100], got 1e6"),
 ])
 def test_cli_bounds_the_counts_of_export_and_fine_tuning(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:
