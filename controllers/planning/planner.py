@@ -282,8 +282,9 @@ class MillingPlanner:
         self._through_h[first] = self._heights[first]
         if r is not None:
             self._set_overcut(first, r)
-        overcut_done = self._heights <= np.maximum(self._through_h - self._overcut, self._floor) + 1e-12
-        self._done = (self._done | (self._through & overcut_done)) if p.latch_done else self._through & overcut_done
+        overcut_end = np.where(self._through, self._through_h - self._overcut, -np.inf)   # m
+        overcut_done = self._through & (self._heights <= np.maximum(overcut_end, self._floor) + 1e-12)
+        self._done = (self._done | overcut_done) if p.latch_done else overcut_done
         if r is not None:
             passed = k > self._passes
             self._passes = k.astype(np.int64)
@@ -294,7 +295,6 @@ class MillingPlanner:
         hold = self._done | self._waiting | self._settle
         law = np.where(self._through, p.v_cut_min_m_s, p.speed_m_s(self._completion, self._initial - self._heights))
         speed = np.where(hold, 0.0, law)
-        overcut_end = np.where(self._through, self._through_h - self._overcut, -np.inf)
         lowered = np.maximum(self._heights - speed * dt_s, np.minimum(self._heights, overcut_end))
         self._heights = np.maximum(lowered, self._floor)
 
