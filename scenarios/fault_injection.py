@@ -29,8 +29,8 @@ from controllers.control_loop import ControlLoop
 from controllers.motion.pose_control import PoseController
 from controllers.perception.keypoint_detector import Keypoint
 from hw_bridge.errors import HardwareError
-from scenarios.sensor_wrapper import CompletionSensorWrapper
 from hw_bridge.interface import Hardware, Lifecycle
+from scenarios.sensor_wrapper import CompletionSensorWrapper
 from scenes.frames import invert
 from twin.faults import FaultSchedule, FaultWindow
 

@@ -122,8 +122,7 @@ class LoopCropRecorder(CompletionSensorWrapper):
 
     def __init__(self, scored, model, T_mi_to_r: np.ndarray, drill, case: int, rng: np.random.Generator,
                  settings: LoopCropSettings = LoopCropSettings()):
-        super().__init__(scored)
-        self.scored = scored
+        super().__init__(scored)              # self.sensor: the ScoredSensor, with its truth rows
         self.cropper = ThicknessCompletionSensor(None, model, T_mi_to_r, drill, 0.0)
         self.case, self.rng, self.settings = int(case), rng, settings
         self._started = False
@@ -132,8 +131,8 @@ class LoopCropRecorder(CompletionSensorWrapper):
         self._parts: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(LoopCrops) if f.name != "case"}
 
     def estimate(self, frame, probes_r, T_tool_to_r):
-        c = self.scored.estimate(frame, probes_r, T_tool_to_r)
-        truth = self.scored.rows[-1]
+        c = self.sensor.estimate(frame, probes_r, T_tool_to_r)
+        truth = self.sensor.rows[-1]
         s = self.settings
         self._started = self._started or bool(np.nanmax(truth.c_true) >= s.start_completion)
         if self._started and frame is not None and self._n < s.max_crops:
