@@ -84,6 +84,8 @@ class MillingReport:
     done: np.ndarray
     floor_clamps: int
     log: MillingLog
+    speed_scale: float = 1.0  # the planner's final speed scale (1: never slowed for lag)
+    lag_m: np.ndarray | None = None  # each point's lag from its first settle (m, NaN: none); None: no settle
 
     @property
     def duration_s(self) -> float:
@@ -186,7 +188,8 @@ def mill_window(loop: ControlLoop, pc: PoseController, traj: FittedTrajectory, s
     message = _stop(loop, pc, frame, settings, reason, fault)
     hw.publish_decision("milling/stop", reason=reason.value, message=message, points_done=int(planner.done.sum()))
     return MillingReport(reason, message, t0, stop_s, frame, radius, theta_i, points_r, probes_r, floor_h, h_ini,
-                         planner.heights_m, planner.done, mc.floor_clamps, log)
+                         planner.heights_m, planner.done, mc.floor_clamps, log, planner.speed_scale,
+                         planner.lag_m if settings.damper.settle_levels_m else None)
 
 
 def passes_over(theta_rad: float, theta_i_rad: np.ndarray, half_width_rad: float) -> np.ndarray:

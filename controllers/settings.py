@@ -176,6 +176,18 @@ class DamperParams(_Settings):
     right after a pass, ``MillingSettings.skip_after_pass_readings``.) A point that keeps up
     holds about one lap (3.1 s) per settle. ``settle_below_m = 0`` switches it off (the paper's
     planner); the completion-only sensors (the regression CNN, the oracle) never settle.
+    Speed scale (``lag_target_m``, issue 13, with the settle): the settle shows how far a point
+    lagged behind its plan (the thinning its first settle's judged passes measured). At the low
+    end of the plausible cut rates the damper's 4-10 um/s is faster than the burr cuts, and a
+    lag of 20-30 um left at a point when it went through was cut down to its plan over the next
+    few laps, beside it, 20 um into the membrane. The burr's cut per pass grows as the square
+    root of the lag (its chord through the bone above its path), so the lag a plan settles at
+    grows as the square of its speed: once 3 points have measured their lag (the scale is
+    recomputed at each further one), every cutting speed is scaled by
+    sqrt(``lag_target_m`` / the upper quartile of the lags), clipped to [``min_speed_scale``, 1]
+    (1: the lags are within the target). The readings' drift reads as ~5-20 um of lag where
+    there is none, so fast bone is slowed to ~0.7-0.85 too. ``lag_target_m = 0`` switches it
+    off.
     Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0 (the speed never increases
     with c), contact_level < through_level and contact_level < sync_level.
 
@@ -217,6 +229,11 @@ class DamperParams(_Settings):
     overcut_margin_m: Real = Field(10e-6, ge=0.0, le=100e-6,
                                    description="the over-cut is the bone read before the through reading, less the "
                                                "descent since, less this margin (clipped to [0, overcut_m])")
+    lag_target_m: Real = Field(8e-6, ge=0.0, le=200e-6,
+                               description="thickness sensor only: once 3 points have measured their lag in their first "
+                                           "settle, every cutting speed is scaled by sqrt(this / the upper quartile "
+                                           "of the lags), at most 1 (0: never scaled)")
+    min_speed_scale: Real = Field(0.25, gt=0.0, le=1.0, description="the smallest such scale")
     settle_readings: Int = Field(3, ge=1, le=50, description="readings after a pass whose median is compared")
     settle_max_s: Real = Field(20.0, gt=0.0, le=120.0, description="longest settle of one point")
 

@@ -1,6 +1,7 @@
 """Milling trajectory planner (paper section IV-B): Kruger's closed spline, the velocity damper,
 the planner's invariants and the stop logic."""
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -817,6 +818,64 @@ def test_a_point_its_settle_found_behind_gets_no_over_cut():
         assert planner.heights_m[0] == pytest.approx(through_h - overcut, abs=1e-12), levels
 
 
+def lag_run(levels_per_point_um, p: DamperParams, n: int = 8):
+    """Points 0.. read the ``laps`` of their levels (the rest never read a thickness); all
+    read completion 0.5. Returns the planner after the last reading."""
+    runs = [laps(levels) for levels in levels_per_point_um]
+    planner = MillingPlanner.from_fitted(np.full(n, 1e-3), 0.0, p)
+    for step in range(max(len(r) for r in runs)):
+        remaining, passes = np.full(n, np.nan), np.zeros(n)
+        for i, r in enumerate(runs):
+            reading, k = r[min(step, len(r) - 1)]
+            remaining[i], passes[i] = reading * 1e-6, k
+        planner.update(np.full(n, 0.5), 0.2, remaining, passes)
+    return planner
+
+
+def test_the_first_settles_lags_scale_every_cutting_speed():
+    """Issue 13, slow bone: a point's first settle thinned it by 20, 12 and 5 um (the pass that
+    ended it): its lag was 37 um. Once 3 points have measured theirs, every cutting speed is
+    scaled by sqrt(lag_target_m / the upper quartile of the lags): sqrt(8 / 37) here. Before
+    that, and where the lags are <= 8 um (a point that kept up settles on its first pass, here
+    thinned by 6 um), the speeds are the damper's."""
+    p = DamperParams(resettle_below_m=0.0, settle_drop_m=8e-6, sync_level=1.0)
+    assert (DamperParams().lag_target_m, DamperParams().min_speed_scale) == (8e-6, 0.25)
+    behind = [140.0, 120.0, 108.0, 103.0, 103.0]
+    two = lag_run([behind, behind], p)
+    assert two.lag_m[:2] == pytest.approx([37e-6, 37e-6], abs=1e-12) and two.speed_scale == 1.0
+    three = lag_run([behind] * 3, p)
+    assert np.all(np.isnan(three.lag_m[3:])) and three.speed_scale == pytest.approx(math.sqrt(8.0 / 37.0))
+    before = three.heights_m
+    three.update(np.full(8, 0.5), 1.0, np.full(8, np.nan), np.full(8, 5))
+    law = p.speed_m_s(np.array([0.5]))[0]
+    np.testing.assert_allclose(before[3:] - three.heights_m[3:], law * math.sqrt(8.0 / 37.0), rtol=1e-9)
+    kept_up = lag_run([[140.0, 134.0, 134.0]] * 3, p)
+    assert kept_up.lag_m[:3] == pytest.approx([6e-6] * 3, abs=1e-12) and kept_up.speed_scale == 1.0
+    off = lag_run([behind] * 3, DamperParams(resettle_below_m=0.0, settle_drop_m=8e-6, lag_target_m=0.0))
+    assert off.speed_scale == 1.0
+
+
+def test_the_speed_scale_is_set_by_the_upper_quartile_and_never_below_min_speed_scale():
+    p = DamperParams(resettle_below_m=0.0, settle_drop_m=8e-6, sync_level=1.0, min_speed_scale=0.4)
+    slow = [140.0, 60.0, 20.0, 18.0, 18.0]                                           # 80 + 40 + 2 um
+    lags = lag_run([[140.0, 136.0, 136.0]] * 3 + [slow], p)                           # 4, 4, 4, 122 um
+    assert lags.lag_m[:4] == pytest.approx([4e-6, 4e-6, 4e-6, 122e-6], abs=1e-12)
+    q75 = float(np.quantile([4.0, 4.0, 4.0, 122.0], 0.75))                           # 33.5 um
+    assert lags.speed_scale == pytest.approx(math.sqrt(8.0 / q75))
+    slowest = lag_run([slow] * 3, p)                                                  # sqrt(8/122) < 0.4
+    assert slowest.speed_scale == 0.4
+
+
+def test_the_approach_through_air_is_never_scaled():
+    p = DamperParams(resettle_below_m=0.0, settle_drop_m=8e-6, sync_level=1.0)
+    behind = [140.0, 120.0, 108.0, 103.0, 103.0]
+    planner = lag_run([behind] * 3, p)
+    assert planner.speed_scale < 1.0
+    before = planner.heights_m
+    planner.update(np.array([0.5] * 7 + [0.0]), 1.0, np.full(8, np.nan), np.full(8, 5))
+    assert before[7] - planner.heights_m[7] == pytest.approx(p.v_approach_m_s, rel=1e-9)
+
+
 @FAST
 @given(st.data())
 def test_settle_invariants_for_any_sequence_of_readings_and_passes(data):
@@ -844,3 +903,5 @@ def test_settle_invariants_for_any_sequence_of_readings_and_passes(data):
         assert np.array_equal(h[planner.settling], before[planner.settling])
         assert np.all(planner.settles <= len(p.settle_levels_m))
         assert not (planner.settling & planner.done).any()
+        assert p.min_speed_scale <= planner.speed_scale <= 1.0
+        assert np.all(np.isnan(planner.lag_m) | (planner.lag_m >= 0.0))

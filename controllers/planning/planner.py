@@ -60,6 +60,19 @@ instead of springing back into the membrane when the last bone gives way. A poin
 pass of its settle thinned by more than ``resettle_drop_m`` was behind its plan: it settles once
 more when r_i first reads at most ``resettle_below_m``, ending on a pass that thins it by at most
 ``resettle_drop_m`` (the reading is more precise there). A point read through never settles.
+Speed scale (``DamperParams.lag_target_m``; with the settle): a point's *lag* is the thinning
+its first settle measured (the sum of its judged passes' drops, the one that ended it included).
+Once 3 points have measured theirs (the scale is recomputed at each further one), every cutting
+speed of every point (not the approach through air) is multiplied by
+sqrt(``lag_target_m`` / the upper quartile of the lags), clipped to [``min_speed_scale``, 1]:
+a pass of the burr (radius R) over bone standing e above its path cuts it for as long as the
+burr's chord through that bone, 2 sqrt(2 R e), so the cut per pass grows as sqrt(e), and the lag
+at which the cut keeps up with a plan descending at v per lap grows as v^2. Slow bone (a low cut
+rate, a hard spot) needs a slower plan, or the head is pressed down by the lag and springs back
+into the membrane when the last bone gives way. One scale for the whole circle, so the points
+stay level with each other. Approximations: the square-root law is geometry at a constant cut
+rate (assumed to hold on real bone), and the readings' noise and drift (a few um a pass) read as
+a lag of ~5-20 um where there is none, which slows fast bone a little too.
 Time is the sum of the ``dt_s`` given to ``update``. (Passes come from
 the loop, which knows where the burr is; a gap in a point's readings is not one: the drill's
 shank hides points the burr is not cutting.)
@@ -95,6 +108,9 @@ from controllers.settings import DamperParams
 __all__ = ["DamperParams", "MillingPlanner", "StopMonitor", "StopReason"]
 
 _MIN_POINTS = 3
+#: the quantile of the points' measured lags that sets the speed scale: the upper quartile, so
+#: the harder quarter of the skull (the hardness field varies ~2x over it) sets the pace
+_LAG_QUANTILE = 0.75
 
 
 def _check_finite(field: str, value: float) -> None:
@@ -151,6 +167,9 @@ class MillingPlanner:
         self._overcut = np.zeros(heights.size)                   # m: each point's over-cut, set when read through
         self._recent: list[list[float]] = [[] for _ in range(heights.size)]  # m: last readings before through
         self._recent_h = np.full(heights.size, np.nan)          # m: the height at the newest of them
+        self._settle_thinning = np.zeros(heights.size)           # m: judged thinning in the current settle
+        self._lag = np.full(heights.size, np.nan)                # m: each point's first settle's thinning
+        self._scale = 1.0                                        # speed scale from the lags (module docstring)
 
     @classmethod
     def from_fitted(cls, heights_ini_m: ArrayLike, floor_m: ArrayLike | float,
@@ -224,6 +243,19 @@ class MillingPlanner:
         return self._settles.copy()
 
     @property
+    def lag_m(self) -> NDArray[np.float64]:
+        """Each point's lag behind its plan as its first settle measured it (m): the sum of the
+        judged passes' thinning; NaN before that settle ended (or when it ended by the point
+        going through)."""
+        return self._lag.copy()
+
+    @property
+    def speed_scale(self) -> float:
+        """The factor (in [``min_speed_scale``, 1]) on every point's cutting speed, from the
+        lags the first settles measured (module docstring); 1 until enough of them have."""
+        return self._scale
+
+    @property
     def all_done(self) -> bool:
         """The stop condition: True exactly when every point is done."""
         return bool(self._done.all())
@@ -293,8 +325,10 @@ class MillingPlanner:
         at_sync = ~self._through & (self._completion >= p.sync_level)
         self._waiting = at_sync & bool(np.any(~self._through & ~at_sync))
         hold = self._done | self._waiting | self._settle
-        law = np.where(self._through, p.v_cut_min_m_s, p.speed_m_s(self._completion, self._initial - self._heights))
-        speed = np.where(hold, 0.0, law)
+        descended = self._initial - self._heights
+        law = np.where(self._through, p.v_cut_min_m_s, p.speed_m_s(self._completion, descended))
+        in_air = ~self._through & (self._completion < p.contact_level) & (descended < p.approach_depth_m)
+        speed = np.where(hold, 0.0, np.where(in_air, law, law * self._scale))
         lowered = np.maximum(self._heights - speed * dt_s, np.minimum(self._heights, overcut_end))
         self._heights = np.maximum(lowered, self._floor)
 
@@ -325,6 +359,7 @@ class MillingPlanner:
                         and seen[i] and ri <= levels[k]):
                     self._settle[i], self._settle_start_s[i] = True, now
                     self._behind[i] = False
+                    self._settle_thinning[i] = 0.0
                     self._readings[i] = [ri]
                     self._before_pass[i] = np.nan
                 continue
@@ -342,6 +377,7 @@ class MillingPlanner:
                 readings.append(ri)
                 if len(readings) == p.settle_readings and math.isfinite(self._before_pass[i]):
                     drop = self._before_pass[i] - float(np.median(readings))
+                    self._settle_thinning[i] += drop
                     self._behind[i] |= drop > p.resettle_drop_m
                     if drop <= (p.settle_drop_m if self._settles[i] == 0 else p.resettle_drop_m):
                         self._end_settle(i)
@@ -350,10 +386,25 @@ class MillingPlanner:
                 self._end_settle(i)
 
     def _end_settle(self, i: int) -> None:
-        """Point i is free again; its settle counts as finished."""
+        """Point i is free again; its settle counts as finished. The first settle of a point not
+        through records its lag (its judged thinning) and updates the speed scale."""
+        if self._settles[i] == 0 and not self._through[i] and math.isfinite(self._before_pass[i]):
+            self._lag[i] = max(self._settle_thinning[i], 0.0)
+            self._scale = self._speed_scale_from_lags()
         self._settle[i] = False
         self._settles[i] += 1
         self._readings[i] = []
+
+    def _speed_scale_from_lags(self) -> float:
+        """sqrt(lag_target_m / the upper quartile of the measured lags), in [min_speed_scale, 1];
+        1 while fewer than 3 points have measured theirs (the first to go through are the first
+        to settle: waiting for more came too late for them), or with ``lag_target_m = 0``."""
+        p = self._params
+        lags = self._lag[np.isfinite(self._lag)]
+        if p.lag_target_m <= 0.0 or lags.size < _MIN_POINTS:
+            return 1.0
+        lag = float(np.quantile(lags, _LAG_QUANTILE))
+        return 1.0 if lag <= p.lag_target_m else max(math.sqrt(p.lag_target_m / lag), p.min_speed_scale)
 
     def path(self) -> ClosedConstrainedSpline:
         """The smoothed trajectory: height (m) as a function of the angle (rad) on the circle."""

@@ -296,6 +296,9 @@ def run_case(ctx: CaseContext) -> CaseOutput:
             notes["resume"] = resume.message
         if cause is not None:
             notes.update({"why": cause.text, "failure": cause.as_notes(report.start_s)})
+        if report.lag_m is not None:
+            notes["speed_scale"] = report.speed_scale
+            notes["lag_um"] = [round(float(v) * 1e6, 1) if np.isfinite(v) else None for v in report.lag_m]
         notes.update({"simulated_time_s": hw.now(), "calibration_wall_s": wall_cal, "world_wall_s": wall_world,
                       "fit_wall_s": wall_fit, "milling_wall_s": wall})
         return CaseOutput(metrics=m, artifacts=artifacts, notes=notes)
