@@ -6,7 +6,8 @@ oracle), recorded at the commit it names. First recorded before the issue-12 spe
 (rendering only what the sensor looks at, the compiled bone model, ...); re-recorded in issue 13,
 whose bone model (cut along the burr's normal, thin bone cracking) changes the outcomes on
 purpose, and again for issue 13's planner changes (the synchronised finish, the floor's fit
-margin, the settle, the over-cut; times a few seconds longer, bridges within 3 um). Each case is re-run here through the
+margin, the settle, the over-cut; times a few seconds longer, bridges within 3 um), and for the
+speed scale (the CNN cases 15-30 s longer, still 4/4, bridges 0-11 um). Each case is re-run here through the
 runner's own ``run_case`` and must match: success, breach count and the controller's stop
 exactly, the thickest bridge within 1 um, the stop time within one control period (20 ms).
 One oracle and one CNN case run by default; the rest are behind the ``slow`` marker.
