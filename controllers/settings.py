@@ -186,7 +186,7 @@ class DamperParams(_Settings):
     recomputed at each further one), every cutting speed is scaled by
     sqrt(``lag_target_m`` / the upper quartile of the lags), clipped to [``min_speed_scale``, 1]
     (1: the lags are within the target). The readings' drift reads as ~5-20 um of lag where
-    there is none, so fast bone is slowed to ~0.7-0.85 too. ``lag_target_m = 0`` switches it
+    there is none, so fast bone is slowed to ~0.6-0.9 too. ``lag_target_m = 0`` switches it
     off.
     Required: v_approach_m_s >= v_cut_max_m_s >= v_cut_min_m_s > 0 (the speed never increases
     with c), contact_level < through_level and contact_level < sync_level.
