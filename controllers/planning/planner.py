@@ -108,6 +108,8 @@ from controllers.settings import DamperParams
 __all__ = ["DamperParams", "MillingPlanner", "StopMonitor", "StopReason"]
 
 _MIN_POINTS = 3
+#: how many points' lags set a speed scale (the first to settle are the first to go through)
+_MIN_LAGS = 3
 #: the quantile of the points' measured lags that sets the speed scale: the upper quartile, so
 #: the harder quarter of the skull (the hardness field varies ~2x over it) sets the pace
 _LAG_QUANTILE = 0.75
@@ -401,7 +403,7 @@ class MillingPlanner:
         to settle: waiting for more came too late for them), or with ``lag_target_m = 0``."""
         p = self._params
         lags = self._lag[np.isfinite(self._lag)]
-        if p.lag_target_m <= 0.0 or lags.size < _MIN_POINTS:
+        if p.lag_target_m <= 0.0 or lags.size < _MIN_LAGS:
             return 1.0
         lag = float(np.quantile(lags, _LAG_QUANTILE))
         return 1.0 if lag <= p.lag_target_m else max(math.sqrt(p.lag_target_m / lag), p.min_speed_scale)
