@@ -265,9 +265,11 @@ class DamperParams(_Settings):
             return ()
         return (self.settle_below_m,) + ((self.resettle_below_m,) if self.resettle_below_m > 0.0 else ())
 
-    def speed_m_s(self, completion, descended_m=0.0):
+    def speed_m_s(self, completion, descended_m=0.0, scale=1.0):
         """Descent speed (m/s, >= 0) for completion levels in [0, 1] (array of c's shape), at
-        points that have descended ``descended_m`` (m) from their starting height."""
+        points that have descended ``descended_m`` (m) from their starting height; ``scale``
+        (the planner's speed scale, ``lag_target_m``) multiplies every speed in bone, not the
+        approach through air."""
         from controllers.planning.validation import PlanningParameterError
 
         c = np.asarray(completion, dtype=float)
@@ -279,8 +281,8 @@ class DamperParams(_Settings):
         cutting = np.clip(np.interp(c, [self.contact_level, self.through_level],
                                     [self.v_cut_max_m_s, self.v_cut_min_m_s]), self.v_cut_min_m_s, self.v_cut_max_m_s)
         approach = np.where(np.asarray(descended_m) < self.approach_depth_m, self.v_approach_m_s,
-                            self.v_cut_max_m_s)
-        return np.select([c < self.contact_level, c < self.through_level], [approach, cutting], default=0.0)
+                            self.v_cut_max_m_s * scale)
+        return np.select([c < self.contact_level, c < self.through_level], [approach, cutting * scale], default=0.0)
 
 
 class MillingControlParams(_Settings):

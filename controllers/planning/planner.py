@@ -171,7 +171,6 @@ class MillingPlanner:
         self._recent_h = np.full(heights.size, np.nan)          # m: the height at the newest of them
         self._settle_thinning = np.zeros(heights.size)           # m: judged thinning in the current settle
         self._lag = np.full(heights.size, np.nan)                # m: each point's first settle's thinning
-        self._scale = 1.0                                        # speed scale from the lags (module docstring)
 
     @classmethod
     def from_fitted(cls, heights_ini_m: ArrayLike, floor_m: ArrayLike | float,
@@ -253,9 +252,16 @@ class MillingPlanner:
 
     @property
     def speed_scale(self) -> float:
-        """The factor (in [``min_speed_scale``, 1]) on every point's cutting speed, from the
-        lags the first settles measured (module docstring); 1 until enough of them have."""
-        return self._scale
+        """The factor on every point's cutting speed (module docstring): sqrt(lag_target_m / the
+        upper quartile of the lags the first settles measured), in [min_speed_scale, 1]; 1 while
+        fewer than 3 points have measured theirs (the first to go through are the first to settle:
+        waiting for more came too late for them), or with ``lag_target_m = 0``."""
+        p = self._params
+        lags = self._lag[np.isfinite(self._lag)]
+        if p.lag_target_m <= 0.0 or lags.size < _MIN_LAGS:
+            return 1.0
+        lag = float(np.quantile(lags, _LAG_QUANTILE))
+        return 1.0 if lag <= p.lag_target_m else max(math.sqrt(p.lag_target_m / lag), p.min_speed_scale)
 
     @property
     def all_done(self) -> bool:
@@ -327,10 +333,10 @@ class MillingPlanner:
         at_sync = ~self._through & (self._completion >= p.sync_level)
         self._waiting = at_sync & bool(np.any(~self._through & ~at_sync))
         hold = self._done | self._waiting | self._settle
-        descended = self._initial - self._heights
-        law = np.where(self._through, p.v_cut_min_m_s, p.speed_m_s(self._completion, descended))
-        in_air = ~self._through & (self._completion < p.contact_level) & (descended < p.approach_depth_m)
-        speed = np.where(hold, 0.0, np.where(in_air, law, law * self._scale))
+        scale = self.speed_scale
+        law = np.where(self._through, p.v_cut_min_m_s * scale,
+                       p.speed_m_s(self._completion, self._initial - self._heights, scale))
+        speed = np.where(hold, 0.0, law)
         lowered = np.maximum(self._heights - speed * dt_s, np.minimum(self._heights, overcut_end))
         self._heights = np.maximum(lowered, self._floor)
 
@@ -389,24 +395,12 @@ class MillingPlanner:
 
     def _end_settle(self, i: int) -> None:
         """Point i is free again; its settle counts as finished. The first settle of a point not
-        through records its lag (its judged thinning) and updates the speed scale."""
+        through records its lag (its judged thinning), from which ``speed_scale`` follows."""
         if self._settles[i] == 0 and not self._through[i] and math.isfinite(self._before_pass[i]):
             self._lag[i] = max(self._settle_thinning[i], 0.0)
-            self._scale = self._speed_scale_from_lags()
         self._settle[i] = False
         self._settles[i] += 1
         self._readings[i] = []
-
-    def _speed_scale_from_lags(self) -> float:
-        """sqrt(lag_target_m / the upper quartile of the measured lags), in [min_speed_scale, 1];
-        1 while fewer than 3 points have measured theirs (the first to go through are the first
-        to settle: waiting for more came too late for them), or with ``lag_target_m = 0``."""
-        p = self._params
-        lags = self._lag[np.isfinite(self._lag)]
-        if p.lag_target_m <= 0.0 or lags.size < _MIN_LAGS:
-            return 1.0
-        lag = float(np.quantile(lags, _LAG_QUANTILE))
-        return 1.0 if lag <= p.lag_target_m else max(math.sqrt(p.lag_target_m / lag), p.min_speed_scale)
 
     def path(self) -> ClosedConstrainedSpline:
         """The smoothed trajectory: height (m) as a function of the angle (rad) on the circle."""
