@@ -59,9 +59,10 @@ case with its cause and figure.
 
 Notes (wall seconds, for ``benchmarks.case_speed``): ``calibration_wall_s`` (about 0 once the rig's
 calibration is cached), ``world_wall_s`` (the case's hardware and twin world), ``fit_wall_s``
-(the fit stage), ``milling_wall_s`` (the milling stage). With a thickness sensor (the settle on):
-``speed_scale``, the planner's final speed scale (``DamperParams.lag_target_m``; 1: never slowed),
-and ``lag_um``, each point's lag as its first settle measured it (um; null: not measured).
+(the fit stage), ``milling_wall_s`` (the milling stage). With the settle on (``settle_below_m``
+> 0): ``speed_scale``, the planner's final speed scale (``DamperParams.lag_target_m``; 1: never
+slowed), and ``lag_um``, each point's lag as its first settle measured it (um; null: not measured,
+so null everywhere with a completion-only sensor, which never settles).
 """
 from __future__ import annotations
 
